@@ -1,0 +1,162 @@
+"""Construct a model by name (or take the user's module) on meta or a real device."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .enums import Source
+from .errors import InputSizeError
+from .registry import DEFAULT_INPUT, ModelSpec, resolve
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass
+class Built:
+    """A constructed model and how it was made."""
+
+    module: "nn.Module"
+    spec: ModelSpec
+    input_shape: tuple[int, int, int]
+    input_source: str  # "weights", "default", "inferred" or "user"
+    device: str  # "meta" or a real device
+    note: str | None = None  # why the model is not where it was asked to be
+    num_classes: int | None = None  # what the caller asked for, if anything
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def example_input(self, batch: int = 1, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
+        """Zeros (or storage-free meta tensors) of the model's input shape."""
+        import torch
+
+        shape = (batch, *self.input_shape)
+        if self.device == "meta":
+            return torch.empty(shape, device="meta", dtype=dtype or torch.float32)
+        return torch.zeros(shape, device=self.device, dtype=dtype or torch.float32)
+
+
+def parse_input_size(text: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+    """`3,224,224`, `3x224x224`, `224,224` or `224` -> a tuple of positive ints."""
+    if text is None:
+        return None
+    if isinstance(text, (tuple, list)):
+        parts = [str(p) for p in text]
+    else:
+        parts = re.split(r"\s*[,x×]\s*", text.strip())
+    usage = "expected C,H,W such as 3,224,224 (or H,W, or one side)"
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise InputSizeError(f"malformed --input-size '{text}': {usage}")
+    sizes = tuple(int(p) for p in parts)
+    if any(s <= 0 for s in sizes):
+        raise InputSizeError(f"malformed --input-size '{text}': every size must be positive")
+    return sizes
+
+
+def _complete_shape(sizes: tuple[int, ...], default: tuple[int, int, int]) -> tuple[int, int, int]:
+    if len(sizes) == 3:
+        return (sizes[0], sizes[1], sizes[2])
+    if len(sizes) == 2:
+        return (default[0], sizes[0], sizes[1])
+    return (default[0], sizes[0], sizes[0])
+
+
+def _inferred_channels(module: "nn.Module") -> int | None:
+    """Input channels of the first convolution, for user models that do not say."""
+    from torch import nn
+
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return int(m.in_channels)
+    return None
+
+
+def _module_spec(module: "nn.Module") -> ModelSpec:
+    return ModelSpec(
+        name=type(module).__name__,
+        source=Source.MODULE,
+        builder=lambda: module,
+        input_shape=None,
+        num_classes=None,
+        accepts_num_classes=False,
+    )
+
+
+def construct(spec: ModelSpec, num_classes: int | None, device: str) -> tuple["nn.Module", str, str | None]:
+    """Build `spec` on `device` ("meta" builds without storage); returns (module, device, note)."""
+    import torch
+
+    from . import meta
+
+    def make() -> "nn.Module":
+        return spec.build(num_classes)
+
+    if device == "meta":
+        try:
+            module, note = meta.on_meta(make)
+        except Exception as e:  # noqa: BLE001
+            if not meta.is_meta_error(e):
+                raise
+            note = f"built for real on the CPU: {type(e).__name__}: {e}"
+            with torch.device("cpu"):
+                module = make()
+            return module, "cpu", note
+        if not meta.all_on(module, "meta"):
+            module = module.to("meta")
+        return module, "meta", None if note is None else "built with its tensors moved to meta"
+    with torch.device(device):
+        module = make()
+    return module, device, None
+
+
+def build_model(
+    model: "str | nn.Module | ModelSpec",
+    *,
+    num_classes: int | None = None,
+    input_size: str | tuple[int, ...] | None = None,
+    device: str = "meta",
+) -> Built:
+    """Resolve and construct a model, and settle its input shape.
+
+    `num_classes` goes to the builder where it takes one; otherwise the final
+    classifier layer is replaced.
+    """
+    from torch import nn
+
+    sizes = parse_input_size(input_size)
+    if isinstance(model, nn.Module):
+        spec, module, where, note = _module_spec(model), model, _device_of(model), None
+    else:
+        spec = model if isinstance(model, ModelSpec) else resolve(model)
+        module, where, note = construct(spec, num_classes, device)
+    if num_classes is not None and not spec.accepts_num_classes:
+        from .head import HeadSpec, replace_head
+
+        replace_head(module, HeadSpec.linear(num_classes))
+
+    default = spec.input_shape
+    source = "weights" if spec.source is Source.TORCHVISION else "default"
+    if default is None:
+        channels = _inferred_channels(module)
+        default = (channels or DEFAULT_INPUT[0], DEFAULT_INPUT[1], DEFAULT_INPUT[2])
+        source = "inferred" if channels not in (None, DEFAULT_INPUT[0]) else "default"
+    shape = default if sizes is None else _complete_shape(sizes, default)
+    return Built(module, spec, shape, "user" if sizes is not None else source, where, note, num_classes)
+
+
+def _device_of(module: "nn.Module") -> str:
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device.type if t.device.type in ("meta", "cpu") else str(t.device)
+    return "cpu"
+
+
+def check_batch(batch: int) -> int:
+    """A batch must be a positive integer."""
+    if not isinstance(batch, int) or batch <= 0:
+        raise InputSizeError(f"--batch must be a positive integer, got {batch}")
+    return batch

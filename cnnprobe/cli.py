@@ -1,0 +1,157 @@
+"""The `cnnprobe` command: parse, call the API, render.
+
+This module imports no torch at module level, so `cnnprobe --help` is fast.
+Every error a user can cause ends as one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from .enums import Optimizer
+from .errors import CnnprobeError
+
+# typer vendors click in recent releases and depends on it in older ones.
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"cnnprobe: error: {' '.join(str(message).split())}\n")
+    sys.exit(code)
+
+
+class _OneLineErrors(TyperGroup):
+    """Turns usage errors, user errors and crashes into one stderr line and an exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except typer.Abort:
+            _fail("aborted", 130)
+        except CnnprobeError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            if os.environ.get("CNNPROBE_DEBUG"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} (set CNNPROBE_DEBUG=1 for the traceback)", 3)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Look inside CNNs: per-layer shapes, parameters before and after freezing, FLOPs, timings.",
+)
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A registered name (resnet18, cnnprobe:vgg16, torchvision:vgg16) or path/to/file.py:ClassOrFactory.",
+        show_default=False,
+    ),
+]
+InputSize = Annotated[
+    str | None, typer.Option("--input-size", help="C,H,W (or H,W); default: the model's own input size.")
+]
+Batch = Annotated[int, typer.Option("--batch", help="Batch size of the example input.")]
+NumClasses = Annotated[int | None, typer.Option("--num-classes", help="Width of the classifier head.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+FreezeExcept = Annotated[
+    str | None, typer.Option("--freeze-except", help="Freeze everything except these modules: layer4,fc.")
+]
+FreezeAll = Annotated[bool, typer.Option("--freeze-all", help="Freeze every parameter (feature extraction).")]
+Freeze = Annotated[str | None, typer.Option("--freeze", help="Freeze only these modules; globs allowed: layer1,layer2.")]
+
+
+@app.command("list")
+def list_cmd(
+    pattern: Annotated[str | None, typer.Argument(help="Glob or substring of the name, e.g. 'resnet*'.")] = None,
+    json: Json = False,
+) -> None:
+    """List the models cnnprobe can build: source, name, parameters and default input size."""
+    from .registry import list_models, param_count
+    from .render import emit_json, list_table, print_pieces
+
+    specs = list_models(pattern)
+    if not specs:
+        raise CnnprobeError(f"no model matches '{pattern}'")
+    params = {s.qualified: param_count(s) for s in specs}
+    if json:
+        emit_json({"models": [
+            {"source": s.source.value, "name": s.name, "qualified": s.qualified, "params": params[s.qualified],
+             "input_size": list(s.input_shape or []), "published_gmacs": s.published_gmacs}
+            for s in specs
+        ]})
+        return
+    print_pieces([list_table(specs, params)])
+
+
+@app.command()
+def summary(
+    model: ModelArg,
+    input_size: InputSize = None,
+    batch: Batch = 1,
+    depth: Annotated[int, typer.Option("--depth", help="How deep the layer rows go (1 = top-level blocks).")] = 3,
+    num_classes: NumClasses = None,
+    json: Json = False,
+) -> None:
+    """Per-layer output shapes, parameters and MACs, built on the meta device: no weights are allocated."""
+    from . import inspect
+    from .render import emit_json, print_pieces, summary_lines
+
+    result = inspect.summary(model, input_size=input_size, batch=batch, depth=depth, num_classes=num_classes)
+    if json:
+        emit_json(result.to_dict())
+    else:
+        print_pieces(summary_lines(result))
+
+
+@app.command()
+def trainable(
+    model: ModelArg,
+    freeze_except: FreezeExcept = None,
+    freeze_all: FreezeAll = False,
+    freeze: Freeze = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Replace the final classifier layer with one of this width.")] = None,
+    head: Annotated[
+        str | None,
+        typer.Option("--head", help="Replace the final classifier with these layers: dropout(0.3),linear(256),relu,dropout(0.3),linear(10)."),
+    ] = None,
+    lr: Annotated[
+        list[str] | None,
+        typer.Option("--lr", help="MODULES=LR, repeatable: an optimizer parameter group, e.g. --lr layer4=1e-4 --lr fc=1e-3."),
+    ] = None,
+    freeze_bn: Annotated[bool, typer.Option("--freeze-bn", help="Put BatchNorm layers in eval mode, so their running statistics stop updating.")] = False,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose state memory to count.")] = Optimizer.ADAM,
+    json: Json = False,
+) -> None:
+    """Total and trainable parameters before and after freezing, per top-level block."""
+    from . import transfer as api
+    from .render import emit_json, print_pieces, trainable_lines, warn
+
+    report = api.trainable(
+        model, freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, num_classes=num_classes,
+        head=head, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer,
+    )
+    for w in report.warnings:
+        warn(w)
+    if json:
+        emit_json(report.to_dict())
+    else:
+        print_pieces(trainable_lines(report))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,62 @@
+"""Errors users see. Each carries its whole message; the CLI prints it as one line."""
+
+from __future__ import annotations
+
+
+class CnnprobeError(Exception):
+    """Base class: a problem with the user's input or model, not a bug in cnnprobe."""
+
+    exit_code = 2
+
+
+class UnknownModelError(CnnprobeError):
+    """A model name the registry does not know."""
+
+    def __init__(self, name: str, suggestions: list[str]) -> None:
+        self.name = name
+        self.suggestions = suggestions
+        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else "; see `cnnprobe list`"
+        super().__init__(f"unknown model '{name}'{hint}")
+
+
+class InputSizeError(CnnprobeError):
+    """A malformed or impossible input size or batch."""
+
+
+class PatternError(CnnprobeError):
+    """A freeze or learning-rate pattern that is malformed or matches nothing."""
+
+
+class HeadError(CnnprobeError):
+    """A head specification that cannot be parsed or applied."""
+
+
+class UserFileError(CnnprobeError):
+    """A user's `file.py:Name` that does not exist, import or build."""
+
+
+class ForwardError(CnnprobeError):
+    """The model's forward pass failed; names the layer and the shapes involved."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        layer: str | None = None,
+        layer_type: str | None = None,
+        input_shapes: list[list[int]] | None = None,
+        expected: str | None = None,
+    ) -> None:
+        self.layer = layer
+        self.layer_type = layer_type
+        self.input_shapes = input_shapes or []
+        self.expected = expected
+        super().__init__(message)
+
+
+class InputTooSmallError(ForwardError):
+    """The input shrinks to nothing before the model's last layer."""
+
+    exit_code = 2

@@ -1,0 +1,108 @@
+"""Run the one analysis pass, on meta where possible and for real where not."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .build import Built, build_model
+from .enums import Source
+from .trace import Tracer, explain_failure
+
+
+@dataclass
+class Probe:
+    """The result of one forward pass under the tracer."""
+
+    built: Built
+    tracer: Tracer
+    batch: int
+    extra: Any = None  # what `run` returned, e.g. torchinfo's statistics
+
+    @property
+    def input_size(self) -> list[int]:
+        return [self.batch, *self.built.input_shape]
+
+
+def _forward(built: Built, x: torch.Tensor, run: Callable[[torch.nn.Module, torch.Tensor], Any]) -> tuple[Tracer, Any]:
+    module = built.module
+    was_training = module.training
+    module.eval()
+    tracer = Tracer(module, fast_meta=built.device == "meta")
+    try:
+        with tracer, torch.no_grad(), _no_mha_fastpath():
+            extra = run(module, x)
+    except Exception as e:  # noqa: BLE001 - explained below
+        e.__cnnprobe_tracer__ = tracer  # type: ignore[attr-defined]
+        raise
+    finally:
+        module.train(was_training)
+    return tracer, extra
+
+
+class _no_mha_fastpath:
+    """Real CPU tensors under no_grad take MultiheadAttention's fused path, which escapes FLOP
+    formulas (vit_b_16 would count 11.3 instead of 17.6 GMACs). Switch it off while counting."""
+
+    def __enter__(self) -> None:
+        mha = getattr(torch.backends, "mha", None)
+        self.previous = mha.get_fastpath_enabled() if mha else None
+        if mha:
+            mha.set_fastpath_enabled(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            torch.backends.mha.set_fastpath_enabled(self.previous)
+
+
+def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Tensor], Any] | None = None) -> Probe:
+    """One forward pass under the tracer, `run(module, x)` doing the calling.
+
+    On meta first; when the model cannot run on meta (it reads tensor values),
+    it is rebuilt on the CPU and run for real. A genuine failure of the model
+    becomes a ForwardError naming the layer.
+    """
+    from . import meta
+
+    run = run or (lambda module, x: module(x))
+    x = built.example_input(batch)
+    try:
+        tracer, extra = _forward(built, x, run)
+    except Exception as e:  # noqa: BLE001
+        root = _root_cause(e)
+        if built.device == "meta" and meta.is_meta_error(root) and built.spec.source is not Source.MODULE:
+            rebuilt = build_model(built.spec, num_classes=built.num_classes, input_size=built.input_shape, device="cpu")
+            rebuilt.input_source = built.input_source
+            rebuilt.note = f"run for real on the CPU: meta tensors failed ({type(root).__name__}: {root})"
+            return probe(rebuilt, batch, run)
+        raise explain_failure(getattr(e, "__cnnprobe_tracer__", None), e, model=built.name,
+                              input_shape=list(x.shape)) from None
+    return Probe(built, tracer, batch, extra)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a pass runs.
+
+    Building and tracing a model allocates hundreds of thousands of small
+    objects; with torch's own million objects alive, each full collection
+    they trigger costs a tenth of a second and frees nothing.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error

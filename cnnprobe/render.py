@@ -1,0 +1,193 @@
+"""Renderers: rich tables and JSON over the records the API returns. Nothing here computes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from .inspect import Summary
+    from .registry import ModelSpec
+    from .transfer import TrainableReport
+
+ARROW = " → "
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that keeps its width when piped, so saved output reads like the terminal's."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", 120))
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def emit_json(data: Any) -> None:
+    """One JSON object on stdout, and nothing else."""
+    sys.stdout.write(json.dumps(data, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "value"):  # enums
+        return value.value
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# --------------------------------------------------------------------------- units
+
+
+def count(n: int) -> str:
+    return f"{n:,}"
+
+
+def nbytes(n: float) -> str:
+    """Binary units: 44.6 MiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def shape(dims: list[int] | None) -> str:
+    return "×".join(str(d) for d in dims) if dims else "-"
+
+
+def macs(n: int) -> str:
+    """MACs with a unit: 1.814 G, 416.5 K."""
+    if n == 0:
+        return "-"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}" if unit in "TG" else f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def share(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+# --------------------------------------------------------------------------- list
+
+
+def list_table(specs: list["ModelSpec"], params: dict[str, int]) -> Table:
+    table = Table(title=f"{len(specs)} models", title_justify="left")
+    table.add_column("source")
+    table.add_column("name")
+    table.add_column("params", justify="right")
+    table.add_column("input", justify="right")
+    for s in specs:
+        table.add_row(s.source.value, s.name, count(params[s.qualified]), shape(list(s.input_shape or [])))
+    return table
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summary_lines(s: "Summary") -> list[Any]:
+    """The summary as printable pieces: header, layer table, totals, shape flow."""
+    header = Text.assemble(
+        (f"{s.model}", "bold"), f" ({s.source}) · input {shape(s.input_size)}",
+        f" ({s.input_source}) · built on {s.device}",
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("output shape", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("trainable")
+    table.add_column("MACs", justify="right")
+    for r in s.rows():
+        trainable = "-" if r.params == 0 else ("yes" if r.trainable else ("partial" if r.trainable_params else "no"))
+        table.add_row("  " * (r.depth - 1) + r.name, r.type, shape(r.output_shape), count(r.params) if r.params else "-",
+                      trainable, macs(r.macs))
+    totals = Table.grid(padding=(0, 2))
+    totals.add_column()
+    totals.add_column(justify="right")
+    totals.add_row("total params", count(s.total_params))
+    totals.add_row("trainable params", count(s.trainable_params))
+    totals.add_row("non-trainable params", count(s.non_trainable_params))
+    totals.add_row("param memory", nbytes(s.param_bytes) + (f" (+{nbytes(s.buffer_bytes)} buffers)" if s.buffer_bytes else ""))
+    totals.add_row("activations (est.)", nbytes(s.activation_bytes) + " per forward, leaf outputs")
+    totals.add_row("MACs", f"{macs(s.macs)}  (FLOPs = 2 × MACs = {macs(s.flops)})")
+    flow = Text("shape flow: " + ARROW.join(shape(f) for f in s.shape_flow))
+    pieces: list[Any] = [header, table, totals, flow]
+    pieces += [Text(f"note: {n}", style="dim") for n in s.notes]
+    return pieces
+
+
+# --------------------------------------------------------------------------- trainable
+
+
+def trainable_lines(r: "TrainableReport") -> list[Any]:
+    header = Text.assemble((r.model, "bold"), f" ({r.source})")
+    plan = []
+    if r.plan["freeze_all"]:
+        plan.append("freeze all")
+    if r.plan["freeze_except"]:
+        plan.append("freeze all except " + ",".join(r.plan["freeze_except"]))
+    if r.plan["freeze"]:
+        plan.append("freeze " + ",".join(r.plan["freeze"]))
+    if r.head:
+        plan.append(f"new head {r.head.name}: {r.head.new}")
+    header.append(" · " + ("; ".join(plan) if plan else "nothing frozen"))
+
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("block")
+    changed = any(b.params_before != b.params_after for b in r.blocks)
+    table.add_column("params", justify="right")
+    if changed:
+        table.add_column("params after", justify="right")
+    table.add_column("trainable before", justify="right")
+    table.add_column("trainable after", justify="right")
+    for b in r.blocks:
+        if not (b.params_before or b.params_after):
+            continue
+        cells = [b.name, count(b.params_before)]
+        if changed:
+            cells.append(count(b.params_after))
+        cells += [count(b.trainable_before), count(b.trainable_after)]
+        table.add_row(*cells)
+
+    totals = Table.grid(padding=(0, 2))
+    totals.add_column()
+    totals.add_column(justify="right")
+    totals.add_column(justify="right")
+    totals.add_row("", "before", "after")
+    totals.add_row("total params", count(r.before.total_params), count(r.after.total_params))
+    totals.add_row("trainable", count(r.before.trainable_params), count(r.after.trainable_params))
+    totals.add_row("trainable share", share(r.before.trainable_share), share(r.after.trainable_share))
+    totals.add_row("gradients", nbytes(r.before.grad_bytes), nbytes(r.after.grad_bytes))
+    totals.add_row(f"{r.optimizer} state", nbytes(r.before.optimizer_state_bytes), nbytes(r.after.optimizer_state_bytes))
+    pieces: list[Any] = [header, table, totals,
+                         Text(f"freezing saves {nbytes(r.saved_bytes)} of gradient and {r.optimizer} state memory")]
+    bn = r.batchnorm
+    if bn.frozen:
+        pieces.append(Text(f"--freeze-bn: {bn.layers} BatchNorm layers in eval mode; {bn.buffers} buffers "
+                           "(running_mean, running_var, num_batches_tracked) stop updating"))
+    if r.groups:
+        groups = Table(title="optimizer parameter groups", title_justify="left", show_edge=False, pad_edge=False)
+        for col in ("modules", "lr", "tensors", "trainable params", "frozen params"):
+            groups.add_column(col, justify="left" if col == "modules" else "right")
+        for g in r.groups:
+            groups.add_row(g.modules, f"{g.lr:g}", str(g.tensors), count(g.params), count(g.frozen_params))
+        pieces.append(groups)
+    return pieces
+
+
+def print_pieces(pieces: list[Any]) -> None:
+    out = console()
+    for p in pieces:
+        out.print(p)
+
+
+def warn(message: str) -> None:
+    """One line on stderr."""
+    sys.stderr.write(f"warning: {message}\n")

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+DATA = Path(__file__).parent / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-snapshots", action="store_true", help="rewrite tests/snapshots/*.txt from the output")
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI in-process through typer's CliRunner, with a fixed terminal width."""
+    from cnnprobe.cli import app
+
+    monkeypatch.setenv("COLUMNS", "120")
+    runner = CliRunner()
+
+    def run(*args: str) -> Run:
+        result = runner.invoke(app, list(args))
+        return Run(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+@pytest.fixture
+def snapshot(request: pytest.FixtureRequest):
+    """Compare text with tests/snapshots/<name>.txt; --update-snapshots rewrites it."""
+
+    def check(name: str, text: str) -> None:
+        path = SNAPSHOTS / f"{name}.txt"
+        if request.config.getoption("--update-snapshots") or not path.exists():
+            path.write_text(text)
+        assert text == path.read_text(), f"output differs from {path}; rerun with --update-snapshots if intended"
+
+    return check
+
+
+def one_error_line(run: Run) -> str:
+    """Bad input: non-zero exit, nothing on stdout, exactly one line on stderr, no traceback."""
+    assert run.exit_code != 0
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert lines[0].startswith("cnnprobe: error: ")
+    return lines[0]

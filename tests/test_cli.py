@@ -1,0 +1,87 @@
+"""The command line as a shell: help, no torch for --help, JSON purity, list, python -m."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import one_error_line
+
+COMMANDS = ["list", "summary", "trainable"]
+
+
+def test_help(cli):
+    run = cli("--help")
+    assert run.exit_code == 0
+    for command in COMMANDS:
+        assert command in run.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(cli, command):
+    run = cli(command, "--help")
+    assert run.exit_code == 0
+    assert "Usage" in run.stdout
+
+
+def test_help_does_not_import_torch_and_is_fast():
+    code = (
+        "import sys, time; t = time.perf_counter(); sys.argv = ['cnnprobe', '--help']\n"
+        "from cnnprobe.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "print(repr(('torch' in sys.modules, time.perf_counter() - t)), file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, seconds = eval(result.stderr.strip().splitlines()[-1])
+    assert imported is False
+    assert "summary" in result.stdout
+    assert seconds < 2.0  # generous for a loaded CI machine; benchmarks/ tracks the real figure
+
+
+def test_python_dash_m():
+    result = subprocess.run([sys.executable, "-m", "cnnprobe", "summary", "lenet", "--json"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["total_params"] == 61_706
+
+
+def test_unknown_command_is_one_line(cli):
+    assert "No such command" in one_error_line(cli("bogus"))
+
+
+def test_missing_argument_is_one_line(cli):
+    assert "Missing argument" in one_error_line(cli("summary"))
+
+
+def test_list(cli):
+    run = cli("list", "resnet1*")
+    assert run.exit_code == 0
+    for name in ("resnet18", "resnet101", "resnet152", "11,689,512", "224"):
+        assert name in run.stdout
+
+
+def test_list_json_has_both_sources(cli):
+    data = cli("list", "--json").json()["models"]
+    sources = {m["source"] for m in data}
+    assert sources == {"cnnprobe", "torchvision"}
+    lenet = next(m for m in data if m["name"] == "lenet")
+    assert lenet == {**lenet, "params": 61_706, "input_size": [1, 28, 28], "qualified": "cnnprobe:lenet"}
+    vgg16 = {m["qualified"]: m["params"] for m in data if m["name"] == "vgg16"}
+    assert vgg16 == {"torchvision:vgg16": 138_357_544, "cnnprobe:vgg16": 138_365_992}
+
+
+def test_list_no_match_is_one_line(cli):
+    assert "no model matches" in one_error_line(cli("list", "nothing-like-this"))
+
+
+@pytest.mark.parametrize("args", [["summary", "lenet", "--json"], ["trainable", "resnet18", "--freeze-except", "fc", "--json"],
+                                  ["list", "lenet", "--json"]])
+def test_json_mode_prints_exactly_one_object(cli, args):
+    run = cli(*args)
+    assert run.exit_code == 0
+    assert run.stdout.count("\n") == 1
+    assert isinstance(json.loads(run.stdout), dict)
