@@ -25,6 +25,8 @@ _EXPORTS = {
     "freeze": "freezing",
     "freeze_batchnorm": "freezing",
     "param_groups": "freezing",
+    "flops": "flopcount",
+    "FlopReport": "flopcount",
     "build_model": "build",
     "list_models": "registry",
     "resolve": "registry",

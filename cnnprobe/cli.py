@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from .enums import Optimizer
+from .enums import Counter, Optimizer
 from .errors import CnnprobeError
 
 # typer vendors click in recent releases and depends on it in older ones.
@@ -151,6 +151,34 @@ def trainable(
         emit_json(report.to_dict())
     else:
         print_pieces(trainable_lines(report))
+
+
+@app.command()
+def flops(
+    model: ModelArg,
+    input_size: InputSize = None,
+    batch: Batch = 1,
+    depth: Annotated[int, typer.Option("--depth", help="How deep the by-module rows go.")] = 2,
+    num_classes: NumClasses = None,
+    backward: Annotated[bool, typer.Option("--backward", help="Also count the backward pass, from the operators autograd runs.")] = False,
+    freeze_except: FreezeExcept = None,
+    freeze_all: FreezeAll = False,
+    freeze: Freeze = None,
+    counter: Annotated[Counter, typer.Option("--counter", help="torch: formulas of torch.utils.flop_counter on meta (exact, no weights); fvcore: fvcore on real tensors.")] = Counter.TORCH,
+    json: Json = False,
+) -> None:
+    """MACs and FLOPs (FLOPs = 2 × MACs) by module and operator; --backward counts training's backward pass."""
+    from . import flopcount
+    from .render import emit_json, flops_lines, print_pieces
+
+    report = flopcount.flops(
+        model, input_size=input_size, batch=batch, depth=depth, num_classes=num_classes, backward=backward,
+        freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, counter=counter,
+    )
+    if json:
+        emit_json(report.to_dict())
+    else:
+        print_pieces(flops_lines(report))
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def _forward(built: Built, x: torch.Tensor, run: Callable[[torch.nn.Module, torc
     module.eval()
     tracer = Tracer(module, fast_meta=built.device == "meta")
     try:
-        with tracer, torch.no_grad(), _no_mha_fastpath():
+        with tracer, torch.no_grad(), no_mha_fastpath():
             extra = run(module, x)
     except Exception as e:  # noqa: BLE001 - explained below
         e.__cnnprobe_tracer__ = tracer  # type: ignore[attr-defined]
@@ -45,7 +45,7 @@ def _forward(built: Built, x: torch.Tensor, run: Callable[[torch.nn.Module, torc
     return tracer, extra
 
 
-class _no_mha_fastpath:
+class no_mha_fastpath:
     """Real CPU tensors under no_grad take MultiheadAttention's fused path, which escapes FLOP
     formulas (vit_b_16 would count 11.3 instead of 17.6 GMACs). Switch it off while counting."""
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from .flopcount import FlopReport
     from .inspect import Summary
     from .registry import ModelSpec
     from .transfer import TrainableReport
@@ -78,7 +79,7 @@ def share(x: float) -> str:
 
 
 def list_table(specs: list["ModelSpec"], params: dict[str, int]) -> Table:
-    table = Table(title=f"{len(specs)} models", title_justify="left")
+    table = Table(title=f"{len(specs)} models", title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("source")
     table.add_column("name")
     table.add_column("params", justify="right")
@@ -111,15 +112,63 @@ def summary_lines(s: "Summary") -> list[Any]:
     totals = Table.grid(padding=(0, 2))
     totals.add_column()
     totals.add_column(justify="right")
-    totals.add_row("total params", count(s.total_params))
-    totals.add_row("trainable params", count(s.trainable_params))
-    totals.add_row("non-trainable params", count(s.non_trainable_params))
-    totals.add_row("param memory", nbytes(s.param_bytes) + (f" (+{nbytes(s.buffer_bytes)} buffers)" if s.buffer_bytes else ""))
-    totals.add_row("activations (est.)", nbytes(s.activation_bytes) + " per forward, leaf outputs")
-    totals.add_row("MACs", f"{macs(s.macs)}  (FLOPs = 2 × MACs = {macs(s.flops)})")
+    totals.add_column(style="dim")
+    totals.add_row("total params", count(s.total_params), "")
+    totals.add_row("trainable params", count(s.trainable_params), "")
+    totals.add_row("non-trainable params", count(s.non_trainable_params), "")
+    totals.add_row("param memory", nbytes(s.param_bytes), f"+ {nbytes(s.buffer_bytes)} of buffers" if s.buffer_bytes else "")
+    totals.add_row("activations (est.)", nbytes(s.activation_bytes), "leaf-layer outputs of one forward pass")
+    totals.add_row("MACs", macs(s.macs), f"FLOPs = 2 × MACs = {macs(s.flops)}")
     flow = Text("shape flow: " + ARROW.join(shape(f) for f in s.shape_flow))
     pieces: list[Any] = [header, table, totals, flow]
     pieces += [Text(f"note: {n}", style="dim") for n in s.notes]
+    return pieces
+
+
+# --------------------------------------------------------------------------- flops
+
+
+def _operator_table(title: str, ops: list[Any]) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("operator")
+    table.add_column("MACs", justify="right")
+    table.add_column("FLOPs", justify="right")
+    table.add_column("share", justify="right")
+    for o in ops:
+        table.add_row(o.op, macs(o.macs), macs(2 * o.macs), share(o.share))
+    return table
+
+
+def flops_lines(r: "FlopReport") -> list[Any]:
+    header = Text.assemble((r.model, "bold"), f" ({r.source}) · input {shape(r.input_size)} · counter {r.counter}"
+                           f" on {r.device}")
+    total = Text.assemble("MACs ", (macs(r.macs), "bold"), " · FLOPs ", (macs(r.flops), "bold"),
+                          "  (FLOPs = 2 × MACs)")
+    pieces: list[Any] = [header, total]
+    if r.published_gmacs is not None:
+        diff = (r.macs / 1e9 - r.published_gmacs) / r.published_gmacs if r.published_gmacs else 0.0
+        pieces.append(Text(f"torchvision publishes {r.published_gmacs:.3f} G for this model under \"GFLOPS\": "
+                           f"those are MACs; difference {100 * diff:+.2f}%"))
+    modules = Table(title=f"by module (depth {r.depth})", title_justify="left", show_edge=False, pad_edge=False)
+    modules.add_column("module")
+    modules.add_column("type")
+    modules.add_column("MACs", justify="right")
+    modules.add_column("share", justify="right")
+    for m in r.by_module:
+        modules.add_row("  " * (m.depth - 1) + m.name, m.type, macs(m.macs), share(m.macs / r.macs) if m.macs else "-")
+    if r.by_module:
+        pieces.append(modules)
+    pieces.append(_operator_table("by operator", r.by_operator))
+    if r.uncounted_ops:
+        listed = ", ".join(f"{op}×{n}" for op, n in r.uncounted_ops.items())
+        pieces.append(Text(f"not counted (no MACs by convention, or no formula), with calls: {listed}"))
+    if r.backward_macs is not None:
+        pieces.append(Text.assemble("backward MACs ", (macs(r.backward_macs), "bold"), " · FLOPs ",
+                                    (macs(2 * r.backward_macs), "bold"),
+                                    f"  ({count(r.trainable_params or 0)} trainable params)"))
+        pieces.append(Text(f"forward + backward FLOPs {macs(r.flops + 2 * r.backward_macs)}"))
+        pieces.append(_operator_table("backward by operator", r.backward_by_operator))
+    pieces += [Text(f"note: {n}", style="dim") for n in r.notes]
     return pieces
 
 
@@ -135,9 +184,9 @@ def trainable_lines(r: "TrainableReport") -> list[Any]:
         plan.append("freeze all except " + ",".join(r.plan["freeze_except"]))
     if r.plan["freeze"]:
         plan.append("freeze " + ",".join(r.plan["freeze"]))
-    if r.head:
-        plan.append(f"new head {r.head.name}: {r.head.new}")
     header.append(" · " + ("; ".join(plan) if plan else "nothing frozen"))
+    if r.head:
+        header.append(f"\nnew head {r.head.name}: {r.head.new}")
 
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("block")

@@ -92,13 +92,33 @@ def _in_place(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[0]
 
 
+def _broadcast(a: torch.Size, b: torch.Size) -> list[int] | None:
+    """The broadcast shape of `a` and `b`, or None where they do not broadcast."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 1 in (x, y) else x)
+    return out[::-1]
+
+
 @_rule("add", "mul", "sub", "div")
 def _elementwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, y = args[0], args[1]
-    if isinstance(y, torch.Tensor):
-        same = _plain(y) and y.shape == x.shape and y.dtype == x.dtype
-        return torch.empty_like(x) if same and not kwargs.get("rounding_mode") else None
-    return torch.empty_like(x) if x.is_floating_point() and isinstance(y, (int, float)) else None
+    if kwargs.get("rounding_mode"):
+        return None
+    if not isinstance(y, torch.Tensor):
+        return torch.empty_like(x) if x.is_floating_point() and isinstance(y, (int, float)) else None
+    if not _plain(y) or y.dtype != x.dtype:
+        return None
+    shape = _broadcast(x.shape, y.shape)
+    if shape is None:
+        return None  # the real kernel raises torch's own message
+    if list(x.shape) == shape:
+        return torch.empty_like(x)
+    return torch.empty_like(y) if list(y.shape) == shape else x.new_empty(shape)
 
 
 @_rule("add_", "mul_", "sub_", "div_")

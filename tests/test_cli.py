@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import one_error_line
 
-COMMANDS = ["list", "summary", "trainable"]
+COMMANDS = ["list", "summary", "trainable", "flops"]
 
 
 def test_help(cli):

@@ -1,0 +1,245 @@
+"""`flops`: multiply-accumulates and FLOPs, labelled, by module and by operator.
+
+Conventions, stated everywhere a number is shown:
+
+- a MAC is one multiply-accumulate; FLOPs = 2 × MACs;
+- torchvision's tables (`_ops`, their "GFLOPS"), fvcore and most counters
+  report MACs under the name FLOPs;
+- counted: convolutions, matrix products and attention, with the formulas of
+  `torch.utils.flop_counter`. Normalisation, activations, pooling and
+  elementwise arithmetic are listed as not counted, as torchvision's figures
+  leave them out too.
+
+The default engine counts on the meta device: no weights, no arithmetic, the
+same for a LeNet and a 1-TFLOP ViT-H. `counter="fvcore"` runs fvcore instead,
+which traces real tensors with torch.jit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .build import Built, build_model, check_batch
+from .enums import Counter
+from .inspect import FLOPS_CONVENTION
+
+if TYPE_CHECKING:
+    from torch import nn
+
+PARITY_TOLERANCE = 0.01  # relative, against torchvision's published `_ops`
+PUBLISHED_ROUNDING = 0.0005  # GMACs: `_ops` is published to three decimals
+
+
+@dataclass
+class ModuleFlops:
+    name: str
+    type: str
+    depth: int
+    macs: int
+
+
+@dataclass
+class OperatorFlops:
+    op: str
+    macs: int
+    share: float  # of the total
+
+
+@dataclass
+class FlopReport:
+    """What `cnnprobe flops` reports. `macs` and `flops` are for one forward pass of the whole batch."""
+
+    model: str
+    source: str
+    counter: str
+    input_size: list[int]
+    macs: int
+    by_module: list[ModuleFlops]
+    by_operator: list[OperatorFlops]
+    uncounted_ops: dict[str, int]
+    depth: int
+    backward_macs: int | None = None
+    backward_by_operator: list[OperatorFlops] = field(default_factory=list)
+    trainable_params: int | None = None
+    published_gmacs: float | None = None
+    device: str = "meta"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def backward_flops(self) -> int | None:
+        return None if self.backward_macs is None else 2 * self.backward_macs
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(flops=self.flops, backward_flops=self.backward_flops, convention=FLOPS_CONVENTION,
+                    gmacs=self.macs / 1e9)
+        if self.backward_macs is None:
+            for key in ("backward_macs", "backward_flops", "backward_by_operator"):
+                data.pop(key)
+        return data
+
+
+def _operators(flops_by_op: dict[str, int]) -> list[OperatorFlops]:
+    total = sum(flops_by_op.values()) or 1
+    ordered = sorted(flops_by_op.items(), key=lambda kv: -kv[1])
+    return [OperatorFlops(op, f // 2, f / total) for op, f in ordered]
+
+
+def _torch_forward(built: Built, batch: int, depth: int) -> tuple[int, list[ModuleFlops], list[OperatorFlops], dict[str, int], Built]:
+    from .probe import probe
+
+    p = probe(built, batch)
+    t = p.tracer
+    rows = [ModuleFlops(c.name, c.type, c.depth, c.flops // 2) for c in t.calls if 0 < c.depth <= depth and c.done]
+    return t.total_flops // 2, rows, _operators(dict(t.flops_by_op)), dict(t.uncounted.most_common()), p.built
+
+
+def _torch_backward(built: Built, batch: int) -> tuple[int, list[OperatorFlops]]:
+    """Count the operators the backward pass really runs, in train mode, honouring requires_grad."""
+    import torch
+
+    from .trace import Tracer
+
+    module = built.module
+    was_training = module.training
+    module.train()
+    x = built.example_input(batch)
+    tracer = Tracer(module, fast_meta=False)
+    try:
+        with tracer, torch.enable_grad():
+            out = module(x)
+            loss = _loss(out)
+            tracer.backward = True
+            if loss.requires_grad:
+                loss.backward()
+    finally:
+        module.train(was_training)
+    return tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
+
+
+def _loss(output: Any) -> Any:
+    """A scalar over every tensor output: inception's auxiliary logits take part in training too."""
+    import torch
+
+    from .trace import _first_tensor
+
+    if isinstance(output, torch.Tensor):
+        return output.sum()
+    if isinstance(output, dict):
+        output = list(output.values())
+    tensors = [o for o in output if isinstance(o, torch.Tensor)] if isinstance(output, (list, tuple)) else []
+    if not tensors:
+        first = _first_tensor(output)
+        if first is None:
+            from .errors import ForwardError
+
+            raise ForwardError("the model returned no tensor to take a loss of")
+        tensors = [first]
+    return sum(t.sum() for t in tensors)
+
+
+def _quiet_fvcore() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+    return FlopCountAnalysis
+
+
+def _fvcore_forward(built: Built, batch: int, depth: int) -> tuple[int, list[ModuleFlops], list[OperatorFlops], dict[str, int], Built]:
+    """fvcore on real tensors: it traces with torch.jit, which meta tensors cannot feed."""
+    import torch
+
+    if built.device == "meta":
+        built = build_model(built.spec if built.spec.source.value != "module" else built.module,
+                            num_classes=built.num_classes, input_size=built.input_shape, device="cpu")
+    analysis_cls = _quiet_fvcore()
+    module = built.module.eval()
+    x = built.example_input(batch)
+    from .probe import no_mha_fastpath
+
+    with warnings.catch_warnings(), torch.no_grad(), no_mha_fastpath():
+        warnings.simplefilter("ignore")
+        analysis = analysis_cls(module, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.tracer_warnings("none")
+        total = int(analysis.total())
+        by_module = analysis.by_module()
+        by_op = analysis.by_operator()
+        unsupported = dict(analysis.unsupported_ops())
+    types = {n: type(m).__name__ for n, m in module.named_modules()}
+    rows = [ModuleFlops(n, types.get(n, "?"), n.count(".") + 1, int(v)) for n, v in by_module.items()
+            if n and n.count(".") + 1 <= depth]
+    ops = _operators({k: 2 * int(v) for k, v in by_op.items()})  # fvcore counts one per MAC
+    return total, rows, ops, unsupported, built
+
+
+def flops(
+    model: "str | nn.Module",
+    *,
+    input_size: str | tuple[int, ...] | None = None,
+    batch: int = 1,
+    depth: int = 2,
+    num_classes: int | None = None,
+    backward: bool = False,
+    freeze_all: bool = False,
+    freeze_except: str | Sequence[str] | None = None,
+    freeze: str | Sequence[str] | None = None,
+    counter: Counter | str = Counter.TORCH,
+) -> FlopReport:
+    """MACs (and FLOPs = 2 × MACs) of one forward pass, by module and operator; optionally the backward pass.
+
+    The backward pass is counted from the operators autograd really runs, so
+    freezing (`freeze_except="layer4,fc"`) removes weight gradients of frozen
+    layers and input gradients before the first trainable one.
+    """
+    from .errors import InputSizeError
+    from .freezing import FreezePlan
+    from .probe import paused_gc
+
+    counter = Counter(counter)
+    check_batch(batch)
+    if depth < 0:
+        raise InputSizeError(f"--depth must be 0 or more, got {depth}")
+    plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
+    if not plan.empty and not backward:
+        from .errors import PatternError
+
+        raise PatternError("freezing changes only the backward pass: add --backward")
+    with paused_gc():
+        built = build_model(model, num_classes=num_classes, input_size=input_size)
+        plan.apply(built.module)
+        engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
+        macs, rows, ops, uncounted, built = engine(built, batch, depth)
+        backward_macs, backward_ops = _torch_backward(built, batch) if backward else (None, [])
+    notes = [built.note] if built.note else []
+    if counter is Counter.FVCORE:
+        notes.append("fvcore counts one per multiply-accumulate, adds normalisation, pooling and upsampling "
+                     "(one per element), and skips operators it has no handle for, listed as not counted")
+    return FlopReport(
+        model=built.name,
+        source=built.spec.source.value,
+        counter=counter.value,
+        input_size=[batch, *built.input_shape],
+        macs=macs,
+        by_module=rows,
+        by_operator=ops,
+        uncounted_ops=uncounted,
+        depth=depth,
+        backward_macs=backward_macs,
+        backward_by_operator=backward_ops,
+        trainable_params=sum(p.numel() for p in built.module.parameters() if p.requires_grad),
+        published_gmacs=built.spec.published_gmacs,
+        device=built.device,
+        notes=notes,
+    )
+
+
+def within_published(gmacs: float, published: float) -> bool:
+    """torchvision's `_ops` agreement: 1%, or the rounding of its three decimals for the tiniest models."""
+    return abs(gmacs - published) <= max(PARITY_TOLERANCE * published, PUBLISHED_ROUNDING)
