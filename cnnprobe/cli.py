@@ -13,8 +13,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from .enums import Counter, Optimizer
-from .errors import CnnprobeError
+from .enums import Counter, Device, DType, Mode, Optimizer
+from .errors import CnnprobeError, RunError
 
 # typer vendors click in recent releases and depends on it in older ones.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -179,6 +179,107 @@ def flops(
         emit_json(report.to_dict())
     else:
         print_pieces(flops_lines(report))
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="One model or several, comma-separated: resnet18,resnet50.", show_default=False)],
+    device: Annotated[Device, typer.Option("--device", help="Where to run.")] = Device.CPU,
+    batch: Annotated[str, typer.Option("--batch", help="Batch size, a sweep (1,8,32,64), or 'auto' for the largest that fits.")] = "1",
+    mode: Annotated[Mode, typer.Option("--mode", help="forward (eval, inference_mode), forward_backward (train mode), train_step (+ optimizer step and zero_grad), or all.")] = Mode.ALL,
+    dtype: Annotated[DType, typer.Option("--dtype", help="float32, or bfloat16/float16 under autocast.")] = DType.FLOAT32,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Model and input in channels_last memory format.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (compilation happens during warm-up).")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (torch.set_num_threads); default: torch's.")] = None,
+    min_time: Annotated[float, typer.Option("--min-time", help="Seconds of timed runs at least; runs repeat until the median is stable.")] = 1.0,
+    max_time: Annotated[float | None, typer.Option("--max-time", help="Seconds of timed runs at most per mode; default 10 × --min-time.")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps before timing.")] = 3,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer of train_step.")] = Optimizer.SGD,
+    freeze_except: FreezeExcept = None,
+    freeze_all: FreezeAll = False,
+    freeze: Freeze = None,
+    num_classes: NumClasses = None,
+    input_size: InputSize = None,
+    json: Json = False,
+    csv: Annotated[str | None, typer.Option("--csv", help="Also write the results as CSV to this file.")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG of throughput against batch size (needs matplotlib).")] = None,
+) -> None:
+    """Time forward, backward and train steps with warm-up, synchronised timers and stable medians."""
+    from . import timing
+    from .output import plot_throughput, write_csv
+    from .render import BENCH_COLUMNS, bench_lines, bench_rows, emit_json, print_pieces
+
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    if not models:
+        raise CnnprobeError("no model given")
+    batches = timing.parse_batches(batch)
+    config = timing.BenchConfig(
+        device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
+        min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
+        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
+    )
+    timing.check_device(config.device)
+    from .registry import resolve
+
+    for m in models:  # unknown names fail before any timing starts
+        resolve(m)
+    with _progress(enabled=not json, total=len(models) * len(batches) * len(config.modes)) as advance:
+        result = timing.sweep(models, batches, config, on_phase=advance)
+    rows = bench_rows(result.runs)
+    if csv and rows:
+        write_csv(rows, BENCH_COLUMNS, csv)
+    if plot and result.runs:
+        plot_throughput(result.runs, plot)
+    if json:
+        single = len(result.runs) == 1 and not result.failures and not result.interrupted and len(batches) == 1
+        emit_json(result.runs[0].to_dict() if single else result.to_dict())
+    else:
+        print_pieces(bench_lines(result))
+    if result.interrupted:
+        raise typer.Exit(_interrupted("interrupted: the results above are what was measured so far"))
+    if result.failures:
+        reasons = []
+        for f in result.failures:
+            fit = f"; the largest batch that fit was {f.largest_fit}" if f.largest_fit else ""
+            reasons.append(f"{f.model} at batch {f.batch} ran out of memory on {config.device.value} ({f.reason}){fit}")
+        raise RunError("; ".join(reasons))
+
+
+def _interrupted(message: str) -> int:
+    sys.stderr.write(f"cnnprobe: {message}\n")
+    return 130
+
+
+class _progress:
+    """A rich progress bar on stderr, only for a terminal and never in --json mode."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total = total
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda description: None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task("starting", total=self.total)
+        first = [True]
+
+        def advance(description: str) -> None:
+            if not first[0]:
+                self.bar.advance(task)
+            first[0] = False
+            self.bar.update(task, description=description)
+
+        return advance
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
 
 
 def main() -> None:

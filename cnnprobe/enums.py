@@ -37,3 +37,32 @@ class Counter(str, Enum):
 
     TORCH = "torch"
     FVCORE = "fvcore"
+
+
+class Device(str, Enum):
+    """Where timings run."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class DType(str, Enum):
+    """Compute precision; anything below float32 runs under autocast."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+class Mode(str, Enum):
+    """What one timed step does."""
+
+    FORWARD = "forward"
+    FORWARD_BACKWARD = "forward_backward"
+    TRAIN_STEP = "train_step"
+    ALL = "all"
+
+    @classmethod
+    def expand(cls, mode: "Mode | str") -> list["Mode"]:
+        mode = cls(mode)
+        return [cls.FORWARD, cls.FORWARD_BACKWARD, cls.TRAIN_STEP] if mode is cls.ALL else [mode]

@@ -60,3 +60,9 @@ class InputTooSmallError(ForwardError):
     """The input shrinks to nothing before the model's last layer."""
 
     exit_code = 2
+
+
+class RunError(CnnprobeError):
+    """A run that could not complete: out of memory, interrupted, or regressed."""
+
+    exit_code = 1

@@ -13,6 +13,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from .flopcount import FlopReport
+    from .timing import BenchResult, Sweep
     from .inspect import Summary
     from .registry import ModelSpec
     from .transfer import TrainableReport
@@ -169,6 +170,96 @@ def flops_lines(r: "FlopReport") -> list[Any]:
         pieces.append(Text(f"forward + backward FLOPs {macs(r.flops + 2 * r.backward_macs)}"))
         pieces.append(_operator_table("backward by operator", r.backward_by_operator))
     pieces += [Text(f"note: {n}", style="dim") for n in r.notes]
+    return pieces
+
+
+# --------------------------------------------------------------------------- bench
+
+BENCH_COLUMNS = [
+    "model", "device", "batch", "dtype", "mode", "frozen", "median_ms", "iqr_ms", "runs", "samples_per_s",
+    "tflops", "peak_share", "peak_memory_bytes", "backward_ms", "optimizer_ms", "noisy", "threads",
+]
+
+
+def bench_rows(runs: list["BenchResult"]) -> list[dict[str, Any]]:
+    """Flat rows, one per model, batch and mode: the CSV and the table read these."""
+    rows = []
+    for run in runs:
+        for r in run.results:
+            rows.append({
+                "model": run.model, "device": run.device, "batch": run.batch, "dtype": run.dtype, "mode": r.mode,
+                "frozen": r.frozen, "median_ms": r.median_ms, "iqr_ms": r.iqr_ms, "runs": r.runs,
+                "samples_per_s": r.samples_per_s, "tflops": r.tflops, "peak_share": r.peak_share,
+                "peak_memory_bytes": r.peak_memory_bytes, "backward_ms": r.backward_ms,
+                "optimizer_ms": r.optimizer_ms, "noisy": r.noisy, "threads": run.threads,
+            })
+    return rows
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+_MODE_LABELS = {"forward": "forward", "forward_backward": "fwd+bwd", "train_step": "train step"}
+
+
+def bench_lines(sweep: "Sweep") -> list[Any]:
+    pieces: list[Any] = []
+    if not sweep.runs:
+        return pieces
+    first = sweep.runs[0]
+    s = first.settings
+    switches = [f"{first.threads} thread{'s' if first.threads != 1 else ''}", f"{first.dtype}" + (" (autocast)" if s.get("autocast") else "")]
+    if s.get("channels_last"):
+        switches.append("channels_last")
+    if s.get("compile"):
+        switches.append("torch.compile")
+    if "cudnn_benchmark" in s:
+        switches.append(f"cudnn.benchmark {'on' if s['cudnn_benchmark'] else 'off'}")
+        switches.append(f"TF32 matmul {'on' if s['tf32_matmul'] else 'off'}, cuDNN {'on' if s['tf32_cudnn'] else 'off'}")
+    switches.append(f"optimizer {s.get('optimizer')}")
+    pieces.append(Text.assemble((first.device_name, "bold"), f" ({first.device}) · " + " · ".join(switches)))
+    if first.peak:
+        pieces.append(Text(f"peak {first.peak['tflops']:.2f} TFLOP/s: {first.peak['source']}, {first.peak['detail']}"))
+    frozen_any = any(r.frozen for run in sweep.runs for r in run.results)
+    table = Table(show_edge=False, pad_edge=False)
+    columns = [("model", "left"), ("batch", "right"), ("mode", "left")] + ([("weights", "left")] if frozen_any else [])
+    for col, justify in (*columns, ("median ms", "right"),
+                         ("IQR ms", "right"), ("runs", "right"), ("samples/s", "right"), ("bwd ms", "right"),
+                         ("TFLOP/s (% peak)", "right"), ("peak mem", "right")):
+        table.add_column(col, justify=justify, no_wrap=col in ("model", "mode"))  # type: ignore[arg-type]
+    for run in sweep.runs:
+        for r in run.results:
+            cells = [run.model, str(run.batch), _MODE_LABELS.get(r.mode, r.mode)]
+            if frozen_any:
+                cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
+            iqr = _ms(r.iqr_ms) + ("!" if r.noisy else "")
+            achieved = "-" if r.tflops is None else f"{r.tflops:.3f}" + (
+                f" ({share(r.peak_share)})" if r.peak_share is not None else "")
+            table.add_row(*cells, _ms(r.median_ms), iqr, str(r.runs), f"{r.samples_per_s:,.1f}",
+                          _ms(r.backward_ms), achieved, nbytes(r.peak_memory_bytes))
+    pieces.append(table)
+    for run in sweep.runs:
+        for mode in ("forward_backward", "train_step"):
+            saving = run.frozen_saving(mode)
+            if saving is not None:
+                frozen, full = run.result(mode, True), run.result(mode, False)
+                verdict = (f"freezing saves {share(saving)} of a {mode}" if saving >= 0
+                           else f"freezing did not make {mode} faster here (see the IQR)")
+                pieces.append(Text(f"{run.model} b{run.batch}: {verdict}: {_ms(frozen.median_ms)} ms against "  # type: ignore[union-attr]
+                                   f"{_ms(full.median_ms)} ms with all {count(run.total_params)} params trainable "  # type: ignore[union-attr]
+                                   f"({count(run.trainable_params)} trainable when frozen)"))
+    if any(r.noisy for run in sweep.runs for r in run.results):
+        pieces.append(Text("!: noisy, IQR above 10% of the median; the machine is busy or --min-time is too short",
+                           style="dim"))
+    pieces.append(Text("fwd+bwd = forward_backward; bwd ms = its median − the median of a train-mode forward; "
+                       "TFLOP/s from counted FLOPs", style="dim"))
+    for model, batch in sweep.auto.items():
+        pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
+    notes = {n for run in sweep.runs for n in run.notes}
+    pieces += [Text(f"note: {n}", style="dim") for n in sorted(notes)]
     return pieces
 
 

@@ -11,6 +11,14 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _peak_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Measure the CPU's peak matmul once per session, in a cache of the tests' own."""
+    import os
+
+    os.environ["CNNPROBE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-snapshots", action="store_true", help="rewrite tests/snapshots/*.txt from the output")
 
