@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .enums import Source
 from .errors import InputSizeError
@@ -26,6 +26,7 @@ class Built:
     device: str  # "meta" or a real device
     note: str | None = None  # why the model is not where it was asked to be
     num_classes: int | None = None  # what the caller asked for, if anything
+    weights: Any = None  # a checkpoints.WeightsLoad when weights were loaded
 
     @property
     def name(self) -> str:
@@ -120,20 +121,40 @@ def build_model(
     num_classes: int | None = None,
     input_size: str | tuple[int, ...] | None = None,
     device: str = "meta",
+    weights: str | None = None,
+    trust: bool = False,
 ) -> Built:
     """Resolve and construct a model, and settle its input shape.
 
     `num_classes` goes to the builder where it takes one; otherwise the final
-    classifier layer is replaced.
+    classifier layer is replaced. `weights` (DEFAULT, a torchvision weights
+    name, or a file) are loaded strictly; they need a real device, so `meta`
+    becomes the CPU.
     """
     from torch import nn
 
     sizes = parse_input_size(input_size)
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes <= 0):
+        raise InputSizeError(f"--num-classes must be a positive integer, got {num_classes}")
+    loaded = None
     if isinstance(model, nn.Module):
         spec, module, where, note = _module_spec(model), model, _device_of(model), None
+        if weights:
+            from .checkpoints import load_into
+
+            loaded = load_into(module, weights, trust=trust)
+            note = loaded.describe()
     else:
         spec = model if isinstance(model, ModelSpec) else resolve(model)
-        module, where, note = construct(spec, num_classes, device)
+        if weights:
+            from .checkpoints import build_with_weights
+
+            where = "cpu" if device == "meta" else device
+            module, loaded = build_with_weights(spec, weights, num_classes if spec.accepts_num_classes else None, where,
+                                                trust=trust)
+            note = loaded.describe()
+        else:
+            module, where, note = construct(spec, num_classes, device)
     if num_classes is not None and not spec.accepts_num_classes:
         from .head import HeadSpec, replace_head
 
@@ -141,18 +162,30 @@ def build_model(
 
     default = spec.input_shape
     source = "weights" if spec.source is Source.TORCHVISION else "default"
+    if loaded is not None and loaded.input_side and default is not None:  # the loaded weights' own resolution
+        default = (default[0], loaded.input_side, loaded.input_side)
+        source = "weights"
     if default is None:
         channels = _inferred_channels(module)
         default = (channels or DEFAULT_INPUT[0], DEFAULT_INPUT[1], DEFAULT_INPUT[2])
         source = "inferred" if channels not in (None, DEFAULT_INPUT[0]) else "default"
     shape = default if sizes is None else _complete_shape(sizes, default)
-    return Built(module, spec, shape, "user" if sizes is not None else source, where, note, num_classes)
+    return Built(module, spec, shape, "user" if sizes is not None else source, where, note, num_classes, loaded)
 
 
 def _device_of(module: "nn.Module") -> str:
     for t in list(module.parameters()) + list(module.buffers()):
         return t.device.type if t.device.type in ("meta", "cpu") else str(t.device)
     return "cpu"
+
+
+def check_depth(depth: int) -> int:
+    """Rows go down to this depth; 0 shows none."""
+    from .errors import UsageError
+
+    if not isinstance(depth, int) or depth < 0:
+        raise UsageError(f"--depth must be 0 or more, got {depth}")
+    return depth
 
 
 def check_batch(batch: int) -> int:

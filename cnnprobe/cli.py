@@ -16,6 +16,8 @@ from typer.core import TyperGroup
 from .enums import Counter, Device, DType, Mode, Optimizer
 from .errors import CnnprobeError, RunError
 
+DEFAULT_THRESHOLD = 10.0  # percent; kept here so that --help imports no torch (regression.py holds the rule)
+
 # typer vendors click in recent releases and depends on it in older ones.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
@@ -68,6 +70,16 @@ InputSize = Annotated[
 Batch = Annotated[int, typer.Option("--batch", help="Batch size of the example input.")]
 NumClasses = Annotated[int | None, typer.Option("--num-classes", help="Width of the classifier head.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+Weights = Annotated[
+    str | None,
+    typer.Option("--weights", help="DEFAULT or a torchvision weights name (IMAGENET1K_V1) from the local torch hub "
+                 "cache, or a state_dict / training checkpoint file; loaded strictly, mapped to the CPU."),
+]
+Trust = Annotated[
+    bool,
+    typer.Option("--trust", help="Allow full unpickling of a file that needs it (a whole pickled model). This RUNS "
+                 "CODE from the file: only for files from a source you trust."),
+]
 FreezeExcept = Annotated[
     str | None, typer.Option("--freeze-except", help="Freeze everything except these modules: layer4,fc.")
 ]
@@ -105,13 +117,16 @@ def summary(
     batch: Batch = 1,
     depth: Annotated[int, typer.Option("--depth", help="How deep the layer rows go (1 = top-level blocks).")] = 3,
     num_classes: NumClasses = None,
+    weights: Weights = None,
+    trust: Trust = False,
     json: Json = False,
 ) -> None:
     """Per-layer output shapes, parameters and MACs, built on the meta device: no weights are allocated."""
     from . import inspect
     from .render import emit_json, print_pieces, summary_lines
 
-    result = inspect.summary(model, input_size=input_size, batch=batch, depth=depth, num_classes=num_classes)
+    result = inspect.summary(model, input_size=input_size, batch=batch, depth=depth, num_classes=num_classes,
+                             weights=weights, trust=trust)
     if json:
         emit_json(result.to_dict())
     else:
@@ -135,6 +150,8 @@ def trainable(
     ] = None,
     freeze_bn: Annotated[bool, typer.Option("--freeze-bn", help="Put BatchNorm layers in eval mode, so their running statistics stop updating.")] = False,
     optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose state memory to count.")] = Optimizer.ADAM,
+    weights: Weights = None,
+    trust: Trust = False,
     json: Json = False,
 ) -> None:
     """Total and trainable parameters before and after freezing, per top-level block."""
@@ -143,7 +160,7 @@ def trainable(
 
     report = api.trainable(
         model, freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, num_classes=num_classes,
-        head=head, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer,
+        head=head, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer, weights=weights, trust=trust,
     )
     for w in report.warnings:
         warn(w)
@@ -165,6 +182,8 @@ def flops(
     freeze_all: FreezeAll = False,
     freeze: Freeze = None,
     counter: Annotated[Counter, typer.Option("--counter", help="torch: formulas of torch.utils.flop_counter on meta (exact, no weights); fvcore: fvcore on real tensors.")] = Counter.TORCH,
+    weights: Weights = None,
+    trust: Trust = False,
     json: Json = False,
 ) -> None:
     """MACs and FLOPs (FLOPs = 2 × MACs) by module and operator; --backward counts training's backward pass."""
@@ -173,7 +192,8 @@ def flops(
 
     report = flopcount.flops(
         model, input_size=input_size, batch=batch, depth=depth, num_classes=num_classes, backward=backward,
-        freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, counter=counter,
+        freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, counter=counter, weights=weights,
+        trust=trust,
     )
     if json:
         emit_json(report.to_dict())
@@ -200,49 +220,115 @@ def bench(
     freeze: Freeze = None,
     num_classes: NumClasses = None,
     input_size: InputSize = None,
+    weights: Weights = None,
+    trust: Trust = False,
     json: Json = False,
     csv: Annotated[str | None, typer.Option("--csv", help="Also write the results as CSV to this file.")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG of throughput against batch size (needs matplotlib).")] = None,
+    save: Annotated[str | None, typer.Option("--save", help="Write the same JSON as --json to this file, as a baseline.")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="Compare with a baseline saved by --save; exit 1 naming each mode that regressed.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Percent slower that counts as a regression (it must also exceed the measured noise).")] = DEFAULT_THRESHOLD,
 ) -> None:
     """Time forward, backward and train steps with warm-up, synchronised timers and stable medians."""
     from . import timing
-    from .output import plot_throughput, write_csv
-    from .render import BENCH_COLUMNS, bench_lines, bench_rows, emit_json, print_pieces
+    from . import regression
+    from .output import check_writable, plot_throughput, require_matplotlib, write_atomic, write_csv
+    from .registry import resolve
+    from .render import BENCH_COLUMNS, bench_lines, bench_rows, comparison_lines, emit_json, json_text, print_pieces
 
     models = [m.strip() for m in model.split(",") if m.strip()]
     if not models:
         raise CnnprobeError("no model given")
+    for path in (csv, plot, save):  # fail before timing, not after
+        if path:
+            check_writable(path)
+    if plot:
+        require_matplotlib()
     batches = timing.parse_batches(batch)
     config = timing.BenchConfig(
         device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
         min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
-        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
+        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size, weights=weights,
+        trust=trust,
     )
     timing.check_device(config.device)
-    from .registry import resolve
+    names = [resolve(m).name for m in models]
+    baseline = None
+    if compare:
+        baseline = regression.load_baseline(compare)
+        regression.check_comparable(baseline, names, batches, config.device.value, config.dtype.value, threshold)
 
-    for m in models:  # unknown names fail before any timing starts
-        resolve(m)
     with _progress(enabled=not json, total=len(models) * len(batches) * len(config.modes)) as advance:
         result = timing.sweep(models, batches, config, on_phase=advance)
-    rows = bench_rows(result.runs)
-    if csv and rows:
-        write_csv(rows, BENCH_COLUMNS, csv)
+
+    verdict = None
+    if baseline is not None and result.runs and not result.interrupted:
+        verdict = regression.compare(baseline, [r.to_dict() for r in result.runs], threshold)
+    data = result.report()
+    if verdict is not None:
+        data["comparison"] = verdict.to_dict()
+    if save and result.runs:
+        write_atomic(save, json_text(data))
+    if csv and result.runs:
+        write_csv(bench_rows(result.runs), BENCH_COLUMNS, csv)
     if plot and result.runs:
         plot_throughput(result.runs, plot)
     if json:
-        single = len(result.runs) == 1 and not result.failures and not result.interrupted and len(batches) == 1
-        emit_json(result.runs[0].to_dict() if single else result.to_dict())
+        emit_json(data)
     else:
-        print_pieces(bench_lines(result))
+        print_pieces(bench_lines(result) + (comparison_lines(verdict) if verdict else []))
     if result.interrupted:
         raise typer.Exit(_interrupted("interrupted: the results above are what was measured so far"))
     if result.failures:
-        reasons = []
-        for f in result.failures:
-            fit = f"; the largest batch that fit was {f.largest_fit}" if f.largest_fit else ""
-            reasons.append(f"{f.model} at batch {f.batch} ran out of memory on {config.device.value} ({f.reason}){fit}")
-        raise RunError("; ".join(reasons))
+        raise RunError(result.failure_text(config.device.value))
+    if verdict is not None and not verdict.ok:
+        raise RunError(f"regressed against {compare}: {verdict.regression_text()}")
+
+
+@app.command()
+def checkpoint(
+    file: Annotated[str, typer.Argument(help="A .pth/.pt file: state_dict, training checkpoint, pickled model or torchvision weights.", show_default=False)],
+    model: Annotated[str | None, typer.Option("--model", help="Also check that the weights fit this model.")] = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Width of --model's head, for fine-tuned checkpoints.")] = None,
+    trust: Trust = False,
+    json: Json = False,
+) -> None:
+    """What a weights or checkpoint file holds, read safely (weights_only): format, tensors, dtypes, devices, training state."""
+    from .checkpoints import inspect_checkpoint
+    from .render import checkpoint_lines, emit_json, print_pieces
+
+    info = inspect_checkpoint(file, model=model, num_classes=num_classes, trust=trust)
+    if json:
+        emit_json(info.to_dict())
+    else:
+        print_pieces(checkpoint_lines(info))
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="First model (A).", show_default=False)],
+    b: Annotated[str, typer.Argument(help="Second model (B).", show_default=False)],
+    input_size: InputSize = None,
+    batch: Batch = 1,
+    depth: Annotated[int, typer.Option("--depth", help="How deep the differing layers are listed.")] = 3,
+    weights_a: Annotated[str | None, typer.Option("--weights-a", help="Weights for A, as --weights.")] = None,
+    weights_b: Annotated[str | None, typer.Option("--weights-b", help="Weights for B, as --weights.")] = None,
+    trust: Trust = False,
+    json: Json = False,
+) -> None:
+    """Two models side by side: parameters, MACs, the layers that differ, and whether A's weights load into B."""
+    from .modeldiff import compare_models
+    from .render import comparison_model_lines, emit_json, print_pieces
+
+    from .build import check_depth
+
+    check_depth(depth)
+    result = compare_models(a, b, input_size=input_size, batch=batch, weights_a=weights_a, weights_b=weights_b,
+                            trust=trust)
+    if json:
+        emit_json(result.to_dict())
+    else:
+        print_pieces(comparison_model_lines(result, depth))
 
 
 def _interrupted(message: str) -> int:

@@ -19,7 +19,11 @@ class UnknownModelError(CnnprobeError):
         super().__init__(f"unknown model '{name}'{hint}")
 
 
-class InputSizeError(CnnprobeError):
+class UsageError(CnnprobeError):
+    """An option value that cannot be used: a negative depth, a zero time budget."""
+
+
+class InputSizeError(UsageError):
     """A malformed or impossible input size or batch."""
 
 

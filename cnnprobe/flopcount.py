@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .build import Built, build_model, check_batch
+from .build import Built, build_model, check_batch, check_depth
 from .enums import Counter
 from .inspect import FLOPS_CONVENTION
 
@@ -107,6 +107,9 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, list[OperatorFlops]]
 
     from .trace import Tracer
 
+    from .errors import CnnprobeError
+    from .trace import explain_failure, training_loss
+
     module = built.module
     was_training = module.training
     module.train()
@@ -114,35 +117,17 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, list[OperatorFlops]]
     tracer = Tracer(module, fast_meta=False)
     try:
         with tracer, torch.enable_grad():
-            out = module(x)
-            loss = _loss(out)
+            loss = training_loss(module(x))
             tracer.backward = True
             if loss.requires_grad:
                 loss.backward()
+    except CnnprobeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the model failed in train mode: name the layer
+        raise explain_failure(tracer, e, model=built.name, input_shape=list(x.shape)) from None
     finally:
         module.train(was_training)
     return tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
-
-
-def _loss(output: Any) -> Any:
-    """A scalar over every tensor output: inception's auxiliary logits take part in training too."""
-    import torch
-
-    from .trace import _first_tensor
-
-    if isinstance(output, torch.Tensor):
-        return output.sum()
-    if isinstance(output, dict):
-        output = list(output.values())
-    tensors = [o for o in output if isinstance(o, torch.Tensor)] if isinstance(output, (list, tuple)) else []
-    if not tensors:
-        first = _first_tensor(output)
-        if first is None:
-            from .errors import ForwardError
-
-            raise ForwardError("the model returned no tensor to take a loss of")
-        tensors = [first]
-    return sum(t.sum() for t in tensors)
 
 
 def _quiet_fvcore() -> Any:
@@ -191,6 +176,8 @@ def flops(
     freeze_except: str | Sequence[str] | None = None,
     freeze: str | Sequence[str] | None = None,
     counter: Counter | str = Counter.TORCH,
+    weights: str | None = None,
+    trust: bool = False,
 ) -> FlopReport:
     """MACs (and FLOPs = 2 × MACs) of one forward pass, by module and operator; optionally the backward pass.
 
@@ -198,24 +185,23 @@ def flops(
     freezing (`freeze_except="layer4,fc"`) removes weight gradients of frozen
     layers and input gradients before the first trainable one.
     """
-    from .errors import InputSizeError
     from .freezing import FreezePlan
     from .probe import paused_gc
 
     counter = Counter(counter)
     check_batch(batch)
-    if depth < 0:
-        raise InputSizeError(f"--depth must be 0 or more, got {depth}")
+    check_depth(depth)
     plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
     if not plan.empty and not backward:
         from .errors import PatternError
 
         raise PatternError("freezing changes only the backward pass: add --backward")
     with paused_gc():
-        built = build_model(model, num_classes=num_classes, input_size=input_size)
-        plan.apply(built.module)
+        built = build_model(model, num_classes=num_classes, input_size=input_size, weights=weights, trust=trust)
+        plan.apply(built.module)  # a pattern that matches nothing fails here, before any counting
         engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
         macs, rows, ops, uncounted, built = engine(built, batch, depth)
+        plan.apply(built.module)  # the engine may have rebuilt the model (fvcore, or the CPU fallback)
         backward_macs, backward_ops = _torch_backward(built, batch) if backward else (None, [])
     notes = [built.note] if built.note else []
     if counter is Counter.FVCORE:

@@ -153,7 +153,7 @@ def parse_lr(items: Sequence[str]) -> dict[str, float]:
             lr = float(value)
         except ValueError:
             lr = -1.0
-        if not sep or not modules.strip() or lr <= 0:
+        if not sep or not modules.strip() or not (0 < lr < float("inf")):
             raise PatternError(f"malformed --lr '{item}': expected MODULES=LR such as layer4=1e-4 or layer3,layer4=1e-4")
         split_patterns(modules)
         groups[modules.strip()] = lr

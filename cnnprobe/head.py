@@ -8,6 +8,7 @@ widths need writing; `linear(512,256)` states both and is checked.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -73,6 +74,8 @@ def parse_head(text: str) -> HeadSpec:
             args = tuple(float(a) for a in (match.group(2) or "").split(",") if a.strip())
         except ValueError:
             raise HeadError(f"head layer '{item.strip()}' takes numbers only: {usage}") from None
+        if not all(math.isfinite(a) for a in args):
+            raise HeadError(f"head layer '{item.strip()}' takes finite numbers only: {usage}")
         if kind == "linear" and (len(args) not in (1, 2) or any(a <= 0 or a != int(a) for a in args)):
             raise HeadError(f"'{item.strip()}' needs a positive output width: linear(OUT) or linear(IN,OUT)")
         if kind == "dropout" and (len(args) > 1 or any(not 0 <= a < 1 for a in args)):

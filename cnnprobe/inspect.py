@@ -6,7 +6,7 @@ from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .build import build_model, check_batch
+from .build import build_model, check_batch, check_depth
 
 if TYPE_CHECKING:
     from torch import nn
@@ -75,7 +75,7 @@ class Summary:
         data.update(
             non_trainable_params=self.non_trainable_params,
             flops=self.flops,
-            flops_convention=FLOPS_CONVENTION,
+            convention=FLOPS_CONVENTION,
         )
         return data
 
@@ -111,7 +111,7 @@ def shape_flow(probe: "Probe") -> list[list[int]]:
     return best
 
 
-def _torchinfo(module: "nn.Module", x: Any) -> Any:
+def torchinfo_pass(module: "nn.Module", x: Any) -> Any:
     import torchinfo
 
     return torchinfo.summary(
@@ -179,20 +179,19 @@ def summary(
     batch: int = 1,
     depth: int = 3,
     num_classes: int | None = None,
+    weights: str | None = None,
+    trust: bool = False,
 ) -> Summary:
     """Per-layer output shapes, parameters and MACs, from one forward pass on the meta device.
 
     `model` is a registry name (`resnet18`, `cnnprobe:vgg16`, `file.py:Net`)
     or an `nn.Module`. Nothing is allocated for weights unless the model
-    cannot run on meta.
+    cannot run on meta, or `weights` are asked for (then they load strictly).
     """
     from .probe import paused_gc, probe
 
     check_batch(batch)
-    if depth < 0:
-        from .errors import InputSizeError
-
-        raise InputSizeError(f"--depth must be 0 or more, got {depth}")
+    check_depth(depth)
     with paused_gc():
-        built = build_model(model, num_classes=num_classes, input_size=input_size)
-        return summarize(probe(built, batch, _torchinfo), depth)
+        built = build_model(model, num_classes=num_classes, input_size=input_size, weights=weights, trust=trust)
+        return summarize(probe(built, batch, torchinfo_pass), depth)

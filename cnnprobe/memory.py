@@ -83,7 +83,7 @@ def cpu_peak(step: Callable[[], object], persistent: int) -> int:
     return persistent + max(0, sampler.peak - before)
 
 
-def tensor_bytes(tensors: Iterable[object]) -> int:
+def storage_bytes(tensors: Iterable[object]) -> int:
     """Bytes of distinct storages among `tensors` (views and shared weights counted once)."""
     import torch
 

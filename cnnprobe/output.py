@@ -15,13 +15,21 @@ if TYPE_CHECKING:
     from .timing import BenchResult
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write to a temporary file beside `path`, then rename it over: a crash never leaves half a file."""
+def check_writable(path: str | Path) -> None:
+    """Fail before a long run, not after it, when an output path cannot be written."""
     target = Path(path).expanduser()
     if target.is_dir():
         raise CnnprobeError(f"cannot write '{path}': it is a directory")
     if not target.parent.is_dir():
         raise CnnprobeError(f"cannot write '{path}': folder '{target.parent}' does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise CnnprobeError(f"cannot write '{path}': folder '{target.parent}' is not writable")
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write to a temporary file beside `path`, then rename it over: a crash never leaves half a file."""
+    check_writable(path)
+    target = Path(path).expanduser()
     raw = data.encode() if isinstance(data, str) else data
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -41,8 +49,8 @@ def write_csv(rows: list[dict[str, Any]], columns: list[str], path: str | Path) 
     return write_atomic(path, buffer.getvalue())
 
 
-def plot_throughput(runs: list["BenchResult"], path: str | Path) -> Path:
-    """Samples per second against batch size, a line per model and mode (needs matplotlib)."""
+def require_matplotlib() -> Any:
+    """matplotlib's pyplot on a file backend, or one clear error."""
     try:
         import matplotlib
 
@@ -50,6 +58,12 @@ def plot_throughput(runs: list["BenchResult"], path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CnnprobeError("--plot needs matplotlib: pip install 'cnnprobe[plot]'") from None
+    return plt
+
+
+def plot_throughput(runs: list["BenchResult"], path: str | Path) -> Path:
+    """Samples per second against batch size, a line per model and mode (needs matplotlib)."""
+    plt = require_matplotlib()
     lines: dict[str, list[tuple[int, float]]] = {}
     for run in runs:
         for r in run.results:

@@ -93,7 +93,7 @@ def measured(device: str, dtype: str, threads: int) -> Peak:
 
     name = device_name(device)
     tf32 = bool(device.startswith("cuda") and torch.backends.cuda.matmul.allow_tf32)
-    key = f"{name}|{dtype}|{threads}|tf32={tf32}|{torch.__version__}"
+    key = f"{name}|{dtype}|{threads}|tf32={tf32}|{torch.__version__}|v2"
     cache = _load()
     if key in cache:
         return Peak(**cache[key])
@@ -109,7 +109,7 @@ def measured(device: str, dtype: str, threads: int) -> Peak:
             break
         n *= 2
     seconds = timer.blocked_autorange(min_run_time=0.3).median
-    peak = Peak(2 * n**3 / seconds / 1e12, "measured matmul", f"{n}×{n}×{n} {dtype} on {name}, {threads} thread{'s' if threads != 1 else ''}")
+    peak = Peak(2 * n**3 / seconds / 1e12, "measured matmul", f"{n}×{n}×{n} {dtype}, {threads} thread{'s' if threads != 1 else ''}")
     cache[key] = asdict(peak)
     _save(cache)
     return peak

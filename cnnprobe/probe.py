@@ -29,11 +29,12 @@ class Probe:
         return [self.batch, *self.built.input_shape]
 
 
-def _forward(built: Built, x: torch.Tensor, run: Callable[[torch.nn.Module, torch.Tensor], Any]) -> tuple[Tracer, Any]:
+def _forward(built: Built, x: torch.Tensor, run: Callable[[torch.nn.Module, torch.Tensor], Any],
+             fast: bool = True) -> tuple[Tracer, Any]:
     module = built.module
     was_training = module.training
     module.eval()
-    tracer = Tracer(module, fast_meta=built.device == "meta")
+    tracer = Tracer(module, fast_meta=fast and built.device == "meta")
     try:
         with tracer, torch.no_grad(), no_mha_fastpath():
             extra = run(module, x)
@@ -60,8 +61,12 @@ class no_mha_fastpath:
             torch.backends.mha.set_fastpath_enabled(self.previous)
 
 
-def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Tensor], Any] | None = None) -> Probe:
+def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Tensor], Any] | None = None,
+          fast: bool = True) -> Probe:
     """One forward pass under the tracer, `run(module, x)` doing the calling.
+
+    `fast=False` runs every operator's real meta kernel instead of the
+    tracer's shape rules (for checking those rules).
 
     On meta first; when the model cannot run on meta (it reads tensor values),
     it is rebuilt on the CPU and run for real. A genuine failure of the model
@@ -72,14 +77,14 @@ def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Te
     run = run or (lambda module, x: module(x))
     x = built.example_input(batch)
     try:
-        tracer, extra = _forward(built, x, run)
+        tracer, extra = _forward(built, x, run, fast)
     except Exception as e:  # noqa: BLE001
         root = _root_cause(e)
         if built.device == "meta" and meta.is_meta_error(root) and built.spec.source is not Source.MODULE:
             rebuilt = build_model(built.spec, num_classes=built.num_classes, input_size=built.input_shape, device="cpu")
             rebuilt.input_source = built.input_source
             rebuilt.note = f"run for real on the CPU: meta tensors failed ({type(root).__name__}: {root})"
-            return probe(rebuilt, batch, run)
+            return probe(rebuilt, batch, run, fast)
         raise explain_failure(getattr(e, "__cnnprobe_tracer__", None), e, model=built.name,
                               input_shape=list(x.shape)) from None
     return Probe(built, tracer, batch, extra)

@@ -156,20 +156,24 @@ def _user_module(path: Path) -> Any:
     module_name = f"_cnnprobe_user_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    if path.suffix != ".py":
+        raise UserFileError(f"cannot import '{path}': a model file must be Python source ending in .py")
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise UserFileError(f"cannot import '{path}': not a Python file")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look their module up while it executes
     sys.path.insert(0, str(path.parent.resolve()))
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
+        sys.modules.pop(module_name, None)
         raise UserFileError(f"cannot import '{path}': SyntaxError: {e.msg} (line {e.lineno})") from None
     except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure in user code is reported, not raised
+        sys.modules.pop(module_name, None)
         raise UserFileError(f"cannot import '{path}': {type(e).__name__}: {e}{_user_line(e, path)}") from None
     finally:
         sys.path.remove(str(path.parent.resolve()))
-    sys.modules[module_name] = module
     return module
 
 

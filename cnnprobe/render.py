@@ -7,12 +7,16 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from .checkpoints import CheckpointInfo, Compatibility
     from .flopcount import FlopReport
+    from .modeldiff import ModelComparison
+    from .regression import Comparison
     from .timing import BenchResult, Sweep
     from .inspect import Summary
     from .registry import ModelSpec
@@ -24,13 +28,21 @@ ARROW = " → "
 def console(stderr: bool = False) -> Console:
     """A console that keeps its width when piped, so saved output reads like the terminal's."""
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else int(os.environ.get("COLUMNS", 120))
+    width = None
+    if not stream.isatty():
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) >= 40 else 120
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def json_text(data: Any) -> str:
+    """The one JSON serialisation: what --json prints is what --save writes."""
+    return json.dumps(data, default=_jsonable) + "\n"
 
 
 def emit_json(data: Any) -> None:
     """One JSON object on stdout, and nothing else."""
-    sys.stdout.write(json.dumps(data, default=_jsonable) + "\n")
+    sys.stdout.write(json_text(data))
     sys.stdout.flush()
 
 
@@ -80,7 +92,8 @@ def share(x: float) -> str:
 
 
 def list_table(specs: list["ModelSpec"], params: dict[str, int]) -> Table:
-    table = Table(title=f"{len(specs)} models", title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=f"{len(specs)} models", title_justify="left", show_edge=False, pad_edge=False,
+                  box=box.SIMPLE_HEAD)
     table.add_column("source")
     table.add_column("name")
     table.add_column("params", justify="right")
@@ -99,7 +112,7 @@ def summary_lines(s: "Summary") -> list[Any]:
         (f"{s.model}", "bold"), f" ({s.source}) · input {shape(s.input_size)}",
         f" ({s.input_source}) · built on {s.device}",
     )
-    table = Table(show_edge=False, pad_edge=False)
+    table = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
     table.add_column("layer")
     table.add_column("type")
     table.add_column("output shape", justify="right")
@@ -130,7 +143,7 @@ def summary_lines(s: "Summary") -> list[Any]:
 
 
 def _operator_table(title: str, ops: list[Any]) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
     table.add_column("operator")
     table.add_column("MACs", justify="right")
     table.add_column("FLOPs", justify="right")
@@ -150,7 +163,8 @@ def flops_lines(r: "FlopReport") -> list[Any]:
         diff = (r.macs / 1e9 - r.published_gmacs) / r.published_gmacs if r.published_gmacs else 0.0
         pieces.append(Text(f"torchvision publishes {r.published_gmacs:.3f} G for this model under \"GFLOPS\": "
                            f"those are MACs; difference {100 * diff:+.2f}%"))
-    modules = Table(title=f"by module (depth {r.depth})", title_justify="left", show_edge=False, pad_edge=False)
+    modules = Table(title=f"by module (depth {r.depth})", title_justify="left", show_edge=False, pad_edge=False,
+                    box=box.SIMPLE_HEAD)
     modules.add_column("module")
     modules.add_column("type")
     modules.add_column("MACs", justify="right")
@@ -202,7 +216,7 @@ def _ms(value: float | None) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
-_MODE_LABELS = {"forward": "forward", "forward_backward": "fwd+bwd", "train_step": "train step"}
+_MODE_LABELS = {"forward": "forward", "forward_backward": "fwd+bwd", "train_step": "train_step"}
 
 
 def bench_lines(sweep: "Sweep") -> list[Any]:
@@ -210,6 +224,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     if not sweep.runs:
         return pieces
     first = sweep.runs[0]
+    several = len(sweep.runs) > 1
     s = first.settings
     switches = [f"{first.threads} thread{'s' if first.threads != 1 else ''}", f"{first.dtype}" + (" (autocast)" if s.get("autocast") else "")]
     if s.get("channels_last"):
@@ -220,26 +235,29 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
         switches.append(f"cudnn.benchmark {'on' if s['cudnn_benchmark'] else 'off'}")
         switches.append(f"TF32 matmul {'on' if s['tf32_matmul'] else 'off'}, cuDNN {'on' if s['tf32_cudnn'] else 'off'}")
     switches.append(f"optimizer {s.get('optimizer')}")
+    if not several:
+        pieces.append(Text.assemble((first.model, "bold"), f" ({first.source}) · batch {first.batch} · input "
+                                    f"{shape(first.input_size)}"))
     pieces.append(Text.assemble((first.device_name, "bold"), f" ({first.device}) · " + " · ".join(switches)))
     if first.peak:
         pieces.append(Text(f"peak {first.peak['tflops']:.2f} TFLOP/s: {first.peak['source']}, {first.peak['detail']}"))
     frozen_any = any(r.frozen for run in sweep.runs for r in run.results)
-    table = Table(show_edge=False, pad_edge=False)
-    columns = [("model", "left"), ("batch", "right"), ("mode", "left")] + ([("weights", "left")] if frozen_any else [])
+    table = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    columns = ([("model", "left"), ("batch", "right")] if several else []) + [("mode", "left")] + (
+        [("weights", "left")] if frozen_any else [])
     for col, justify in (*columns, ("median ms", "right"),
                          ("IQR ms", "right"), ("runs", "right"), ("samples/s", "right"), ("bwd ms", "right"),
-                         ("TFLOP/s (% peak)", "right"), ("peak mem", "right")):
+                         ("TFLOP/s", "right"), ("% peak", "right"), ("peak mem", "right")):
         table.add_column(col, justify=justify, no_wrap=col in ("model", "mode"))  # type: ignore[arg-type]
     for run in sweep.runs:
         for r in run.results:
-            cells = [run.model, str(run.batch), _MODE_LABELS.get(r.mode, r.mode)]
+            cells = ([run.model, str(run.batch)] if several else []) + [_MODE_LABELS.get(r.mode, r.mode)]
             if frozen_any:
                 cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
             iqr = _ms(r.iqr_ms) + ("!" if r.noisy else "")
-            achieved = "-" if r.tflops is None else f"{r.tflops:.3f}" + (
-                f" ({share(r.peak_share)})" if r.peak_share is not None else "")
             table.add_row(*cells, _ms(r.median_ms), iqr, str(r.runs), f"{r.samples_per_s:,.1f}",
-                          _ms(r.backward_ms), achieved, nbytes(r.peak_memory_bytes))
+                          _ms(r.backward_ms), "-" if r.tflops is None else f"{r.tflops:.3f}",
+                          "-" if r.peak_share is None else share(r.peak_share), nbytes(r.peak_memory_bytes))
     pieces.append(table)
     for run in sweep.runs:
         for mode in ("forward_backward", "train_step"):
@@ -248,18 +266,103 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
                 frozen, full = run.result(mode, True), run.result(mode, False)
                 verdict = (f"freezing saves {share(saving)} of a {mode}" if saving >= 0
                            else f"freezing did not make {mode} faster here (see the IQR)")
-                pieces.append(Text(f"{run.model} b{run.batch}: {verdict}: {_ms(frozen.median_ms)} ms against "  # type: ignore[union-attr]
-                                   f"{_ms(full.median_ms)} ms with all {count(run.total_params)} params trainable "  # type: ignore[union-attr]
-                                   f"({count(run.trainable_params)} trainable when frozen)"))
+                pieces.append(Text(f"{run.model} b{run.batch}: {verdict} ({_ms(frozen.median_ms)} ms frozen, "  # type: ignore[union-attr]
+                                   f"{_ms(full.median_ms)} ms with all params trainable)"))  # type: ignore[union-attr]
     if any(r.noisy for run in sweep.runs for r in run.results):
         pieces.append(Text("!: noisy, IQR above 10% of the median; the machine is busy or --min-time is too short",
                            style="dim"))
-    pieces.append(Text("fwd+bwd = forward_backward; bwd ms = its median − the median of a train-mode forward; "
-                       "TFLOP/s from counted FLOPs", style="dim"))
+    pieces.append(Text("bwd ms: fwd+bwd median less a train-mode forward's; TFLOP/s from counted FLOPs",
+                       style="dim"))
     for model, batch in sweep.auto.items():
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
     notes = {n for run in sweep.runs for n in run.notes}
     pieces += [Text(f"note: {n}", style="dim") for n in sorted(notes)]
+    return pieces
+
+
+def comparison_lines(c: "Comparison") -> list[Any]:
+    table = Table(title=f"against the baseline (regression: slower by more than {c.threshold:g}% and than the noise)",
+                  title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    for col, justify in (("model", "left"), ("batch", "right"), ("mode", "left"), ("before ms", "right"),
+                         ("after ms", "right"), ("change", "right"), ("noise ms", "right"), ("verdict", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for ch in c.changes:
+        verdict = "REGRESSED" if ch.regressed else ("faster" if ch.improved else "same")
+        table.add_row(ch.model, str(ch.batch), _MODE_LABELS.get(ch.mode, ch.mode) + (" frozen" if ch.frozen else ""),
+                      _ms(ch.before_ms), _ms(ch.after_ms), f"{100 * ch.change:+.1f}%", _ms(ch.noise_ms), verdict)
+    return [table]
+
+
+# --------------------------------------------------------------------------- checkpoints and comparisons
+
+
+def compatibility_line(c: "Compatibility", what: str, left: str = "file", right: str = "model") -> Text:
+    verdict = "fit" if c.compatible else "do not fit"
+    prefix = f" (after dropping the '{c.stripped_prefix}' prefix)" if c.stripped_prefix else ""
+    return Text(f"{what} {verdict} {c.model}{prefix}: {c.matched} keys match; {c.describe(left, right)}",
+                style=None if c.compatible else "bold")
+
+
+def checkpoint_lines(info: "CheckpointInfo") -> list[Any]:
+    labels = {"state_dict": "state_dict", "training_checkpoint": "training checkpoint",
+              "pickled_model": "whole pickled model", "torchvision_weights": "torchvision weights"}
+    header = Text.assemble((info.path, "bold"), f" · {labels.get(info.format, info.format)} · {nbytes(info.file_bytes)}")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column()
+    grid.add_column()
+    w = info.weights
+    grid.add_row("tensors", f"{count(w.tensors)} holding {count(w.params)} values, {nbytes(w.bytes)}")
+    grid.add_row("dtypes", ", ".join(f"{d} ×{n}" for d, n in w.dtypes.items()) or "-")
+    grid.add_row("saved on", ", ".join(f"{loc} ({n} storages)" for loc, n in info.saved_on.items()) or "-")
+    if info.torchvision:
+        grid.add_row("weights", f"{info.torchvision}; sha256 {'matches' if info.hash_ok else 'does NOT match'} the file name")
+    if info.pickled_class:
+        grid.add_row("class", f"{info.pickled_class} (unpickled because of --trust)")
+    if info.format == "training_checkpoint":
+        grid.add_row("keys", ", ".join(info.keys))
+        grid.add_row("epoch", str(info.epoch))
+        grid.add_row("loss", str(info.loss))
+        if info.optimizer:
+            o = info.optimizer
+            grid.add_row("optimizer", f"{o.type}, {o.param_groups} param groups (lr {', '.join(f'{x:g}' for x in o.lr)}), "
+                                      f"state for {o.params} params: {o.state_tensors} tensors, {nbytes(o.state_bytes)}")
+    pieces: list[Any] = [header, grid]
+    if info.compatibility:
+        pieces.append(compatibility_line(info.compatibility, "these weights"))
+    return pieces
+
+
+def comparison_model_lines(c: "ModelComparison", depth: int) -> list[Any]:
+    header = Text.assemble(("A ", "dim"), (c.a.model, "bold"), f" ({c.a.source}) · ", ("B ", "dim"), (c.b.model, "bold"),
+                           f" ({c.b.source}) · input {shape(c.a.input_size)} · ",
+                           ("identical" if c.identical else "different", "bold"))
+    totals = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    for col in ("", "A", "B", "B − A"):
+        totals.add_column(col, justify="left" if not col else "right")
+    totals.add_row("params", count(c.a.params), count(c.b.params), f"{c.b.params - c.a.params:+,}")
+    totals.add_row("trainable", count(c.a.trainable_params), count(c.b.trainable_params),
+                   f"{c.b.trainable_params - c.a.trainable_params:+,}")
+    totals.add_row("MACs", macs(c.a.macs), macs(c.b.macs),
+                   f"{100 * (c.b.macs - c.a.macs) / c.a.macs:+.1f}%" if c.a.macs else "-")
+    pieces: list[Any] = [header, totals]
+    shown = [d for d in c.layers if d.depth <= depth]
+    if c.layers:
+        table = Table(title=f"layers that differ ({len(c.layers)}; {len(shown)} down to depth {depth})",
+                      title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+        for col, justify in (("layer", "left"), ("", "left"), ("A", "left"), ("B", "left"), ("A params", "right"),
+                             ("B params", "right")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for d in shown:
+            a = f"{d.a_type} {shape(d.a_shape)}" if d.a_type else "-"
+            b = f"{d.b_type} {shape(d.b_shape)}" if d.b_type else "-"
+            table.add_row("  " * (d.depth - 1) + d.name, d.status, a, b,
+                          count(d.a_params) if d.a_params is not None else "-",
+                          count(d.b_params) if d.b_params is not None else "-")
+        pieces.append(table)
+    else:
+        pieces.append(Text("every layer matches: same names, types, output shapes and parameters"))
+    pieces.append(compatibility_line(c.state_dict, "A's weights", "A", "B"))
+    pieces += [Text(f"note: {n}", style="dim") for n in c.notes]
     return pieces
 
 
@@ -279,7 +382,7 @@ def trainable_lines(r: "TrainableReport") -> list[Any]:
     if r.head:
         header.append(f"\nnew head {r.head.name}: {r.head.new}")
 
-    table = Table(show_edge=False, pad_edge=False)
+    table = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
     table.add_column("block")
     changed = any(b.params_before != b.params_after for b in r.blocks)
     table.add_column("params", justify="right")
@@ -308,12 +411,15 @@ def trainable_lines(r: "TrainableReport") -> list[Any]:
     totals.add_row(f"{r.optimizer} state", nbytes(r.before.optimizer_state_bytes), nbytes(r.after.optimizer_state_bytes))
     pieces: list[Any] = [header, table, totals,
                          Text(f"freezing saves {nbytes(r.saved_bytes)} of gradient and {r.optimizer} state memory")]
+    if r.weights:
+        pieces.append(Text(f"weights: {r.weights}", style="dim"))
     bn = r.batchnorm
     if bn.frozen:
         pieces.append(Text(f"--freeze-bn: {bn.layers} BatchNorm layers in eval mode; {bn.buffers} buffers "
                            "(running_mean, running_var, num_batches_tracked) stop updating"))
     if r.groups:
-        groups = Table(title="optimizer parameter groups", title_justify="left", show_edge=False, pad_edge=False)
+        groups = Table(title="optimizer parameter groups", title_justify="left", show_edge=False, pad_edge=False,
+                       box=box.SIMPLE_HEAD)
         for col in ("modules", "lr", "tensors", "trainable params", "frozen params"):
             groups.add_column(col, justify="left" if col == "modules" else "right")
         for g in r.groups:

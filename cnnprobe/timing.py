@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .enums import Device, DType, Mode, Optimizer
-from .errors import CnnprobeError, InputSizeError
+from .trace import training_loss
+from .errors import CnnprobeError, InputSizeError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -151,6 +152,8 @@ class BenchConfig:
     freeze: str | Sequence[str] | None = None
     num_classes: int | None = None
     input_size: str | tuple[int, ...] | None = None
+    weights: str | None = None
+    trust: bool = False
     count_flops: bool = True
     peak: bool = True
 
@@ -159,14 +162,14 @@ class BenchConfig:
         self.dtype = DType(self.dtype)
         self.mode = Mode(self.mode)
         self.optimizer = Optimizer(self.optimizer)
-        if self.optimizer not in (Optimizer.SGD, Optimizer.ADAM, Optimizer.ADAMW, Optimizer.MOMENTUM):
-            raise InputSizeError(f"unknown optimizer {self.optimizer}")
         if not (self.min_time > 0 and math.isfinite(self.min_time)):
-            raise InputSizeError(f"--min-time must be a positive number of seconds, got {self.min_time}")
+            raise UsageError(f"--min-time must be a positive number of seconds, got {self.min_time}")
+        if self.max_time is not None and not (self.max_time >= self.min_time and math.isfinite(self.max_time)):
+            raise UsageError(f"--max-time must be at least --min-time ({self.min_time} s), got {self.max_time}")
         if self.threads is not None and self.threads <= 0:
-            raise InputSizeError(f"--threads must be positive, got {self.threads}")
+            raise UsageError(f"--threads must be positive, got {self.threads}")
         if self.warmup < 0:
-            raise InputSizeError(f"--warmup must be 0 or more, got {self.warmup}")
+            raise UsageError(f"--warmup must be 0 or more, got {self.warmup}")
 
     @property
     def modes(self) -> list[Mode]:
@@ -209,22 +212,6 @@ def settings(config: BenchConfig, threads: int) -> dict[str, Any]:
     return out
 
 
-def _loss(output: Any, target: "torch.Tensor") -> "torch.Tensor":
-    """Cross-entropy on logits (every tensor output, as inception's auxiliary head trains too)."""
-    import torch
-    import torch.nn.functional as F
-
-    outputs = [output] if isinstance(output, torch.Tensor) else [o for o in output if isinstance(o, torch.Tensor)]
-    loss = 0
-    for out in outputs:
-        out = out.float()
-        if out.dim() == 2 and out.shape[0] == target.shape[0]:
-            loss = loss + F.cross_entropy(out, target % out.shape[1])
-        else:
-            loss = loss + out.mean()
-    return loss  # type: ignore[return-value]
-
-
 class Runner:
     """Times one model at one batch size on one device, mode by mode."""
 
@@ -242,7 +229,11 @@ class Runner:
 
     # ---- setup
     def setup(self) -> None:
+        """Model, input, precision, memory format, compile. `bench` restores the global switches after."""
+        import copy
+
         import torch
+        from torch import nn
 
         from .build import build_model
 
@@ -251,8 +242,12 @@ class Runner:
         if self.device == "cuda":
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(0)
-        self.built = build_model(self.model_ref, num_classes=self.config.num_classes,
-                                 input_size=self.config.input_size, device=self.device)
+        model = self.model_ref
+        if isinstance(model, nn.Module):  # never change the caller's module: time a copy on the device
+            model = copy.deepcopy(model).to(self.device)
+        self.built = build_model(model, num_classes=self.config.num_classes,
+                                 input_size=self.config.input_size, device=self.device,
+                                 weights=self.config.weights, trust=self.config.trust)
         module = self.built.module
         shape = (self.batch, *self.built.input_shape)
         self.x = torch.randn(shape, device=self.device)
@@ -313,7 +308,7 @@ class Runner:
 
             def forward_train() -> object:
                 with autocast():
-                    return _loss(module(x), target)
+                    return training_loss(module(x), target)
 
             return forward_train
         if mode == "forward_backward":
@@ -321,7 +316,7 @@ class Runner:
             def forward_backward() -> object:
                 module.zero_grad(set_to_none=True)
                 with autocast():
-                    loss = _loss(module(x), target)
+                    loss = training_loss(module(x), target)
                 loss.backward()
                 return None
 
@@ -330,7 +325,7 @@ class Runner:
 
         def train_step() -> object:
             with autocast():
-                loss = _loss(module(x), target)
+                loss = training_loss(module(x), target)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -352,8 +347,8 @@ class Runner:
         m = timer.adaptive_autorange(threshold=NOISY, min_run_time=self.config.min_time, max_run_time=max_time)
         return m.median, m.iqr, len(m.times) * m.number_per_run
 
-    def memory(self, fn: Callable[[], object], optimizer: Any = None) -> int:
-        from .memory import cpu_peak, cuda_peak, tensor_bytes
+    def memory(self, fn: Callable[[], object]) -> int:
+        from .memory import cpu_peak, cuda_peak, storage_bytes
 
         if self.device == "cuda":
             return cuda_peak(fn, self.device)
@@ -361,7 +356,7 @@ class Runner:
         held += [p.grad for p in self.raw.parameters() if p.grad is not None]
         for state in getattr(getattr(fn, "optimizer", None), "state", {}).values():
             held += [v for v in state.values() if hasattr(v, "untyped_storage")]
-        return cpu_peak(fn, tensor_bytes(held))
+        return cpu_peak(fn, storage_bytes(held))
 
     def count_flops(self) -> None:
         """FLOPs per step from the meta-device count: forward, and backward with and without freezing."""
@@ -405,15 +400,43 @@ class Runner:
             result.forward_train_ms = 1e3 * forward_train
             result.backward_ms = max(0.0, 1e3 * (median - forward_train))
         if mode is Mode.TRAIN_STEP and forward_backward is not None:
-            result.optimizer_ms = max(0.0, 1e3 * median - forward_backward)
+            result.optimizer_ms = max(0.0, 1e3 * (median - forward_backward))
         return result
+
+    def explain(self, mode: Mode | str, error: BaseException) -> Exception:
+        """A step failed for a reason other than memory: run it once more under the tracer to name the layer."""
+        from .trace import Tracer, explain_failure
+
+        tracer = Tracer(self.raw, fast_meta=False)
+        try:
+            with tracer:
+                self.step(mode)()
+        except Exception as again:  # noqa: BLE001
+            error = again
+        return explain_failure(tracer, error, model=self.built.name, input_shape=list(self.x.shape))
 
     def run(self, on_result: Callable[[ModeResult], None] | None = None,
             on_phase: Callable[[str], None] | None = None) -> BenchResult:
-        """Every configured mode; with freezing, backward modes also once without, for comparison."""
+        """Every configured mode; with freezing, backward modes also once without, for comparison.
+
+        Thread count, cudnn.benchmark and the random generators are as they were afterwards.
+        """
         import torch
 
-        from .peak import measured
+        threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+        devices = [torch.device(self.device).index or 0] if self.device == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return self._run(on_result, on_phase)
+        finally:
+            torch.set_num_threads(threads)
+            torch.backends.cudnn.benchmark = cudnn_benchmark
+
+    def _run(self, on_result: Callable[[ModeResult], None] | None,
+             on_phase: Callable[[str], None] | None) -> BenchResult:
+        import torch
+
+        from .peak import datasheet, measured
 
         self.setup()
         self.count_flops()
@@ -428,6 +451,9 @@ class Runner:
             settings=settings(self.config, threads), peak=asdict(self.peak) if self.peak else None,
             total_params=sum(p.numel() for p in raw.parameters()),
         )
+        if result.peak is not None and self.device == "cuda":
+            table = datasheet(result.device_name, result.dtype, bool(torch.backends.cuda.matmul.allow_tf32))
+            result.peak["datasheet"] = asdict(table) if table else None
         variants = [True, False] if self.config.freezing else [False]
         for frozen in variants:
             self.set_frozen(frozen)
@@ -439,14 +465,23 @@ class Runner:
                     continue  # freezing does not change the forward pass
                 if on_phase:
                     on_phase(f"{self.built.name} b{self.batch} {mode.value}{' (full, for comparison)' if self.config.freezing and not frozen else ''}")
+                try:
+                    if mode is Mode.FORWARD_BACKWARD:
+                        forward_train = self.time(self.step("forward_train"))[0]
+                    r = self.run_mode(mode, frozen and mode is not Mode.FORWARD, forward_train, forward_backward)
+                except (CnnprobeError, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # noqa: BLE001 - the model failed: say where, unless memory ran out
+                    if is_oom(e):
+                        raise
+                    raise self.explain(mode, e) from None
                 if mode is Mode.FORWARD_BACKWARD:
-                    forward_train = self.time(self.step("forward_train"))[0]
-                r = self.run_mode(mode, frozen and mode is not Mode.FORWARD, forward_train, forward_backward)
-                if mode is Mode.FORWARD_BACKWARD:
-                    forward_backward = r.median_ms
+                    forward_backward = r.median_ms / 1e3
                 result.results.append(r)
                 if on_result:
                     on_result(r)
+        if self.built.weights is not None:
+            result.notes.append(self.built.weights.describe())
         if DType(self.config.dtype) is DType.FLOAT16 and any(m is not Mode.FORWARD for m in self.config.modes):
             result.notes.append("float16 training is timed without a GradScaler")
         return result
@@ -473,16 +508,17 @@ def bench(model: "str | nn.Module", batch: int = 1, config: BenchConfig | None =
     config = config or BenchConfig(**options)
     check_batch(batch)
     runner = Runner(model, batch, config)
+    detail = None
     try:
         return runner.run()
     except Exception as e:  # noqa: BLE001
-        if is_oom(e):
-            runner.close()
-            raise OutOfMemory(str(model), batch, config.device.value if isinstance(config.device, Device) else str(config.device),
-                              _first_line(e)) from None
-        raise
+        if not is_oom(e):
+            raise
+        detail = _first_line(e)  # keep the text only: the exception's frames hold the tensors
     finally:
         runner.close()
+    free_memory()
+    raise OutOfMemory(str(model), batch, Device(config.device).value, detail)
 
 
 def _first_line(error: BaseException) -> str:
@@ -584,6 +620,21 @@ class Sweep:
         return {"runs": [r.to_dict() for r in self.runs], "failures": [asdict(f) for f in self.failures],
                 "interrupted": self.interrupted, "auto_batch": self.auto}
 
+    def report(self) -> dict[str, Any]:
+        """What --json prints: the run itself for one model at one batch, the whole sweep otherwise."""
+        if len(self.runs) == 1 and not self.failures and not self.interrupted:
+            single = self.runs[0].to_dict()
+            if self.auto:
+                single["auto_batch"] = self.auto
+            return single
+        return self.to_dict()
+
+    def failure_text(self, device: str) -> str:
+        return "; ".join(
+            f"{f.model} at batch {f.batch} ran out of memory on {device} ({f.reason})"
+            + (f"; the largest batch that fit was {f.largest_fit}" if f.largest_fit else "")
+            for f in self.failures)
+
 
 def parse_batches(text: str | int | Sequence[int | str]) -> list[int | str]:
     """`"1,8,32"` -> [1, 8, 32]; `"auto"` stays; anything else is one clear error."""
@@ -630,6 +681,7 @@ def sweep(
                                           f"{(available or 0) / 2**30:.1f} GiB available")
                 runner = Runner(model, batch, config)
                 partial: list[ModeResult] = []
+                detail = None
                 try:
                     out.runs.append(runner.run(on_result=partial.append, on_phase=on_phase))
                     largest = batch
@@ -638,13 +690,16 @@ def sweep(
                         out.runs.append(_partial(runner, partial))
                     raise
                 except Exception as e:  # noqa: BLE001
-                    if is_oom(e):
-                        raise OutOfMemory(str(model), batch, Device(config.device).value, _first_line(e)) from None
-                    raise
+                    if not is_oom(e):
+                        raise
+                    detail = _first_line(e)  # only the text: the exception's frames hold the tensors
                 finally:
                     runner.close()
+                if detail is not None:
+                    raise OutOfMemory(str(model), batch, Device(config.device).value, detail)
             except OutOfMemory as e:
                 out.failures.append(Failure(str(model), e.batch, e.detail, largest))
+                free_memory()
                 break  # larger batches of this model will not fit either
             except KeyboardInterrupt:
                 out.interrupted = True

@@ -56,13 +56,18 @@ _METADATA = {
 _RULES: dict[Any, Any] = {}
 
 
-def _rule(*names: str) -> Any:
+def _rule(*names: str, plain: bool = True) -> Any:
+    """Register a shape rule; `plain` rules only see a contiguous meta tensor as their first argument."""
+
     def register(fn: Any) -> Any:
+        def guarded(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return fn(args, kwargs) if args and _plain(args[0]) else None
+
         for name in names:
             packet = getattr(aten, name, None)
             if packet is not None:
                 for overload in packet.overloads():
-                    _RULES[getattr(packet, overload)] = fn
+                    _RULES[getattr(packet, overload)] = guarded if plain else fn
         return fn
 
     return register
@@ -158,13 +163,47 @@ def _mm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return None if shape is None else args[0].new_empty(shape)
 
 
-@_rule("native_layer_norm")
+@_rule("native_layer_norm", plain=False)
 def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The CPU and CUDA kernels make their input contiguous and return a contiguous result."""
     x, normalized = args[0], list(args[1])
-    if list(x.shape[x.dim() - len(normalized):]) != normalized:
+    if not isinstance(x, torch.Tensor) or not x.is_meta or list(x.shape[x.dim() - len(normalized):]) != normalized:
         return None
     stats = (*x.shape[: x.dim() - len(normalized)], *([1] * len(normalized)))
-    return torch.empty_like(x), x.new_empty(stats), x.new_empty(stats)
+    return x.new_empty(x.shape), x.new_empty(stats), x.new_empty(stats)
+
+
+@_rule("cat", plain=False)
+def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    tensors = [t for t in args[0] if not (t.dim() == 1 and t.shape[0] == 0)] if args else []
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not tensors or not all(_plain(t) and t.dim() == tensors[0].dim() and t.dtype == tensors[0].dtype for t in tensors):
+        return None
+    dim %= tensors[0].dim()
+    first = tensors[0].shape
+    if any(t.shape[:dim] != first[:dim] or t.shape[dim + 1:] != first[dim + 1:] for t in tensors):
+        return None
+    shape = list(first)
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return tensors[0].new_empty(shape)
+
+
+@_rule("convolution")
+def _convolution(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, w, bias, stride, padding, dilation, transposed, _, groups = args[:9]
+    if transposed or not _plain(w) or w.dtype != x.dtype or x.dim() != w.dim() or x.dim() < 3:
+        return None
+    spatial = x.dim() - 2
+    if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        return None
+    stride, padding, dilation = (list(v) * (spatial if len(v) == 1 else 1) for v in (stride, padding, dilation))
+    out = [x.shape[0], w.shape[0]]
+    for i in range(spatial):
+        size = (x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+        if size <= 0:
+            return None  # the real kernel says why
+        out.append(size)
+    return x.new_empty(out)
 
 
 @_rule("mean")
@@ -213,11 +252,6 @@ def _info(func: Any) -> _OpInfo:
     return info
 
 
-def op_name(func: Any) -> str:
-    """`aten.convolution.default` -> `convolution`."""
-    return func._overloadpacket.__name__ if hasattr(func, "_overloadpacket") else str(func)
-
-
 @dataclass
 class Call:
     """One call of one module during the pass."""
@@ -251,7 +285,6 @@ class Tracer:
     """
 
     def __init__(self, model: nn.Module, *, fast_meta: bool = True) -> None:
-        self.model = model
         self.fast_meta = fast_meta
         self.names = {id(m): n for n, m in model.named_modules()}
         self.calls: list[Call] = []
@@ -310,7 +343,7 @@ class Tracer:
         if info.metadata:
             return NotImplemented
         out = None
-        if info.rule is not None and self.fast_meta and not self.backward and args and _plain(args[0]):
+        if info.rule is not None and self.fast_meta and not self.backward:
             out = info.rule(args, kwargs)
         if out is None:
             if info.decomposable:
@@ -358,6 +391,33 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
             if found is not None:
                 return found
     return None
+
+
+def training_loss(output: Any, target: torch.Tensor | None = None) -> torch.Tensor:
+    """A scalar over every tensor output, as training takes (inception's auxiliary logits train too):
+    cross-entropy on 2-D logits when targets are given, the mean otherwise."""
+    import torch.nn.functional as F
+
+    from .errors import ForwardError
+
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, torch.Tensor):
+        outputs = [output]
+    else:
+        outputs = [o for o in output if isinstance(o, torch.Tensor)] if isinstance(output, (list, tuple)) else []
+    if not outputs:
+        raise ForwardError(f"the model returned {type(output).__name__}, with no tensor to take a loss of")
+    loss: torch.Tensor | None = None
+    for out in outputs:
+        out = out.float()
+        if target is not None and out.dim() == 2 and out.shape[0] == target.shape[0]:
+            term = F.cross_entropy(out, target % out.shape[1])
+        else:
+            term = out.mean()
+        loss = term if loss is None else loss + term
+    assert loss is not None
+    return loss
 
 
 def shapes_of(args: tuple[Any, ...]) -> list[list[int]]:
@@ -419,6 +479,11 @@ def explain_failure(tracer: Tracer | None, error: BaseException, *, model: str, 
     expected = _expectation(call.module) if call is not None else None
     where = f"layer '{layer}' ({call.type})" if call is not None and layer else f"{model}'s own forward"
     got_text = f"got input {', '.join(_fmt(s) for s in got)}" if got else ""
+    if "more than 1 value per channel" in reason:
+        return InputTooSmallError(
+            f"{model} in train mode: {where} got {got_text or 'its input'}, and BatchNorm needs more than one value "
+            "per channel to compute batch statistics; use a batch of 2 or more", layer=layer,
+            layer_type=call.type if call else None, input_shapes=got, expected=expected)
     too_small = any(marker in reason.lower() for marker in _TOO_SMALL)
     if too_small:
         message = f"input {_fmt(input_shape[1:])} is too small for {model}: {where} {got_text or 'failed'}"

@@ -78,6 +78,7 @@ class TrainableReport:
     groups: list[ParamGroup] = field(default_factory=list)
     ungrouped: list[str] = field(default_factory=list)  # trainable parameters in no --lr group
     warnings: list[str] = field(default_factory=list)
+    weights: str | None = None  # what was loaded, when --weights was given
 
     @property
     def total_params(self) -> int:
@@ -132,6 +133,8 @@ def trainable(
     lr: Sequence[str] | dict[str, float] | None = None,
     freeze_bn: bool = False,
     optimizer: Optimizer | str = Optimizer.ADAM,
+    weights: str | None = None,
+    trust: bool = False,
 ) -> TrainableReport:
     """Total and trainable parameters before and after freezing (and a new head).
 
@@ -151,7 +154,7 @@ def trainable(
         raise HeadError(f"--num-classes must be positive, got {num_classes}")
     lrs = lr if isinstance(lr, dict) else parse_lr(lr or [])
 
-    built = build_model(model)
+    built = build_model(model, weights=weights, trust=trust)
     module = built.module
     before = _snapshot(module, optimizer)
     blocks_before = _blocks(module)
@@ -186,7 +189,9 @@ def trainable(
             warnings.append(f"--lr group '{g.modules}' holds {g.frozen_params:,} frozen parameters; they will not be updated")
     if lrs and orphans:
         count = sum(p.numel() for n, p in module.named_parameters() if n in set(orphans))
-        shown = ", ".join(orphans[:3]) + (f" and {len(orphans) - 3} more" if len(orphans) > 3 else "")
+        from .checkpoints import first_few
+
+        shown = first_few(orphans)
         warnings.append(f"{count:,} trainable parameters ({len(orphans)} tensors) belong to no --lr group: {shown}")
 
     return TrainableReport(
@@ -203,4 +208,5 @@ def trainable(
         groups=summary,
         ungrouped=orphans if lrs else [],
         warnings=warnings,
+        weights=built.weights.describe() if built.weights else None,
     )

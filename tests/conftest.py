@@ -61,6 +61,19 @@ def snapshot(request: pytest.FixtureRequest):
     return check
 
 
+def table_rows(text: str, until: str) -> list[list[str]]:
+    """Whitespace-split cells of the first rendered table: the lines after its header rule, up to the
+    first line that starts with `until` (after stripping)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("─"))
+    rows = []
+    for line in lines[start + 1:]:
+        if line.strip().startswith(until):
+            break
+        rows.append(line.split())
+    return rows
+
+
 def one_error_line(run: Run) -> str:
     """Bad input: non-zero exit, nothing on stdout, exactly one line on stderr, no traceback."""
     assert run.exit_code != 0

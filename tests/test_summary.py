@@ -6,9 +6,12 @@ import pytest
 from torch import nn
 
 import cnnprobe
-from cnnprobe.errors import ForwardError, InputSizeError, InputTooSmallError
+from cnnprobe.build import build_model
+from cnnprobe.errors import ForwardError, InputSizeError, InputTooSmallError, UsageError
+from cnnprobe.probe import probe
+from cnnprobe.registry import list_models
 
-from .conftest import DATA, one_error_line
+from .conftest import DATA, one_error_line, table_rows
 
 
 def test_lenet_records():
@@ -122,9 +125,10 @@ def test_fixed_size_models_refuse_other_sizes():
         cnnprobe.summary("vit_b_16", input_size="3,256,256")
 
 
-@pytest.mark.parametrize("kwargs", [{"batch": 0}, {"batch": -3}, {"depth": -1}, {"input_size": "3,abc"}])
+@pytest.mark.parametrize("kwargs", [{"batch": 0}, {"batch": -3}, {"depth": -1}, {"input_size": "3,abc"},
+                                    {"num_classes": 0}, {"num_classes": -5}])
 def test_bad_arguments(kwargs):
-    with pytest.raises(InputSizeError):
+    with pytest.raises(UsageError):
         cnnprobe.summary("lenet", **kwargs)
 
 
@@ -135,7 +139,8 @@ def test_cli_summary_snapshot(cli, snapshot):
     run = cli("summary", "lenet")
     assert run.exit_code == 0, run.stderr
     snapshot("summary_lenet", run.stdout)
-    top = [[c.strip() for c in line.split("│")] for line in run.stdout.splitlines() if "│" in line and line[0] != " "]
+    rows = table_rows(run.stdout, until="total params")
+    top = [row for row, line in zip(rows, run.stdout.splitlines()[3:]) if not line.startswith(" ")]
     total = next(line.split()[-1] for line in run.stdout.splitlines() if line.startswith("total params"))
     assert f"{sum(int(r[3].replace(',', '')) for r in top):,}" == total
     assert "1×28×28 → 6×28×28 → 6×14×14 → 16×10×10 → 16×5×5 → 400 → 120 → 84 → 10" in run.stdout
@@ -157,7 +162,7 @@ def test_cli_summary_json_contract(cli):
     assert data["layers"][0] == {**data["layers"][0], "name": "conv1", "type": "Conv2d",
                                  "output_shape": [4, 64, 112, 112], "params": 9408}
     assert data["macs"] * 2 == data["flops"]
-    assert "2 * macs" in data["flops_convention"]
+    assert "2 * macs" in data["convention"]
 
 
 @pytest.mark.parametrize(
@@ -173,3 +178,15 @@ def test_cli_summary_json_contract(cli):
 )
 def test_cli_bad_input_is_one_line(cli, args, message):
     assert message in one_error_line(cli(*args))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [s.qualified for s in list_models()])
+def test_shape_rules_agree_with_metas_own_kernels(name):
+    """The tracer answers some operators from shapes alone; every call's output must be what torch's own
+    meta kernels give, for every registered model."""
+    built = build_model(name)
+    fast = probe(built, 2)
+    slow = probe(built, 2, fast=False)
+    assert [(c.name, c.output_shape) for c in fast.tracer.calls] == [(c.name, c.output_shape) for c in slow.tracer.calls]
+    assert fast.tracer.flops_by_op == slow.tracer.flops_by_op

@@ -11,7 +11,7 @@ from cnnprobe.errors import HeadError, PatternError
 from cnnprobe.freezing import matches, param_groups, split_patterns
 from cnnprobe.head import parse_head
 
-from .conftest import one_error_line
+from .conftest import one_error_line, table_rows
 
 TUTORIAL_HEAD = "dropout(0.3),linear(256),relu,dropout(0.3),linear(10)"
 
@@ -159,7 +159,7 @@ def test_cli_trainable_snapshot(cli, snapshot):
     run = cli("trainable", "resnet18", "--freeze-except", "layer4,fc")
     assert run.exit_code == 0
     snapshot("trainable_resnet18_freeze_except", run.stdout)
-    rows = [[c.strip() for c in line.split("│")] for line in run.stdout.splitlines() if "│" in line]
+    rows = table_rows(run.stdout, until="before")
     totals = {line.rsplit(None, 2)[0]: line.split()[-2:] for line in run.stdout.splitlines()
               if line.startswith(("total params", "trainable "))}
     for column, key, side in ((1, "total params", 1), (2, "trainable", 0), (3, "trainable", 1)):
