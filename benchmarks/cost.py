@@ -65,7 +65,9 @@ elif job == "flopcountermode":  # PyTorch's counter on real tensors, the usual w
 else:
     raise SystemExit(f"unknown job {job}")
 seconds = time.perf_counter() - base_t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 print(json.dumps({"seconds": seconds, "peak_mib": max(0, peak - base_rss) / 2**20,
                   "import_seconds": base_t - t0, "gmacs": gmacs}))
 """
@@ -186,8 +188,10 @@ def counters(models: list[str], out: str | None) -> None:
         "",
         "GMACs (multiply-accumulates, the unit of torchvision's `_ops`), seconds and peak memory above importing",
         "torch and torchvision, each counter in a fresh interpreter on the model at its default input.",
-        "FlopCounterMode counts 2 per MAC; its figure is halved here. Regenerate with",
-        "`python -m benchmarks.cost --counters --out reports/flop-counters.md`.",
+        "FlopCounterMode counts 2 per MAC; its figure is halved here. On real CPU tensors under `no_grad`,",
+        "`nn.MultiheadAttention` takes its fused fast path (`_native_multi_head_attention`), which neither fvcore nor",
+        "FlopCounterMode sees, so the ViTs lose their attention and projections; torchinfo counts no matmuls at all.",
+        "Regenerate with `python -m benchmarks.cost --counters --out reports/flop-counters.md`.",
         "",
         "| model | published | " + " | ".join(names[j] for j in jobs) + " |",
         "|---|---:|" + "---:|" * len(jobs),

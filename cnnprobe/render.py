@@ -54,6 +54,11 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def styled_table(title: str | None = None) -> Table:
+    """The house style: no outer edge, a rule under the header, no vertical lines."""
+    return Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+
+
 # --------------------------------------------------------------------------- units
 
 
@@ -92,8 +97,7 @@ def share(x: float) -> str:
 
 
 def list_table(specs: list["ModelSpec"], params: dict[str, int]) -> Table:
-    table = Table(title=f"{len(specs)} models", title_justify="left", show_edge=False, pad_edge=False,
-                  box=box.SIMPLE_HEAD)
+    table = styled_table(f"{len(specs)} models")
     table.add_column("source")
     table.add_column("name")
     table.add_column("params", justify="right")
@@ -112,7 +116,7 @@ def summary_lines(s: "Summary") -> list[Any]:
         (f"{s.model}", "bold"), f" ({s.source}) · input {shape(s.input_size)}",
         f" ({s.input_source}) · built on {s.device}",
     )
-    table = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    table = styled_table()
     table.add_column("layer")
     table.add_column("type")
     table.add_column("output shape", justify="right")
@@ -143,7 +147,7 @@ def summary_lines(s: "Summary") -> list[Any]:
 
 
 def _operator_table(title: str, ops: list[Any]) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    table = styled_table(title)
     table.add_column("operator")
     table.add_column("MACs", justify="right")
     table.add_column("FLOPs", justify="right")
@@ -163,8 +167,7 @@ def flops_lines(r: "FlopReport") -> list[Any]:
         diff = (r.macs / 1e9 - r.published_gmacs) / r.published_gmacs if r.published_gmacs else 0.0
         pieces.append(Text(f"torchvision publishes {r.published_gmacs:.3f} G for this model under \"GFLOPS\": "
                            f"those are MACs; difference {100 * diff:+.2f}%"))
-    modules = Table(title=f"by module (depth {r.depth})", title_justify="left", show_edge=False, pad_edge=False,
-                    box=box.SIMPLE_HEAD)
+    modules = styled_table(f"by module (depth {r.depth})")
     modules.add_column("module")
     modules.add_column("type")
     modules.add_column("MACs", justify="right")
@@ -242,7 +245,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     if first.peak:
         pieces.append(Text(f"peak {first.peak['tflops']:.2f} TFLOP/s: {first.peak['source']}, {first.peak['detail']}"))
     frozen_any = any(r.frozen for run in sweep.runs for r in run.results)
-    table = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    table = styled_table()
     columns = ([("model", "left"), ("batch", "right")] if several else []) + [("mode", "left")] + (
         [("weights", "left")] if frozen_any else [])
     for col, justify in (*columns, ("median ms", "right"),
@@ -281,8 +284,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
 
 
 def comparison_lines(c: "Comparison") -> list[Any]:
-    table = Table(title=f"against the baseline (regression: slower by more than {c.threshold:g}% and than the noise)",
-                  title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    table = styled_table(f"against the baseline (regression: slower by more than {c.threshold:g}% and than the noise)")
     for col, justify in (("model", "left"), ("batch", "right"), ("mode", "left"), ("before ms", "right"),
                          ("after ms", "right"), ("change", "right"), ("noise ms", "right"), ("verdict", "left")):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
@@ -336,7 +338,7 @@ def comparison_model_lines(c: "ModelComparison", depth: int) -> list[Any]:
     header = Text.assemble(("A ", "dim"), (c.a.model, "bold"), f" ({c.a.source}) · ", ("B ", "dim"), (c.b.model, "bold"),
                            f" ({c.b.source}) · input {shape(c.a.input_size)} · ",
                            ("identical" if c.identical else "different", "bold"))
-    totals = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    totals = styled_table()
     for col in ("", "A", "B", "B − A"):
         totals.add_column(col, justify="left" if not col else "right")
     totals.add_row("params", count(c.a.params), count(c.b.params), f"{c.b.params - c.a.params:+,}")
@@ -347,8 +349,7 @@ def comparison_model_lines(c: "ModelComparison", depth: int) -> list[Any]:
     pieces: list[Any] = [header, totals]
     shown = [d for d in c.layers if d.depth <= depth]
     if c.layers:
-        table = Table(title=f"layers that differ ({len(c.layers)}; {len(shown)} down to depth {depth})",
-                      title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+        table = styled_table(f"layers that differ ({len(c.layers)}; {len(shown)} down to depth {depth})")
         for col, justify in (("layer", "left"), ("", "left"), ("A", "left"), ("B", "left"), ("A params", "right"),
                              ("B params", "right")):
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -382,7 +383,7 @@ def trainable_lines(r: "TrainableReport") -> list[Any]:
     if r.head:
         header.append(f"\nnew head {r.head.name}: {r.head.new}")
 
-    table = Table(show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
+    table = styled_table()
     table.add_column("block")
     changed = any(b.params_before != b.params_after for b in r.blocks)
     table.add_column("params", justify="right")
@@ -418,8 +419,7 @@ def trainable_lines(r: "TrainableReport") -> list[Any]:
         pieces.append(Text(f"--freeze-bn: {bn.layers} BatchNorm layers in eval mode; {bn.buffers} buffers "
                            "(running_mean, running_var, num_batches_tracked) stop updating"))
     if r.groups:
-        groups = Table(title="optimizer parameter groups", title_justify="left", show_edge=False, pad_edge=False,
-                       box=box.SIMPLE_HEAD)
+        groups = styled_table("optimizer parameter groups")
         for col in ("modules", "lr", "tensors", "trainable params", "frozen params"):
             groups.add_column(col, justify="left" if col == "modules" else "right")
         for g in r.groups:

@@ -61,9 +61,9 @@ def snapshot(request: pytest.FixtureRequest):
     return check
 
 
-def table_rows(text: str, until: str) -> list[list[str]]:
+def table_rows(text: str, until: str | tuple[str, ...]) -> list[list[str]]:
     """Whitespace-split cells of the first rendered table: the lines after its header rule, up to the
-    first line that starts with `until` (after stripping)."""
+    first line that starts with `until`, or one of them (after stripping)."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("─"))
     rows = []

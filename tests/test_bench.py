@@ -21,6 +21,7 @@ from .conftest import one_error_line, table_rows
 
 FAST = dict(min_time=0.02, max_time=0.2, warmup=1, threads=1)
 FAST_ARGS = ["--min-time", "0.02", "--max-time", "0.2", "--warmup", "1", "--threads", "1"]
+BENCH_FOOTER = ("!:", "bwd ms:", "lenet b", "resnet18 b")  # the lines that follow the bench table
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -190,7 +191,9 @@ def test_cpu_batches_beyond_memory_are_refused_before_running():
     assert not ok and need > available
 
 
-def test_ctrl_c_keeps_what_was_measured(monkeypatch):
+@pytest.fixture
+def ctrl_c_at_train_step(monkeypatch):
+    """Press Ctrl-C when the train step is about to be timed."""
     real_run_mode = Runner.run_mode
 
     def run_mode(self, mode, *args, **kwargs):
@@ -199,6 +202,9 @@ def test_ctrl_c_keeps_what_was_measured(monkeypatch):
         return real_run_mode(self, mode, *args, **kwargs)
 
     monkeypatch.setattr(Runner, "run_mode", run_mode)
+
+
+def test_ctrl_c_keeps_what_was_measured(ctrl_c_at_train_step):
     sweep = timing.sweep(["lenet"], [1], BenchConfig(**FAST))
     assert sweep.interrupted
     assert [m.mode for m in sweep.runs[0].results] == ["forward", "forward_backward"]
@@ -257,7 +263,7 @@ def test_cli_frozen_saving_is_said(cli):
               *FAST_ARGS)
     assert run.exit_code == 0
     assert "freezing saves" in run.stdout or "did not make" in run.stdout
-    weights = [row[1] for row in table_rows(run.stdout, until="resnet18 b2:")]
+    weights = [row[1] for row in table_rows(run.stdout, until=BENCH_FOOTER)]
     assert weights == ["-", "frozen", "frozen", "all", "all"]
 
 
@@ -286,25 +292,16 @@ def test_cli_oom_in_a_sweep_names_the_batch_and_the_largest_that_fit(cli, monkey
     _oom_above(2, monkeypatch)
     run = cli("bench", "lenet", "--batch", "1,2,4", "--mode", "forward", *FAST_ARGS)
     assert run.exit_code == 1
-    rows = table_rows(run.stdout, until="bwd ms:")
+    rows = table_rows(run.stdout, until=BENCH_FOOTER)
     assert [row[:2] for row in rows] == [["lenet", "1"], ["lenet", "2"]]  # what fitted is still shown
     line = run.stderr.strip()
     assert "\n" not in line and "batch 4 ran out of memory" in line and "largest batch that fit was 2" in line
 
 
-def test_cli_ctrl_c_prints_what_was_measured(cli, monkeypatch):
-    real_run_mode = Runner.run_mode
-
-    def run_mode(self, mode, *args, **kwargs):
-        if mode.value == "train_step":
-            raise KeyboardInterrupt
-        return real_run_mode(self, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Runner, "run_mode", run_mode)
+def test_cli_ctrl_c_prints_what_was_measured(cli, ctrl_c_at_train_step):
     run = cli("bench", "lenet", *FAST_ARGS)
     assert run.exit_code == 130
-    table = run.stdout.split("━")[-1].split("fwd+bwd =")[0]
-    assert "fwd+bwd" in table and "train_step" not in table
+    assert [row[0] for row in table_rows(run.stdout, until=BENCH_FOOTER)] == ["forward", "fwd+bwd"]
     assert "interrupted" in run.stderr
 
 
