@@ -45,3 +45,24 @@ def test_flops_of_vit_h_14_costs_no_arithmetic(request):
     assert abs(ours.gmacs - 1016.717) < 0.5
     if enabled(request.config):
         assert ours.seconds < 5
+
+
+def test_offline_default_weights_fail_within_a_second(benchmark, machine_info, tmp_path, monkeypatch, request):
+    """`--weights DEFAULT` with nothing in the local cache: one clear error, no download, no retries."""
+    from cnnprobe.build import build_model
+    from cnnprobe.checkpoints import WeightsError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    build_model("lenet")  # the registry and torchvision's model list are loaded once per process anyway
+
+    def attempt() -> str:
+        try:
+            build_model("vit_h_14", weights="DEFAULT")
+        except WeightsError as e:
+            return str(e)
+        raise AssertionError("no error without cached weights")
+
+    message = benchmark.pedantic(attempt, rounds=5, iterations=1)
+    assert "not in the local cache" in message
+    if enabled(request.config):
+        assert benchmark.stats["max"] < 1.0

@@ -1,9 +1,10 @@
 """Comparing a bench run with a saved one, mode by mode.
 
 A mode has regressed when its new median is slower than the baseline's by
-more than the threshold *and* by more than the measured noise (the larger of
-the two runs' IQRs): on a shared machine a 12% swing inside a 15% IQR is not
-a verdict. Comparing different models, batches, devices or precisions is an
+more than the threshold *and* by more than the measured noise: the larger of
+the two runs' IQRs, or, for a baseline measured twice, how far its own median
+moved between those runs. On a shared machine a 12% swing inside a 15% IQR
+is not a verdict. Comparing different models, batches, devices or precisions is an
 error, not a verdict.
 """
 
@@ -78,6 +79,12 @@ def load_baseline(path: str | Path) -> list[dict[str, Any]]:
                                              for r in runs):
         raise CnnprobeError(f"baseline '{path}' is not a bench JSON file: it lacks runs with model, batch, device, "
                             "dtype and results")
+    repeat = data.get("noise") if isinstance(data, dict) and isinstance(data.get("noise"), dict) else {}
+    for run in runs:  # a baseline measured twice (benchmarks.report --repeat 2) knows its run-to-run noise
+        for m in run["results"]:
+            moved = repeat.get(f"{run['model']} b{run['batch']} {m['mode']}")
+            if isinstance(moved, (int, float)):
+                m.setdefault("repeat_change", abs(float(moved)))
     return runs
 
 
@@ -125,7 +132,7 @@ def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]], thres
             if o is None:
                 continue
             delta = m["median_ms"] - o["median_ms"]
-            noise = max(o.get("iqr_ms", 0.0), m.get("iqr_ms", 0.0))
+            noise = max(o.get("iqr_ms", 0.0), m.get("iqr_ms", 0.0), o.get("repeat_change", 0.0) * o["median_ms"])
             change = delta / o["median_ms"] if o["median_ms"] else 0.0
             out.changes.append(ModeChange(
                 model=new["model"], batch=new["batch"], mode=m["mode"], frozen=m.get("frozen", False),

@@ -164,3 +164,12 @@ def test_cli_missing_baseline(cli, tmp_path):
 def test_cli_save_into_a_missing_folder(cli, tmp_path, fixed_timings):
     line = one_error_line(cli("bench", "lenet", *FAST, "--mode", "forward", "--save", str(tmp_path / "no" / "b.json")))
     assert "does not exist" in line
+
+
+def test_a_baselines_own_run_to_run_noise_counts(tmp_path):
+    """benchmarks.report --repeat 2 records how far each median moved; a change inside that is noise."""
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps({"runs": [run()], "noise": {"resnet18 b64 train_step": 0.5}}))
+    baseline = load_baseline(path)
+    assert compare(baseline, [run(train_step=45.0)]).ok  # +29%, inside the 50% the baseline moved by itself
+    assert not compare(baseline, [run(train_step=60.0)]).ok
