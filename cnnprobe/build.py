@@ -173,6 +173,14 @@ def build_model(
     return Built(module, spec, shape, "user" if sizes is not None else source, where, note, num_classes, loaded)
 
 
+def rebuild(built: Built, device: str) -> Built:
+    """The same model, input and head built again on a real `device` (for what meta tensors cannot do)."""
+    again = build_model(built.spec if built.spec.source is not Source.MODULE else built.module,
+                        num_classes=built.num_classes, input_size=built.input_shape, device=device)
+    again.input_source = built.input_source
+    return again
+
+
 def _device_of(module: "nn.Module") -> str:
     for t in list(module.parameters()) + list(module.buffers()):
         return t.device.type if t.device.type in ("meta", "cpu") else str(t.device)

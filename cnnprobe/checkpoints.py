@@ -541,10 +541,15 @@ def load_into(module: "nn.Module", weights: str, trust: bool = False) -> Weights
     loaded = safe_load(Path(weights).expanduser(), device=device, what="weights file", trust=trust)
     state, _ = state_dict_of(loaded.obj)
     compat, state = check_compatible(module, state, type(module).__name__)
-    if not compat.compatible:
-        raise WeightsError(f"weights in '{weights}' do not fit {type(module).__name__}: {compat.describe()}")
-    module.load_state_dict(state, strict=True)
+    _load_strictly(module, state, compat, weights, type(module).__name__)
     return WeightsLoad(weights, None, len(state), dict(loaded.saved_on), compat.stripped_prefix)
+
+
+def _load_strictly(module: "nn.Module", state: dict[str, Any], compat: Compatibility, source: str, name: str) -> None:
+    """Load a state_dict whose fit `check_compatible` judged, or say which keys do not fit."""
+    if not compat.compatible:
+        raise WeightsError(f"weights in '{source}' do not fit {name}: {compat.describe()}")
+    module.load_state_dict(state, strict=True)
 
 
 def _eval_side(member: Any) -> int | None:
@@ -589,7 +594,5 @@ def _load_file_state(spec: "ModelSpec", state: dict[str, Any], num_classes: int 
                 module = spec.build(width)
             compat, state = check_compatible(module, state, spec.name)
             rebuilt = width
-    if not compat.compatible:
-        raise WeightsError(f"weights in '{source}' do not fit {spec.qualified}: {compat.describe()}")
-    module.load_state_dict(state, strict=True)
+    _load_strictly(module, state, compat, source, spec.qualified)
     return module, WeightsLoad(source, name, len(state), dict(saved_on), compat.stripped_prefix, num_classes=rebuilt)

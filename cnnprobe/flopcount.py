@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .build import Built, build_model, check_batch, check_depth
+from .build import Built, build_model, check_batch, check_depth, rebuild
 from .enums import Counter
 from .inspect import FLOPS_CONVENTION
 
@@ -105,10 +105,8 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, list[OperatorFlops]]
     """Count the operators the backward pass really runs, in train mode, honouring requires_grad."""
     import torch
 
-    from .trace import Tracer
-
     from .errors import CnnprobeError
-    from .trace import explain_failure, training_loss
+    from .trace import Tracer, explain_failure, training_loss
 
     module = built.module
     was_training = module.training
@@ -141,14 +139,13 @@ def _fvcore_forward(built: Built, batch: int, depth: int) -> tuple[int, list[Mod
     """fvcore on real tensors: it traces with torch.jit, which meta tensors cannot feed."""
     import torch
 
+    from .probe import no_mha_fastpath
+
     if built.device == "meta":
-        built = build_model(built.spec if built.spec.source.value != "module" else built.module,
-                            num_classes=built.num_classes, input_size=built.input_shape, device="cpu")
+        built = rebuild(built, "cpu")
     analysis_cls = _quiet_fvcore()
     module = built.module.eval()
     x = built.example_input(batch)
-    from .probe import no_mha_fastpath
-
     with warnings.catch_warnings(), torch.no_grad(), no_mha_fastpath():
         warnings.simplefilter("ignore")
         analysis = analysis_cls(module, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)

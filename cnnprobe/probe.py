@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .build import Built, build_model
+from .build import Built, rebuild
 from .enums import Source
 from .trace import Tracer, explain_failure
 
@@ -81,8 +81,7 @@ def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Te
     except Exception as e:  # noqa: BLE001
         root = _root_cause(e)
         if built.device == "meta" and meta.is_meta_error(root) and built.spec.source is not Source.MODULE:
-            rebuilt = build_model(built.spec, num_classes=built.num_classes, input_size=built.input_shape, device="cpu")
-            rebuilt.input_source = built.input_source
+            rebuilt = rebuild(built, "cpu")
             rebuilt.note = f"run for real on the CPU: meta tensors failed ({type(root).__name__}: {root})"
             return probe(rebuilt, batch, run, fast)
         raise explain_failure(getattr(e, "__cnnprobe_tracer__", None), e, model=built.name,

@@ -226,6 +226,7 @@ class Runner:
         self.target: "torch.Tensor | None" = None
         self.flops: dict[str, int | None] = {}
         self.peak: "Peak | None" = None
+        self.result: BenchResult | None = None  # filled mode by mode, so an interrupted run keeps what it has
 
     # ---- setup
     def setup(self) -> None:
@@ -415,8 +416,7 @@ class Runner:
             error = again
         return explain_failure(tracer, error, model=self.built.name, input_shape=list(self.x.shape))
 
-    def run(self, on_result: Callable[[ModeResult], None] | None = None,
-            on_phase: Callable[[str], None] | None = None) -> BenchResult:
+    def run(self, on_phase: Callable[[str], None] | None = None) -> BenchResult:
         """Every configured mode; with freezing, backward modes also once without, for comparison.
 
         Thread count, cudnn.benchmark and the random generators are as they were afterwards.
@@ -427,13 +427,12 @@ class Runner:
         devices = [torch.device(self.device).index or 0] if self.device == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
-                return self._run(on_result, on_phase)
+                return self._run(on_phase)
         finally:
             torch.set_num_threads(threads)
             torch.backends.cudnn.benchmark = cudnn_benchmark
 
-    def _run(self, on_result: Callable[[ModeResult], None] | None,
-             on_phase: Callable[[str], None] | None) -> BenchResult:
+    def _run(self, on_phase: Callable[[str], None] | None) -> BenchResult:
         import torch
 
         from .peak import datasheet, measured
@@ -444,7 +443,7 @@ class Runner:
         if self.config.peak and self.config.count_flops:
             self.peak = measured(self.device, DType(self.config.dtype).value, threads)
         raw = self.raw
-        result = BenchResult(
+        result = self.result = BenchResult(
             model=self.built.name, source=self.built.spec.source.value, device=self.device,
             device_name=_device_name(self.device), batch=self.batch, dtype=DType(self.config.dtype).value,
             input_size=[self.batch, *self.built.input_shape], threads=threads,
@@ -478,8 +477,6 @@ class Runner:
                 if mode is Mode.FORWARD_BACKWARD:
                     forward_backward = r.median_ms / 1e3
                 result.results.append(r)
-                if on_result:
-                    on_result(r)
         if self.built.weights is not None:
             result.notes.append(self.built.weights.describe())
         if DType(self.config.dtype) is DType.FLOAT16 and any(m is not Mode.FORWARD for m in self.config.modes):
@@ -680,14 +677,14 @@ def sweep(
                         raise OutOfMemory(str(model), batch, "cpu", f"needs about {need / 2**30:.1f} GiB, "
                                           f"{(available or 0) / 2**30:.1f} GiB available")
                 runner = Runner(model, batch, config)
-                partial: list[ModeResult] = []
                 detail = None
                 try:
-                    out.runs.append(runner.run(on_result=partial.append, on_phase=on_phase))
+                    out.runs.append(runner.run(on_phase=on_phase))
                     largest = batch
                 except KeyboardInterrupt:
-                    if partial and runner.built is not None:
-                        out.runs.append(_partial(runner, partial))
+                    if runner.result is not None and runner.result.results:
+                        runner.result.notes.append("interrupted")
+                        out.runs.append(runner.result)
                     raise
                 except Exception as e:  # noqa: BLE001
                     if not is_oom(e):
@@ -705,15 +702,3 @@ def sweep(
                 out.interrupted = True
                 return out
     return out
-
-
-def _partial(runner: Runner, results: list[ModeResult]) -> BenchResult:
-    import torch
-
-    return BenchResult(
-        model=runner.built.name, source=runner.built.spec.source.value, device=runner.device,
-        device_name=_device_name(runner.device), batch=runner.batch, dtype=DType(runner.config.dtype).value,
-        input_size=[runner.batch, *runner.built.input_shape], threads=torch.get_num_threads(),
-        settings=settings(runner.config, torch.get_num_threads()),
-        peak=asdict(runner.peak) if runner.peak else None, results=results, notes=["interrupted"],
-    )
