@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import os
-import platform
 
 import pytest
 import torch
+
+from cnnprobe.devices import cpu_name
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,7 +21,7 @@ def machine_info(benchmark) -> dict[str, object]:
     info = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpus": os.cpu_count(),
     }
     benchmark.extra_info.update(info)

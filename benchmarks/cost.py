@@ -132,12 +132,7 @@ def write_report(rows: list[Cost], path: str) -> None:
     import torch
     import torchvision
 
-    def cpu_model() -> str:
-        try:
-            with open("/proc/cpuinfo") as f:
-                return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-        except (OSError, StopIteration):
-            return platform.processor() or "unknown"
+    from cnnprobe.devices import cpu_name as cpu_model
 
     jobs = sorted({r.job for r in rows})
     lines = [

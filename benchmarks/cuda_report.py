@@ -6,8 +6,10 @@
 Matrix: resnet18 and resnet50; forward, forward_backward and train_step;
 batch 64 and 256; float32, bfloat16, bfloat16 + channels_last, and
 bfloat16 + channels_last + torch.compile. Each row gives samples/s, achieved
-TFLOP/s and its share of the measured peak (a bf16 or fp32 matmul on the same
-GPU), with the datasheet's dense peak beside it where the GPU is known.
+TFLOP/s and its share of the measured peak (the best bf16 or fp32 matmul on the
+same GPU), with the share of the datasheet's dense peak (MFU) beside it where
+the GPU is known; the phases (forward, backward, optimizer) are CUDA-event
+medians inside the same steps; peak memory is `max_memory_allocated`.
 
 It needs torch with CUDA, torchvision, rich, typer, torchinfo and fvcore
 (`cnnprobe` imports the last two lazily; carry them as wheels where missing).
@@ -34,8 +36,9 @@ CONFIGS = [
 def main() -> None:
     import torch
 
+    from cnnprobe.benchconfig import BenchConfig
     from cnnprobe.render import nbytes
-    from cnnprobe.timing import BenchConfig, sweep
+    from cnnprobe.sweep import sweep
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -53,15 +56,16 @@ def main() -> None:
         result = sweep(models, batches, config, on_phase=lambda text: print(f"  {text}", flush=True))
         label = dtype + (" + channels_last" if channels_last else "") + (" + compile" if compiled else "")
         for f in result.failures:
-            rows.append(f"| {f.model} | {f.batch} | {label} | out of memory: {f.reason} | | | | | |")
+            rows.append(f"| {f.model} | {f.batch} | {label} | out of memory: {f.reason} | | | | | | |")
         for run in result.runs:
             runs.append({**run.to_dict(), "config": label})
             sheet = (run.peak or {}).get("datasheet") or {}
             for m in run.results:
+                phases = " / ".join("-" if v is None else f"{v:.2f}" for v in (m.forward_ms, m.backward_ms, m.optimizer_ms))
                 rows.append(
-                    f"| {run.model} | {run.batch} | {label} | {m.mode} | {m.median_ms:.3f} ± {m.iqr_ms:.3f} | "
+                    f"| {run.model} | {run.batch} | {label} | {m.mode} | {m.median_ms:.3f} ± {m.iqr_ms:.3f} | {phases} | "
                     f"{m.samples_per_s:,.0f} | {m.tflops or 0:.1f} | {100 * (m.peak_share or 0):.1f}% of "
-                    f"{run.peak['tflops']:.0f} measured" + (f", {100 * (m.tflops or 0) / sheet['tflops']:.1f}% of "
+                    f"{run.peak['tflops']:.0f} measured" + (f", MFU {100 * (m.datasheet_share or 0):.1f}% of "
                     f"{sheet['tflops']:.0f} datasheet" if sheet else "") + f" | {nbytes(m.peak_memory_bytes)} |"
                 )
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
@@ -78,8 +82,9 @@ def main() -> None:
         "Medians and IQRs from torch.utils.benchmark (synchronised) after warm-up; lower precisions under autocast;",
         "TFLOP/s from the counted FLOPs of each step (forward, plus the counted backward).",
         "",
-        "| model | batch | precision | mode | median ± IQR ms | samples/s | TFLOP/s | share of peak | peak memory |",
-        "|---|---:|---|---|---:|---:|---:|---|---:|",
+        "| model | batch | precision | mode | median ± IQR ms | fwd / bwd / opt ms | samples/s | TFLOP/s | share of peak |"
+        " peak memory |",
+        "|---|---:|---|---|---:|---:|---:|---:|---|---:|",
         *rows,
     ]
     out = REPORTS / f"bench-cuda-{slug}.md"

@@ -1,12 +1,13 @@
 """Regenerate the committed CPU baseline: reports/bench-cpu.{md,json,png}.
 
-    python -m benchmarks.report                  # the baseline, about five minutes on 2 cores
-    python -m benchmarks.report --repeat 2       # also measure run-to-run noise (twice as long)
+    python -m benchmarks.report                  # two repeats of the sweep, about ten minutes on 2 cores
+    python -m benchmarks.report --repeat 3       # more repeats: a better view of run-to-run drift
 
 The sweep is the one pytest-benchmark tracks (benchmarks/test_training.py):
 lenet, resnet18 and mobilenet_v3_small at small batches, every mode, all
-threads. With --repeat, the sweep runs again and the report states how much
-each median moved between runs: the noise that regression thresholds must clear.
+threads. The whole sweep runs `--repeat` times; each mode keeps every repeat's
+median and samples, so the JSON is a baseline `cnnprobe bench --compare` can
+judge against, and the report states how far medians moved between repeats.
 """
 
 from __future__ import annotations
@@ -25,88 +26,128 @@ SWEEP = {"lenet": [1, 8, 32], "resnet18": [1, 8], "mobilenet_v3_small": [1, 8]}
 def machine() -> dict[str, object]:
     import torch
 
-    from cnnprobe.peak import device_name
+    from cnnprobe.devices import cpu_name
 
     return {
-        "date": datetime.date.today().isoformat(), "cpu": device_name("cpu"), "logical_cpus": os.cpu_count(),
+        "date": datetime.date.today().isoformat(), "cpu": cpu_name(), "logical_cpus": os.cpu_count(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "torchvision": __import__("torchvision").__version__, "python": platform.python_version(),
         "platform": platform.platform(),
     }
 
 
-def run_sweep(min_time: float) -> list[dict[str, object]]:
-    from cnnprobe.timing import BenchConfig, sweep
+def run_sweep(min_time: float, repeat: int) -> list[dict[str, object]]:
+    from cnnprobe.benchconfig import BenchConfig
+    from cnnprobe.sweep import sweep
 
+    models = list(SWEEP)
     runs = []
-    for model, batches in SWEEP.items():
-        result = sweep([model], batches, BenchConfig(min_time=min_time),
-                       on_phase=lambda text: print(f"  {text}", flush=True))
+    config = BenchConfig(min_time=min_time, repeat=repeat)
+    for model in models:  # one model at a time, so that each keeps its own batch list
+        result = sweep([model], SWEEP[model], config, on_phase=lambda text: print(f"  {text}", flush=True))
         if result.failures or result.interrupted:
             raise SystemExit(f"sweep of {model} did not complete: {result.failures}")
         runs += [r.to_dict() for r in result.runs]
     return runs
 
 
-def noise(first: list[dict], second: list[dict]) -> list[tuple[str, float]]:
-    """Relative change of every median between two runs of the same sweep."""
+def drift(runs: list[dict]) -> list[tuple[str, float]]:
+    """How far each mode's repeat medians lie apart: (largest − smallest) / smallest."""
     out = []
-    for a, b in zip(first, second):
-        for ra, rb in zip(a["results"], b["results"]):
-            out.append((f"{a['model']} b{a['batch']} {ra['mode']}", rb["median_ms"] / ra["median_ms"] - 1))
+    for run in runs:
+        for m in run["results"]:
+            medians = [r["median_ms"] for r in m["repeats"]]
+            out.append((f"{run['model']} b{run['batch']} {m['mode']}", max(medians) / min(medians) - 1))
     return out
 
 
-def write(runs: list[dict], info: dict[str, object], moves: list[tuple[str, float]]) -> None:
+def relations(runs: list[dict]) -> list[str]:
+    """What must hold of every run: shares of peak at most 100%, and peak memory ordered by mode
+    (forward ≤ forward_backward; train_step ≥ forward_backward less the gradients zero_grad frees)."""
+    broken = []
+    for run in runs:
+        r = {m["mode"]: m for m in run["results"]}
+        name = f"{run['model']} b{run['batch']}"
+        for m in run["results"]:
+            if m["peak_share"] is not None and m["peak_share"] > 1:
+                broken.append(f"{name} {m['mode']} at {100 * m['peak_share']:.1f}% of peak")
+        fwd, fb, train = (r[k]["peak_memory_bytes"] for k in ("forward", "forward_backward", "train_step"))
+        grads = r["forward_backward"]["memory_breakdown"]["gradients"]
+        if not fwd <= fb:
+            broken.append(f"{name}: forward {fwd} > forward_backward {fb} bytes")
+        if not train >= fb - grads:
+            broken.append(f"{name}: train_step {train} < forward_backward {fb} less gradients {grads} bytes")
+    return broken
+
+
+def write(runs: list[dict], info: dict[str, object]) -> None:
+    from cnnprobe.benchresult import BenchResult, ModeResult, Repeat
     from cnnprobe.output import plot_throughput, write_atomic
     from cnnprobe.render import nbytes
-    from cnnprobe.timing import BenchResult, ModeResult
 
     data = {"machine": info, "runs": runs}
-    if moves:
-        data["noise"] = dict(moves)
     write_atomic(REPORTS / "bench-cpu.json", json.dumps(data, indent=1) + "\n")
-    results = [BenchResult(**{**r, "results": [ModeResult(**m) for m in r["results"]]})  # type: ignore[arg-type]
+    results = [BenchResult(**{**r, "results": [ModeResult(**{**m, "repeats": [Repeat(**x) for x in m["repeats"]]})
+                                               for m in r["results"]]})  # type: ignore[arg-type]
                for r in ({k: v for k, v in run.items() if k != "frozen_saving"} for run in runs)]
     plot_throughput(results, REPORTS / "bench-cpu.png")
-    peak = runs[0]["peak"]
+    peaks = {run["peak"]["detail"]: run["peak"] for run in runs}  # type: ignore[index]
+    moves = drift(runs)
+    spread = sorted(v for _, v in moves)
+    worst = max(moves, key=lambda kv: kv[1])
+    broken = relations(runs)
     lines = [
         "# CPU baseline",
         "",
-        f"Measured on {info['date']} with `python -m benchmarks.report`: {info['cpu']}, {info['logical_cpus']} logical CPUs,",
-        f"{info['threads']} threads, torch {info['torch']}, torchvision {info['torchvision']}, Python {info['python']}.",
-        f"Peak for the % column: {peak['tflops']:.3f} TFLOP/s ({peak['source']}, {peak['detail']}).",  # type: ignore[index]
+        f"Measured on {info['date']} with `python -m benchmarks.report --repeat {runs[0]['repeat']}`: {info['cpu']},",
+        f"{info['logical_cpus']} logical CPUs, {info['threads']} threads, torch {info['torch']}, torchvision "
+        f"{info['torchvision']}, Python {info['python']}.",
+        "Peak for the % column: " + "; ".join(f"{p['tflops']:.3f} TFLOP/s ({p['source']}, {detail})"
+                                               for detail, p in peaks.items()) + ".",
         "",
         "Each median comes from `cnnprobe bench`: warm-up steps, then torch.utils.benchmark runs repeated until the",
-        "median is stable (IQR under 10% of it) or the time budget ends. The JSON beside this file is what",
-        "`cnnprobe bench --compare reports/bench-cpu.json` reads for one model and batch at a time.",
+        "median is stable (IQR under 10% of it) or the time budget ends; the whole sweep ran "
+        f"{runs[0]['repeat']} times and each",
+        "median here is the median of the repeats' medians. fwd, bwd and opt are the medians of each phase, timed",
+        "inside the same steps. Peak memory is the most tensor memory live at once in a steady-state step, counted",
+        "storage by storage. The JSON beside this file is a baseline `cnnprobe bench --compare reports/bench-cpu.json`",
+        "reads for one model and batch at a time.",
         "",
-        "| model | batch | mode | median ms | IQR ms | runs | samples/s | bwd ms | TFLOP/s | % peak | peak memory |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | batch | mode | median ms | IQR ms | fwd ms | bwd ms | opt ms | samples/s | TFLOP/s | % peak | "
+        "peak memory | of it activations |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         for m in run["results"]:  # type: ignore[union-attr]
             lines.append(
-                f"| {run['model']} | {run['batch']} | {m['mode']} | {m['median_ms']:.3f} | {m['iqr_ms']:.3f} | {m['runs']} | "
-                f"{m['samples_per_s']:,.1f} | {_blank(m['backward_ms'])} | "
-                f"{m['tflops']:.4f} | {100 * m['peak_share']:.1f}% | {nbytes(m['peak_memory_bytes'])} |"
+                f"| {run['model']} | {run['batch']} | {m['mode']} | {m['median_ms']:.3f} | {m['iqr_ms']:.3f} | "
+                f"{_blank(m['forward_ms'])} | {_blank(m['backward_ms'])} | {_blank(m['optimizer_ms'])} | "
+                f"{m['samples_per_s']:,.1f} | {m['tflops']:.4f} | {100 * m['peak_share']:.1f}% | "
+                f"{nbytes(m['peak_memory_bytes'])} | {nbytes(m['memory_breakdown']['activations'])} |"
             )
-    lines += ["", "![throughput against batch size](bench-cpu.png)"]
-    if moves:
-        worst = max(moves, key=lambda kv: abs(kv[1]))
-        spread = sorted(abs(v) for _, v in moves)
-        lines += [
-            "",
-            "## Run-to-run noise",
-            "",
-            f"The same sweep, run twice back to back: the medians moved by {100 * spread[len(spread) // 2]:.1f}% at the",
-            f"median and {100 * abs(worst[1]):.1f}% at most ({worst[0]}). Regression thresholds sit above this: see",
-            "the README, \"Tracking regressions\".",
-            "",
-            "| step | change |",
-            "|---|---:|",
-        ] + [f"| {name} | {100 * v:+.1f}% |" for name, v in moves]
+    lines += [
+        "",
+        "![throughput against batch size](bench-cpu.png)",
+        "",
+        "## Checks",
+        "",
+        "- No share of peak above 100%, and peak memory ordered by mode in every run (forward ≤ forward_backward;",
+        "  train_step ≥ forward_backward less the gradients zero_grad frees): "
+        + ("all hold." if not broken else "**broken**: " + "; ".join(broken)),
+        "",
+        "## Run-to-run drift",
+        "",
+        f"Between the repeats of the sweep, medians lay {100 * spread[len(spread) // 2]:.1f}% apart at the median and",
+        f"{100 * worst[1]:.1f}% at most ({worst[0]}). `bench --compare` takes this drift into account: its",
+        "interval on new/old resamples the repeats as well as the samples inside them (README, \"Tracking",
+        "regressions\").",
+        "",
+        "| step | repeats apart |",
+        "|---|---:|",
+    ] + [f"| {name} | {100 * v:.1f}% |" for name, v in moves]
     write_atomic(REPORTS / "bench-cpu.md", "\n".join(lines) + "\n")
+    if broken:
+        raise SystemExit("broken: " + "; ".join(broken))
 
 
 def _blank(value: float | None) -> str:
@@ -116,12 +157,10 @@ def _blank(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-time", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     info = machine()
-    runs = run_sweep(args.min_time)
-    moves = noise(runs, run_sweep(args.min_time)) if args.repeat == 2 else []
-    write(runs, info, moves)
+    write(run_sweep(args.min_time, args.repeat), info)
     print(f"wrote {REPORTS / 'bench-cpu.md'}, .json and .png")
 
 

@@ -1,9 +1,11 @@
-"""Forward, forward+backward and train-step timings tracked with pytest-benchmark.
+"""Forward, forward+backward and train-step timings tracked with pytest-benchmark, and the goals `bench`
+must meet stated as ratios measured in one run.
 
 pytest-benchmark times Python callables and does not synchronise CUDA, so each
 callable ends with `torch.cuda.synchronize()` on GPUs; rounds are fixed
 (pedantic mode) so that runs are comparable. What every timing depends on is
-recorded in `extra_info`.
+recorded in `extra_info`. CI runs this file with timings disabled: every
+assertion below still runs there, with tolerances drawn from what was measured.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import statistics
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import cnnprobe
-from cnnprobe.timing import BenchConfig, Runner, timer_module
+from cnnprobe.benchconfig import BenchConfig
+from cnnprobe.devices import device_name, timer_module
+from cnnprobe.runners import RUNNERS, BenchSetup, ForwardRunner
 
 from .conftest import enabled
 
@@ -41,45 +46,93 @@ def synchronised(fn, device: str):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("model, batch", CASES)
 def test_step(benchmark, machine_info, model, batch, mode, device):
-    runner = Runner(model, batch, BenchConfig(device=device))
-    runner.setup()
-    step = synchronised(runner.step(mode), device)
-    benchmark.extra_info.update(model=model, batch=batch, mode=mode, device=device,
-                                device_name=cnnprobe.timing._device_name(device))
+    from cnnprobe.enums import Mode
+
+    setup = BenchSetup(model, batch, BenchConfig(device=device)).build()
+    step = synchronised(RUNNERS[Mode(mode)](setup).step(), device)
+    benchmark.extra_info.update(model=model, batch=batch, mode=mode, device=device, device_name=device_name(device))
     benchmark.pedantic(step, rounds=10 if model == "lenet" else 5, iterations=1, warmup_rounds=2)
-    runner.close()
+    setup.close()
 
 
 def test_forward_median_matches_torch_utils_benchmark(request):
-    """cnnprobe's forward median against torch.utils.benchmark's for the same model, batch and threads:
-    within 10%. Both are measured twice, alternating, and the medians of each compared."""
+    """cnnprobe's forward median against torch.utils.benchmark's for the same model, batch and threads, both
+    measured twice, alternating: within 10%, or within three times the runs' own relative IQR where the
+    machine is noisier than that (timings disabled run shorter). Timing two steps, or none, is off by 2×."""
     threads = torch.get_num_threads()
-    min_time = 1.0 if enabled(request.config) else 0.05
-    config = BenchConfig(mode="forward", threads=threads, min_time=min_time, count_flops=False, peak=False)
-    runner = Runner("resnet18", 8, config)
-    runner.setup()
-    model, x = runner.raw.eval(), runner.x
-    benchmark = timer_module()
-    timer = benchmark.Timer("with torch.inference_mode():\n    model(x)", globals={"torch": torch, "model": model, "x": x},
-                            num_threads=threads)
-    ours, theirs = [], []
+    measuring = enabled(request.config)
+    min_time = 1.0 if measuring else 0.2
+    config = BenchConfig(mode="forward", threads=threads, min_time=min_time, count_flops=False, peak=False,
+                         memory=False)
+    setup = BenchSetup("resnet18", 8, config).build()
+    runner = ForwardRunner(setup)
+    model, x = setup.raw.eval(), setup.x
+    timer = timer_module().Timer("with torch.inference_mode():\n    model(x)",
+                                 globals={"torch": torch, "model": model, "x": x}, num_threads=threads)
+    fn = runner.step()
+    ours, theirs, spread = [], [], []
     for _ in range(2):
-        ours.append(runner.time(runner.step("forward"))[0])
-        theirs.append(timer.adaptive_autorange(min_run_time=min_time).median)
-    runner.close()
+        median, iqr, *_ = runner.time(fn)
+        ours.append(median)
+        spread.append(iqr / median)
+        m = timer.adaptive_autorange(min_run_time=min_time)
+        theirs.append(m.median)
+        spread.append(m.iqr / m.median)
+    setup.close()
     ratio = statistics.median(ours) / statistics.median(theirs)
     request.node.user_properties.append(("forward_ratio", ratio))
-    if enabled(request.config):
-        assert 0.9 <= ratio <= 1.1, f"cnnprobe/torch.utils.benchmark = {ratio:.3f}"
+    tolerance = 0.10 if measuring else max(0.10, 3 * max(spread))
+    assert abs(ratio - 1) <= min(tolerance, 0.5), f"cnnprobe/torch.utils.benchmark = {ratio:.3f}"
 
 
 def test_frozen_backbone_train_step_is_cheaper(request):
-    """resnet18 with --freeze-except layer4,fc against all trainable: a train step measurably cheaper."""
-    size = None if enabled(request.config) else "3,64,64"
-    result = cnnprobe.bench("resnet18", batch=8, freeze_except="layer4,fc", mode="train_step", input_size=size,
-                            min_time=2.0 if enabled(request.config) else 0.05, peak=False)
+    """resnet18 with --freeze-except layer4,fc against all trainable: a train step measurably cheaper, in
+    time, in counted FLOPs and in memory."""
+    measuring = enabled(request.config)
+    result = cnnprobe.bench("resnet18", batch=8, freeze_except="layer4,fc", mode="train_step",
+                            input_size=None if measuring else "3,112,112", min_time=2.0 if measuring else 0.3,
+                            peak=False)
     frozen, full = result.result("train_step", True), result.result("train_step", False)
     assert frozen is not None and full is not None
-    if enabled(request.config):
-        assert frozen.median_ms + frozen.iqr_ms < full.median_ms - full.iqr_ms
-        assert result.frozen_saving("train_step") > 0.2
+    assert frozen.median_ms + frozen.iqr_ms < full.median_ms - full.iqr_ms
+    assert result.frozen_saving("train_step") > (0.2 if measuring else 0.15)
+    assert frozen.flops < 0.6 * full.flops and frozen.peak_memory_bytes < full.peak_memory_bytes
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    from cnnprobe.cli import app
+
+    monkeypatch.setenv("COLUMNS", "120")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_compare_passes_unchanged_code_and_fails_a_twice_slower_step(cli, tmp_path, monkeypatch, request):
+    """The regression gate on this shared machine: a baseline saved with two repeats, then the same code
+    compared against it three times, must pass at the default threshold every time; a forward step that
+    does its work twice must fail with exit 1."""
+    measuring = enabled(request.config)
+    args = ["bench", "lenet", "--batch", "8", "--mode", "forward", "--threads", "1",
+            "--min-time", "0.5" if measuring else "0.2"]
+    base = tmp_path / "base.json"
+    saved = cli(*args, "--save", str(base))
+    assert saved.exit_code == 0, saved.stderr
+    for _ in range(3):
+        again = cli(*args, "--compare", str(base), "--json")
+        assert again.exit_code == 0, again.stdout
+    real_step = ForwardRunner.step
+
+    def twice(self, module=None):
+        fn = real_step(self, module)
+
+        def slow():
+            fn()
+            fn()
+
+        return slow
+
+    monkeypatch.setattr(ForwardRunner, "step", twice)
+    slowed = cli(*args, "--compare", str(base))
+    assert slowed.exit_code == 1
+    assert "regressed" in slowed.stderr and "forward" in slowed.stderr

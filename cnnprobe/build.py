@@ -10,6 +10,10 @@ from .enums import Source
 from .errors import InputSizeError
 from .registry import DEFAULT_INPUT, ModelSpec, resolve
 
+MAX_SIDE = 1 << 20  # no real input has a side this long; larger ones are typos or overflows
+# Customary inputs for user models with 1-D and 3-D convolutions: a second of 16 kHz audio, a 16-frame clip.
+DEFAULT_SPATIAL = {1: (16000,), 2: DEFAULT_INPUT[1:], 3: (16, 112, 112)}
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -21,7 +25,7 @@ class Built:
 
     module: "nn.Module"
     spec: ModelSpec
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # without the batch
     input_source: str  # "weights", "default", "inferred" or "user"
     device: str  # "meta" or a real device
     note: str | None = None  # why the model is not where it was asked to be
@@ -43,37 +47,44 @@ class Built:
 
 
 def parse_input_size(text: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
-    """`3,224,224`, `3x224x224`, `224,224` or `224` -> a tuple of positive ints."""
+    """`3,224,224`, `3x224x224`, `224,224`, `224`, or any rank (`1,10` for a Conv1d, `3,16,112,112` for a
+    Conv3d) -> a tuple of positive ints, batch excluded."""
     if text is None:
         return None
     if isinstance(text, (tuple, list)):
         parts = [str(p) for p in text]
     else:
         parts = re.split(r"\s*[,x×]\s*", text.strip())
-    usage = "expected C,H,W such as 3,224,224 (or H,W, or one side)"
-    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+    usage = "expected sizes without the batch, such as 3,224,224 (or H,W, or one side)"
+    if not 1 <= len(parts) <= 6 or not all(p.isascii() and p.isdigit() for p in parts):
         raise InputSizeError(f"malformed --input-size '{text}': {usage}")
     sizes = tuple(int(p) for p in parts)
     if any(s <= 0 for s in sizes):
         raise InputSizeError(f"malformed --input-size '{text}': every size must be positive")
+    if any(s > MAX_SIDE for s in sizes):
+        raise InputSizeError(f"--input-size '{text}': a size above {MAX_SIDE:,} is not an input this can build")
     return sizes
 
 
-def _complete_shape(sizes: tuple[int, ...], default: tuple[int, int, int]) -> tuple[int, int, int]:
-    if len(sizes) == 3:
-        return (sizes[0], sizes[1], sizes[2])
-    if len(sizes) == 2:
-        return (default[0], sizes[0], sizes[1])
-    return (default[0], sizes[0], sizes[0])
+def _complete_shape(sizes: tuple[int, ...], default: tuple[int, ...]) -> tuple[int, ...]:
+    """Fewer sizes than the model's input has dimensions fill in from the front: channels, then equal sides."""
+    if len(sizes) >= len(default):
+        return sizes
+    if len(sizes) == 1 and len(default) > 2:  # one side: every spatial side
+        return (default[0], *([sizes[0]] * (len(default) - 1)))
+    return (*default[: len(default) - len(sizes)], *sizes)
 
 
-def _inferred_channels(module: "nn.Module") -> int | None:
-    """Input channels of the first convolution, for user models that do not say."""
+def _inferred_input(module: "nn.Module") -> tuple[int, ...] | None:
+    """An input shape for user models that do not say, from their first convolution: its input channels,
+    and a 1-, 2- or 3-D signal of a customary size."""
     from torch import nn
 
     for m in module.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return int(m.in_channels)
+        if isinstance(m, nn.modules.conv._ConvNd):
+            spatial = len(m.kernel_size)
+            channels = int(m.in_channels)
+            return (channels, *DEFAULT_SPATIAL.get(spatial, (DEFAULT_INPUT[1],) * spatial))
     return None
 
 
@@ -166,9 +177,9 @@ def build_model(
         default = (default[0], loaded.input_side, loaded.input_side)
         source = "weights"
     if default is None:
-        channels = _inferred_channels(module)
-        default = (channels or DEFAULT_INPUT[0], DEFAULT_INPUT[1], DEFAULT_INPUT[2])
-        source = "inferred" if channels not in (None, DEFAULT_INPUT[0]) else "default"
+        inferred = _inferred_input(module)
+        default = inferred or DEFAULT_INPUT
+        source = "inferred" if inferred not in (None, DEFAULT_INPUT) else "default"
     shape = default if sizes is None else _complete_shape(sizes, default)
     return Built(module, spec, shape, "user" if sizes is not None else source, where, note, num_classes, loaded)
 

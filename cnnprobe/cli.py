@@ -227,39 +227,49 @@ def bench(
     plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG of throughput against batch size (needs matplotlib).")] = None,
     save: Annotated[str | None, typer.Option("--save", help="Write the same JSON as --json to this file, as a baseline.")] = None,
     compare: Annotated[str | None, typer.Option("--compare", help="Compare with a baseline saved by --save; exit 1 naming each mode that regressed.")] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Percent slower that counts as a regression (it must also exceed the measured noise).")] = DEFAULT_THRESHOLD,
+    threshold: Annotated[float, typer.Option("--threshold", help="Percent slower that counts as a regression: the 95% interval of new/old must lie above it.")] = DEFAULT_THRESHOLD,
+    repeat: Annotated[int | None, typer.Option("--repeat", help="Run the whole sweep N times, to measure run-to-run drift; default 2 with --save, the baseline's count with --compare, 1 otherwise.")] = None,
 ) -> None:
     """Time forward, backward and train steps with warm-up, synchronised timers and stable medians."""
-    from . import timing
     from . import regression
+    from .benchconfig import BenchConfig
+    from .devices import check_device
     from .output import check_writable, plot_throughput, require_matplotlib, write_atomic, write_csv
     from .registry import resolve
     from .render import BENCH_COLUMNS, bench_lines, bench_rows, comparison_lines, emit_json, json_text, print_pieces
+    from .sweep import parse_batches, sweep
 
     models = [m.strip() for m in model.split(",") if m.strip()]
     if not models:
         raise CnnprobeError("no model given")
     for path in (csv, plot, save):  # fail before timing, not after
-        if path:
+        if path is not None:
             check_writable(path)
     if plot:
         require_matplotlib()
-    batches = timing.parse_batches(batch)
-    config = timing.BenchConfig(
+    batches = parse_batches(batch)
+    baseline = None
+    if compare is not None:
+        baseline = regression.load_baseline(compare)
+        regression.check_threshold(threshold)
+        if repeat is None:
+            repeat = max(len(m.get("repeats") or [m]) for run in baseline for m in run["results"])
+    if repeat is None:
+        repeat = 2 if save else 1
+    config = BenchConfig(
         device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
         min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
         freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size, weights=weights,
-        trust=trust,
+        trust=trust, repeat=repeat,
     )
-    timing.check_device(config.device)
+    check_device(config.device)
     names = [resolve(m).name for m in models]
-    baseline = None
-    if compare:
-        baseline = regression.load_baseline(compare)
-        regression.check_comparable(baseline, names, batches, config.device.value, config.dtype.value, threshold)
+    if baseline is not None:
+        regression.check_comparable(baseline, names, batches, config.device.value, config.dtype.value, threshold,
+                                    config.planned())
 
-    with _progress(enabled=not json, total=len(models) * len(batches) * len(config.modes)) as advance:
-        result = timing.sweep(models, batches, config, on_phase=advance)
+    with _progress(enabled=not json, total=len(models) * len(batches) * len(config.planned()) * repeat) as advance:
+        result = sweep(models, batches, config, on_phase=advance)
 
     verdict = None
     if baseline is not None and result.runs and not result.interrupted:

@@ -70,3 +70,11 @@ class RunError(CnnprobeError):
     """A run that could not complete: out of memory, interrupted, or regressed."""
 
     exit_code = 1
+
+
+class OutOfMemory(RunError):
+    """A batch did not fit; the memory has been freed."""
+
+    def __init__(self, model: str, batch: int, device: str, detail: str) -> None:
+        self.model, self.batch, self.device, self.detail = model, batch, device, detail
+        super().__init__(f"{model} at batch {batch} ran out of memory on {device}: {detail}")

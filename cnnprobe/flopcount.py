@@ -62,6 +62,7 @@ class FlopReport:
     uncounted_ops: dict[str, int]
     depth: int
     backward_macs: int | None = None
+    train_forward_macs: int | None = None  # the forward pass in train mode, which the backward belongs to
     backward_by_operator: list[OperatorFlops] = field(default_factory=list)
     trainable_params: int | None = None
     published_gmacs: float | None = None
@@ -76,12 +77,28 @@ class FlopReport:
     def backward_flops(self) -> int | None:
         return None if self.backward_macs is None else 2 * self.backward_macs
 
+    @property
+    def backward_ratio(self) -> float | None:
+        """Backward MACs over the train-mode forward's: between 1 and 2 with everything trainable (each
+        layer's weight gradient costs its forward, its input gradient the same again, except the first's)."""
+        if self.backward_macs is None or not self.train_forward_macs:
+            return None
+        return self.backward_macs / self.train_forward_macs
+
+    @property
+    def training_flops(self) -> int | None:
+        """FLOPs of one training step's forward and backward passes."""
+        if self.backward_macs is None or self.train_forward_macs is None:
+            return None
+        return 2 * (self.train_forward_macs + self.backward_macs)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(flops=self.flops, backward_flops=self.backward_flops, convention=FLOPS_CONVENTION,
-                    gmacs=self.macs / 1e9)
+                    gmacs=self.macs / 1e9, backward_ratio=self.backward_ratio, training_flops=self.training_flops)
         if self.backward_macs is None:
-            for key in ("backward_macs", "backward_flops", "backward_by_operator"):
+            for key in ("backward_macs", "backward_flops", "backward_by_operator", "train_forward_macs",
+                        "backward_ratio", "training_flops"):
                 data.pop(key)
         return data
 
@@ -101,12 +118,16 @@ def _torch_forward(built: Built, batch: int, depth: int) -> tuple[int, list[Modu
     return t.total_flops // 2, rows, _operators(dict(t.flops_by_op)), dict(t.uncounted.most_common()), p.built
 
 
-def _torch_backward(built: Built, batch: int) -> tuple[int, list[OperatorFlops]]:
-    """Count the operators the backward pass really runs, in train mode, honouring requires_grad."""
+def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFlops]]:
+    """Count the operators the backward pass really runs, in train mode, honouring requires_grad.
+
+    Returns the train-mode forward's MACs too: the pass this backward belongs to, which is larger than
+    the eval-mode count where a model computes more while training (Inception's auxiliary head)."""
     import torch
 
     from .errors import CnnprobeError
-    from .trace import Tracer, explain_failure, training_loss
+    from .steps import training_loss
+    from .trace import Tracer, explain_failure
 
     module = built.module
     was_training = module.training
@@ -125,7 +146,7 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, list[OperatorFlops]]
         raise explain_failure(tracer, e, model=built.name, input_shape=list(x.shape)) from None
     finally:
         module.train(was_training)
-    return tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
+    return tracer.total_flops // 2, tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
 
 
 def _quiet_fvcore() -> Any:
@@ -199,7 +220,7 @@ def flops(
         engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
         macs, rows, ops, uncounted, built = engine(built, batch, depth)
         plan.apply(built.module)  # the engine may have rebuilt the model (fvcore, or the CPU fallback)
-        backward_macs, backward_ops = _torch_backward(built, batch) if backward else (None, [])
+        train_macs, backward_macs, backward_ops = _torch_backward(built, batch) if backward else (None, None, [])
     notes = [built.note] if built.note else []
     if counter is Counter.FVCORE:
         notes.append("fvcore counts one per multiply-accumulate, adds normalisation, pooling and upsampling "
@@ -215,6 +236,7 @@ def flops(
         uncounted_ops=uncounted,
         depth=depth,
         backward_macs=backward_macs,
+        train_forward_macs=train_macs,
         backward_by_operator=backward_ops,
         trainable_params=sum(p.numel() for p in built.module.parameters() if p.requires_grad),
         published_gmacs=built.spec.published_gmacs,

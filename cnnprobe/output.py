@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import CnnprobeError
 
 if TYPE_CHECKING:
-    from .timing import BenchResult
+    from .benchresult import BenchResult
 
 
 def check_writable(path: str | Path) -> None:

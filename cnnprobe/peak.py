@@ -1,18 +1,24 @@
 """The device's peak FLOP/s, against which achieved throughput is a share.
 
-Measured: a large matrix product in the benchmark's precision, timed once per
-(device, dtype, threads, torch release) and cached. For known GPUs the
-datasheet's dense figure is given too, labelled as such.
+Measured: dense matrix products in the benchmark's precision at several
+sizes, the best kept, cached per (device, dtype, threads, TF32, torch release,
+this file's code). A cached figure that a model's own step beats was measured
+at a busy moment: the run measures again, and if the model still beats the
+matrix product the model's figure is the peak, so a share is never above 100%.
+For known GPUs the datasheet's dense figure is given too, labelled as such.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .devices import device_name, synchronize, timer_module
 
 # Dense (no sparsity) datasheet peaks, TFLOP/s. float32 here means IEEE fp32, not TF32.
 DATASHEET: dict[str, dict[str, float]] = {
@@ -27,6 +33,10 @@ DATASHEET: dict[str, dict[str, float]] = {
     "T4": {"float32": 8.1, "float16": 65.0},
     "RTX 4090": {"float32": 82.6, "tf32": 82.6, "bfloat16": 165.2, "float16": 165.2},
 }
+CPU_SIZES = (512, 1024, 2048)
+CUDA_SIZES = (2048, 4096, 8192)
+SLOW_PRODUCT_S = 0.5  # a product this slow (a dtype the CPU emulates) ends the search at its size
+_CODE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]  # a new method invalidates old figures
 
 
 @dataclass
@@ -34,31 +44,19 @@ class Peak:
     """A peak throughput and where it comes from."""
 
     tflops: float
-    source: str  # "measured matmul" or "datasheet"
+    source: str  # "measured matmul", "achieved by the model" or "datasheet"
     detail: str  # what was measured, or which table row
 
 
-def datasheet(device_name: str, dtype: str, tf32: bool = False) -> Peak | None:
+def datasheet(name: str, dtype: str, tf32: bool = False) -> Peak | None:
     """The table's figure for a GPU whose name contains a known model, e.g. 'NVIDIA H200'."""
-    name = device_name.upper()
+    upper = name.upper()
     for model in sorted(DATASHEET, key=len, reverse=True):
-        if model.upper() in name or (model == "H100 SXM" and "H100" in name and "PCIE" not in name):
+        if model.upper() in upper or (model == "H100 SXM" and "H100" in upper and "PCIE" not in upper):
             key = "tf32" if dtype == "float32" and tf32 and "tf32" in DATASHEET[model] else dtype
             if key in DATASHEET[model]:
                 return Peak(DATASHEET[model][key], "datasheet", f"{model} dense {key}")
     return None
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def _cache_path() -> Path:
@@ -68,48 +66,93 @@ def _cache_path() -> Path:
 
 
 def _load() -> dict[str, Any]:
+    """The cache, or nothing: a missing, unreadable or malformed file costs a measurement, never an error."""
     try:
-        return json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
+        data = json.loads(_cache_path().read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
-def _save(cache: dict[str, Any]) -> None:
+def _valid(entry: Any) -> Peak | None:
+    """A cached entry that is a plausible peak, or None."""
+    if not isinstance(entry, dict):
+        return None
+    tflops, source, detail = entry.get("tflops"), entry.get("source"), entry.get("detail")
+    if isinstance(tflops, bool) or not isinstance(tflops, (int, float)) or not math.isfinite(tflops) or tflops <= 0:
+        return None
+    if not isinstance(source, str) or not isinstance(detail, str):
+        return None
+    return Peak(float(tflops), source, detail)
+
+
+def _save(key: str, peak: Peak) -> None:
+    cache = _load()
+    cache[key] = asdict(peak)
     path = _cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache, indent=1))
         tmp.replace(path)  # never a half-written cache
     except OSError:
         pass  # a read-only home only costs a re-measurement
 
 
-def measured(device: str, dtype: str, threads: int) -> Peak:
-    """A matrix product's FLOP/s on `device` in `dtype`, measured once and cached."""
+def cache_key(device: str, dtype: str, threads: int) -> str:
     import torch
 
-    from .timing import timer_module
-
-    name = device_name(device)
     tf32 = bool(device.startswith("cuda") and torch.backends.cuda.matmul.allow_tf32)
-    key = f"{name}|{dtype}|{threads}|tf32={tf32}|{torch.__version__}|v2"
-    cache = _load()
-    if key in cache:
-        return Peak(**cache[key])
+    return f"{device_name(device)}|{dtype}|{threads}|tf32={tf32}|{torch.__version__}|{_CODE}"
+
+
+def measure_matmul(device: str, dtype: str, threads: int) -> Peak:
+    """The best FLOP/s of square matrix products at several sizes, each timed until stable."""
+    import torch
+
     benchmark = timer_module()
     torch_dtype = getattr(torch, dtype)
-    n, largest = 256, (8192 if device.startswith("cuda") else 2048)
-    while True:  # grow the product until one takes long enough to time, so slow dtypes stay quick
+    best: tuple[float, int] = (0.0, 0)
+    tried = []
+    for n in CUDA_SIZES if device.startswith("cuda") else CPU_SIZES:
+        tried.append(n)
         a = torch.randn(n, n, device=device).to(torch_dtype)
         b = torch.randn(n, n, device=device).to(torch_dtype)
         timer = benchmark.Timer("torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=threads)
-        once = timer.timeit(2).median
-        if once > 0.05 or n >= largest:
+        once = timer.timeit(1).median  # also a warm-up
+        seconds = timer.blocked_autorange(min_run_time=0.2).median
+        best = max(best, (2 * n**3 / seconds / 1e12, n))
+        del a, b
+        synchronize(device)
+        if once > SLOW_PRODUCT_S:
             break
-        n *= 2
-    seconds = timer.blocked_autorange(min_run_time=0.3).median
-    peak = Peak(2 * n**3 / seconds / 1e12, "measured matmul", f"{n}×{n}×{n} {dtype}, {threads} thread{'s' if threads != 1 else ''}")
-    cache[key] = asdict(peak)
-    _save(cache)
+    tflops, n = best
+    sizes = "/".join(map(str, tried))
+    return Peak(tflops, "measured matmul", f"{n}³ {dtype} (best of {sizes}), {threads} thread{'s' if threads != 1 else ''}")
+
+
+def measured(device: str, dtype: str, threads: int, *, refresh: bool = False) -> Peak:
+    """The device's measured peak, from the cache unless `refresh` (a result has beaten it)."""
+    key = cache_key(device, dtype, threads)
+    if not refresh:
+        cached = _valid(_load().get(key))
+        if cached is not None:
+            return cached
+    peak = measure_matmul(device, dtype, threads)
+    if refresh:  # keep the better of the old and the new: a figure measured once is achievable
+        old = _valid(_load().get(key))
+        if old is not None and old.tflops > peak.tflops:
+            peak = old
+    _save(key, peak)
     return peak
+
+
+def at_least(peak: Peak, achieved: float, what: str, device: str, dtype: str, threads: int) -> Peak:
+    """A peak no achieved figure exceeds: measured again when `achieved` beats it, then the achieved
+    figure itself if the model still beats every matrix product."""
+    if achieved <= peak.tflops:
+        return peak
+    again = measured(device, dtype, threads, refresh=True)
+    if achieved <= again.tflops:
+        return again
+    return Peak(achieved, "achieved by the model", f"{what} beat the best matrix product ({again.tflops:.3g} TFLOP/s)")

@@ -1,24 +1,36 @@
-"""Comparing a bench run with a saved one, mode by mode.
+"""Comparing a bench run with a saved one, mode by mode, with an interval on the change.
 
-A mode has regressed when its new median is slower than the baseline's by
-more than the threshold *and* by more than the measured noise: the larger of
-the two runs' IQRs, or, for a baseline measured twice, how far its own median
-moved between those runs. On a shared machine a 12% swing inside a 15% IQR
-is not a verdict. Comparing different models, batches, devices or precisions is an
-error, not a verdict.
+A baseline written by `bench --save` keeps, for every mode, each repeat's
+median and its timed samples. `--compare` runs as many repeats and judges each
+mode by the ratio of medians (new / old) and a 95% interval on it from a
+hierarchical bootstrap: the repeats are resampled (run-to-run drift), and the
+samples inside each repeat (within-run spread). A mode has regressed when the
+whole interval lies above 1 + threshold: slower by more than the threshold
+beyond what the measured noise explains. Comparing different models, batches,
+devices or precisions is an error, not a verdict, and so is a baseline that
+cannot judge the run: both are found before any timing.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CnnprobeError
 
 DEFAULT_THRESHOLD = 10.0  # percent; README "Tracking regressions" says how it was chosen (cli.py repeats it)
+LEVEL = 0.95
+DRAWS = 2000
 IDENTITY = ("model", "batch", "device", "dtype")
+MODES = ("forward", "forward_backward", "train_step")
+BARE = "a file without timed samples is judged on its medians alone"
+
+
+class BaselineError(CnnprobeError):
+    """A baseline that cannot judge the run about to start."""
 
 
 @dataclass
@@ -29,10 +41,15 @@ class ModeChange:
     batch: int
     mode: str
     frozen: bool
-    before_ms: float
+    before_ms: float  # median of the baseline's repeat medians
     after_ms: float
     noise_ms: float  # the larger IQR of the two runs
-    change: float  # after / before - 1
+    change: float  # ratio - 1
+    ratio: float  # after / before
+    ratio_low: float  # the interval on the ratio (LEVEL)
+    ratio_high: float
+    repeats_before: int
+    repeats_after: int
     regressed: bool
     improved: bool
 
@@ -43,6 +60,7 @@ class Comparison:
 
     threshold: float  # percent
     changes: list[ModeChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[ModeChange]:
@@ -55,91 +73,193 @@ class Comparison:
     def regression_text(self) -> str:
         return "; ".join(
             f"{c.model} b{c.batch} {c.mode}{' frozen' if c.frozen else ''} {c.before_ms:.3f} → {c.after_ms:.3f} ms "
-            f"({100 * c.change:+.1f}%, noise {c.noise_ms:.3f} ms)" for c in self.regressions)
+            f"(×{c.ratio:.2f}, {100 * LEVEL:.0f}% interval ×{c.ratio_low:.2f} to ×{c.ratio_high:.2f})"
+            for c in self.regressions)
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
+        return {"threshold_percent": self.threshold, "ok": self.ok, "level": LEVEL,
+                "regressions": [f"{c.model} b{c.batch} {c.mode}" + (" frozen" if c.frozen else "")
+                                for c in self.regressions],
+                "changes": [asdict(c) for c in self.changes], "notes": self.notes}
 
-        return {"threshold_percent": self.threshold, "ok": self.ok,
-                "regressions": [f"{c.model} b{c.batch} {c.mode}" + (" frozen" if c.frozen else "") for c in self.regressions],
-                "changes": [asdict(c) for c in self.changes]}
+
+# --------------------------------------------------------------------------- the statistic
+
+
+def repeat_samples(result: dict[str, Any]) -> list[list[float]]:
+    """Each repeat's timed samples (ms), or its median alone where a file has no samples."""
+    repeats = result.get("repeats") or [result]
+    return [list(r.get("samples_ms") or [r["median_ms"]]) for r in repeats]
+
+
+def center(repeats: list[list[float]]) -> float:
+    """The mean over repeats of each repeat's median: what the bootstrap resamples."""
+    import statistics
+
+    return statistics.fmean(statistics.median(r) for r in repeats)
+
+
+def ratio_interval(before: list[list[float]], after: list[list[float]], level: float = LEVEL, draws: int = DRAWS,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, low, high): center(after) / center(before) and a `level` interval on it.
+
+    Hierarchical bootstrap: each draw picks as many repeats as there are, with replacement, and within
+    each picked repeat resamples its samples, taking the median. With one repeat a side the interval
+    holds only the within-run spread. Seeded, so that a verdict can be reproduced."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def draw(repeats: list[list[float]]) -> Any:
+        medians = []
+        for samples in repeats:
+            a = np.asarray(samples, dtype=float)
+            medians.append(np.median(a[rng.integers(0, len(a), size=(draws, len(a)))], axis=1))
+        m = np.stack(medians)  # repeats × draws
+        pick = rng.integers(0, len(repeats), size=(draws, len(repeats)))
+        return m[pick, np.arange(draws)[:, None]].mean(axis=1)
+
+    ratios = draw(after) / draw(before)
+    tail = (1 - level) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return center(after) / center(before), float(low), float(high)
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def _number(value: Any, *, positive: bool) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (value > 0 if positive else value >= 0)
+
+
+def _check_result(m: Any, where: str) -> None:
+    if not isinstance(m, dict):
+        raise BaselineError(f"{where} is not an object")
+    if m.get("mode") not in MODES:
+        raise BaselineError(f"{where} has mode {m.get('mode')!r}; expected one of {', '.join(MODES)}")
+    if not _number(m.get("median_ms"), positive=True):
+        raise BaselineError(f"{where} ({m['mode']}) has median_ms {m.get('median_ms')!r}; expected a positive number")
+    if "iqr_ms" in m and not _number(m["iqr_ms"], positive=False):
+        raise BaselineError(f"{where} ({m['mode']}) has iqr_ms {m['iqr_ms']!r}; expected a number of 0 or more")
+    if not isinstance(m.get("frozen", False), bool):
+        raise BaselineError(f"{where} ({m['mode']}) has frozen {m['frozen']!r}; expected true or false")
+    repeats = m.get("repeats", [])
+    if not isinstance(repeats, list) or not all(isinstance(r, dict) for r in repeats):
+        raise BaselineError(f"{where} ({m['mode']}) has repeats that are not a list of objects")
+    for r in [m, *repeats]:
+        if not _number(r.get("median_ms"), positive=True):
+            raise BaselineError(f"{where} ({m['mode']}) has a repeat with median_ms {r.get('median_ms')!r}")
+        samples = r.get("samples_ms", [])
+        if not isinstance(samples, list) or not all(_number(s, positive=True) for s in samples):
+            raise BaselineError(f"{where} ({m['mode']}) has samples_ms that are not a list of positive numbers")
 
 
 def load_baseline(path: str | Path) -> list[dict[str, Any]]:
-    """The runs in a file written by `bench --save` (or `--json`): one run, or a sweep's runs."""
+    """The runs in a file written by `bench --save` (or `--json`), checked field by field."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise CnnprobeError(f"baseline '{path}' does not exist")
+        raise BaselineError(f"baseline '{path}' does not exist" + (" as a file" if p.exists() else ""))
     try:
         data = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CnnprobeError(f"baseline '{path}' is not a bench JSON file: {e}") from None
-    runs = data.get("runs") if isinstance(data, dict) and "runs" in data else [data]
-    if not isinstance(runs, list) or not all(isinstance(r, dict) and "results" in r and all(k in r for k in IDENTITY)
-                                             for r in runs):
-        raise CnnprobeError(f"baseline '{path}' is not a bench JSON file: it lacks runs with model, batch, device, "
-                            "dtype and results")
-    repeat = data.get("noise") if isinstance(data, dict) and isinstance(data.get("noise"), dict) else {}
-    for run in runs:  # a baseline measured twice (benchmarks.report --repeat 2) knows its run-to-run noise
-        for m in run["results"]:
-            moved = repeat.get(f"{run['model']} b{run['batch']} {m['mode']}")
-            if isinstance(moved, (int, float)):
-                m.setdefault("repeat_change", abs(float(moved)))
+        raise BaselineError(f"baseline '{path}' is not a bench JSON file: {e}") from None
+    if not isinstance(data, dict):
+        raise BaselineError(f"baseline '{path}' is not a bench JSON file: it holds a {type(data).__name__}, "
+                            "not an object")
+    runs = data["runs"] if "runs" in data else [data]
+    if not isinstance(runs, list) or not runs:
+        raise BaselineError(f"baseline '{path}': 'runs' is not a non-empty list")
+    for i, run in enumerate(runs, 1):
+        where = f"baseline '{path}', run {i}"
+        if not isinstance(run, dict):
+            raise BaselineError(f"{where} is not an object")
+        missing = [k for k in (*IDENTITY, "results") if k not in run]
+        if missing:
+            raise BaselineError(f"{where} lacks {', '.join(missing)}: not a bench JSON file")
+        for key in ("model", "device", "dtype"):
+            if not isinstance(run[key], str):
+                raise BaselineError(f"{where} has {key} {run[key]!r}; expected a string")
+        if isinstance(run["batch"], bool) or not isinstance(run["batch"], int) or run["batch"] <= 0:
+            raise BaselineError(f"{where} has batch {run['batch']!r}; expected a positive integer")
+        if not isinstance(run["results"], list) or not run["results"]:
+            raise BaselineError(f"{where} has results that are not a non-empty list")
+        for j, m in enumerate(run["results"], 1):
+            _check_result(m, f"{where}, result {j}")
     return runs
-
-
-def check_comparable(baseline: list[dict[str, Any]], models: list[str], batches: list[int | str], device: str,
-                     dtype: str, threshold: float) -> None:
-    """Fail before timing when the baseline cannot judge the run that is about to start."""
-    if threshold < 0:
-        raise CnnprobeError(f"--threshold must be 0 or more percent, got {threshold}")
-    if "auto" in batches:
-        raise CnnprobeError("--compare needs the batch sizes of the baseline, not --batch auto")
-    held = {(r["model"], r["batch"], r["device"], r["dtype"]) for r in baseline}
-    wanted = [(m, b, device, dtype) for m in models for b in batches]
-    missing = [w for w in wanted if w not in held]
-    if missing:
-        m, b, d, t = missing[0]
-        raise CnnprobeError(f"cannot compare: the baseline holds {', '.join(_describe(r) for r in baseline)}; "
-                            f"it has nothing for {m} batch {b} on {d} in {t}")
 
 
 def _describe(run: dict[str, Any]) -> str:
     return f"{run['model']} batch {run['batch']} on {run['device']} in {run['dtype']}"
 
 
+def check_threshold(threshold: float) -> float:
+    if not _number(threshold, positive=True):
+        raise BaselineError(f"--threshold must be a positive, finite number of percent, got {threshold}")
+    return float(threshold)
+
+
+def check_comparable(baseline: list[dict[str, Any]], models: list[str], batches: list[int | str], device: str,
+                     dtype: str, threshold: float, planned: list[tuple[str, bool]] | None = None) -> None:
+    """Fail before timing when the baseline cannot judge the run that is about to start."""
+    check_threshold(threshold)
+    if "auto" in batches:
+        raise BaselineError("--compare needs the batch sizes of the baseline, not --batch auto")
+    held = {(r["model"], r["batch"], r["device"], r["dtype"]): r for r in baseline}
+    for model in models:
+        for batch in batches:
+            run = held.get((model, batch, device, dtype))
+            if run is None:
+                raise BaselineError(f"cannot compare: the baseline holds {', '.join(_describe(r) for r in baseline)}; "
+                                    f"it has nothing for {model} batch {batch} on {device} in {dtype}")
+            if planned is None:
+                continue
+            unmeasured = [(m["mode"], bool(m.get("frozen", False))) for m in run["results"]
+                          if (m["mode"], bool(m.get("frozen", False))) not in planned]
+            if unmeasured:
+                mode, frozen = unmeasured[0]
+                raise BaselineError(f"cannot compare: the baseline has {mode}{' (frozen)' if frozen else ''} for "
+                                    f"{model} batch {batch}, which this run does not measure; give the --mode and "
+                                    "freezing options the baseline was saved with")
+
+
 def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]], threshold: float = DEFAULT_THRESHOLD) -> Comparison:
     """Match runs by model and batch, check they are comparable, and judge each mode."""
-    if threshold < 0:
-        raise CnnprobeError(f"--threshold must be 0 or more percent, got {threshold}")
+    threshold = check_threshold(threshold)
     before = {(r["model"], r["batch"]): r for r in baseline}
     after = {(r["model"], r["batch"]): r for r in current}
     missing = [after[k] for k in after if k not in before]
     if missing:
-        raise CnnprobeError(
+        raise BaselineError(
             "cannot compare: the baseline holds " + ", ".join(_describe(r) for r in baseline)
             + "; it has nothing for " + ", ".join(_describe(r) for r in missing)
         )
     out = Comparison(threshold)
+    limit = threshold / 100
     for key, new in after.items():
         old = before[key]
         different = [k for k in IDENTITY if old[k] != new[k]]
         if different:
-            raise CnnprobeError(f"cannot compare: the baseline is {_describe(old)}, this run is {_describe(new)}")
+            raise BaselineError(f"cannot compare: the baseline is {_describe(old)}, this run is {_describe(new)}")
         old_modes = {(m["mode"], m.get("frozen", False)): m for m in old["results"]}
         for m in new["results"]:
             o = old_modes.get((m["mode"], m.get("frozen", False)))
             if o is None:
                 continue
-            delta = m["median_ms"] - o["median_ms"]
-            noise = max(o.get("iqr_ms", 0.0), m.get("iqr_ms", 0.0), o.get("repeat_change", 0.0) * o["median_ms"])
-            change = delta / o["median_ms"] if o["median_ms"] else 0.0
+            a, b = repeat_samples(o), repeat_samples(m)
+            if any(len(s) < 2 for s in a + b) and not out.notes[-1:] == [BARE]:
+                out.notes.append(BARE)
+            ratio, low, high = ratio_interval(a, b)
             out.changes.append(ModeChange(
                 model=new["model"], batch=new["batch"], mode=m["mode"], frozen=m.get("frozen", False),
-                before_ms=o["median_ms"], after_ms=m["median_ms"], noise_ms=noise, change=change,
-                regressed=change > threshold / 100 and delta > noise,
-                improved=-change > threshold / 100 and -delta > noise,
+                before_ms=o["median_ms"], after_ms=m["median_ms"],
+                noise_ms=max(o.get("iqr_ms", 0.0), m.get("iqr_ms", 0.0)), change=ratio - 1, ratio=ratio,
+                ratio_low=low, ratio_high=high, repeats_before=len(a), repeats_after=len(b),
+                regressed=low > 1 + limit, improved=high < 1 - limit,
             ))
     if not out.changes:
-        raise CnnprobeError("cannot compare: the baseline and this run share no mode")
+        raise BaselineError("cannot compare: the baseline and this run share no mode")
+    if any(c.repeats_before < 2 or c.repeats_after < 2 for c in out.changes):
+        out.notes.append("one repeat on a side: the interval holds the within-run spread only, not run-to-run "
+                         "drift; save and compare with --repeat 2 or more")
     return out

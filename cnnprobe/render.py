@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .flopcount import FlopReport
     from .modeldiff import ModelComparison
     from .regression import Comparison
-    from .timing import BenchResult, Sweep
+    from .benchresult import BenchResult, Sweep
     from .inspect import Summary
     from .registry import ModelSpec
     from .transfer import TrainableReport
@@ -184,7 +184,9 @@ def flops_lines(r: "FlopReport") -> list[Any]:
         pieces.append(Text.assemble("backward MACs ", (macs(r.backward_macs), "bold"), " · FLOPs ",
                                     (macs(2 * r.backward_macs), "bold"),
                                     f"  ({count(r.trainable_params or 0)} trainable params)"))
-        pieces.append(Text(f"forward + backward FLOPs {macs(r.flops + 2 * r.backward_macs)}"))
+        train = "" if r.train_forward_macs == r.macs else f", its forward in train mode {macs(r.train_forward_macs or 0)} MACs"
+        ratio = f"{r.backward_ratio:.2f}" if r.backward_ratio is not None else "-"
+        pieces.append(Text(f"forward + backward FLOPs {macs(r.training_flops or 0)} (backward/forward {ratio}{train})"))
         pieces.append(_operator_table("backward by operator", r.backward_by_operator))
     pieces += [Text(f"note: {n}", style="dim") for n in r.notes]
     return pieces
@@ -194,22 +196,19 @@ def flops_lines(r: "FlopReport") -> list[Any]:
 
 BENCH_COLUMNS = [
     "model", "device", "batch", "dtype", "mode", "frozen", "median_ms", "iqr_ms", "runs", "samples_per_s",
-    "tflops", "peak_share", "peak_memory_bytes", "backward_ms", "optimizer_ms", "noisy", "threads",
+    "tflops", "peak_share", "datasheet_share", "peak_memory_bytes", "memory_method", "forward_ms", "forward_iqr_ms",
+    "backward_ms", "backward_iqr_ms", "optimizer_ms", "optimizer_iqr_ms", "noisy", "threads", "repeat",
 ]
 
 
 def bench_rows(runs: list["BenchResult"]) -> list[dict[str, Any]]:
-    """Flat rows, one per model, batch and mode: the CSV and the table read these."""
+    """Flat rows, one per model, batch and mode: what the CSV holds."""
     rows = []
     for run in runs:
         for r in run.results:
-            rows.append({
-                "model": run.model, "device": run.device, "batch": run.batch, "dtype": run.dtype, "mode": r.mode,
-                "frozen": r.frozen, "median_ms": r.median_ms, "iqr_ms": r.iqr_ms, "runs": r.runs,
-                "samples_per_s": r.samples_per_s, "tflops": r.tflops, "peak_share": r.peak_share,
-                "peak_memory_bytes": r.peak_memory_bytes, "backward_ms": r.backward_ms,
-                "optimizer_ms": r.optimizer_ms, "noisy": r.noisy, "threads": run.threads,
-            })
+            rows.append({"model": run.model, "device": run.device, "batch": run.batch, "dtype": run.dtype,
+                         "threads": run.threads, "repeat": run.repeat,
+                         **{k: getattr(r, k) for k in BENCH_COLUMNS if hasattr(r, k)}})
     return rows
 
 
@@ -220,16 +219,15 @@ def _ms(value: float | None) -> str:
 
 
 _MODE_LABELS = {"forward": "forward", "forward_backward": "fwd+bwd", "train_step": "train_step"}
+_MEMORY_LABELS = {"parameters": "parameters", "buffers": "buffers", "gradients": "gradients",
+                  "optimizer_state": "optimizer state", "inputs": "inputs", "activations": "activations",
+                  "temporaries": "temporaries"}
 
 
-def bench_lines(sweep: "Sweep") -> list[Any]:
-    pieces: list[Any] = []
-    if not sweep.runs:
-        return pieces
-    first = sweep.runs[0]
-    several = len(sweep.runs) > 1
+def _header(first: "BenchResult", several: bool) -> list[Any]:
     s = first.settings
-    switches = [f"{first.threads} thread{'s' if first.threads != 1 else ''}", f"{first.dtype}" + (" (autocast)" if s.get("autocast") else "")]
+    switches = [f"{first.threads} thread{'s' if first.threads != 1 else ''}",
+                f"{first.dtype}" + (" (autocast)" if s.get("autocast") else "")]
     if s.get("channels_last"):
         switches.append("channels_last")
     if s.get("compile"):
@@ -238,29 +236,65 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
         switches.append(f"cudnn.benchmark {'on' if s['cudnn_benchmark'] else 'off'}")
         switches.append(f"TF32 matmul {'on' if s['tf32_matmul'] else 'off'}, cuDNN {'on' if s['tf32_cudnn'] else 'off'}")
     switches.append(f"optimizer {s.get('optimizer')}")
+    if first.repeat > 1:
+        switches.append(f"{first.repeat} repeats")
+    pieces: list[Any] = []
     if not several:
         pieces.append(Text.assemble((first.model, "bold"), f" ({first.source}) · batch {first.batch} · input "
                                     f"{shape(first.input_size)}"))
     pieces.append(Text.assemble((first.device_name, "bold"), f" ({first.device}) · " + " · ".join(switches)))
     if first.peak:
-        pieces.append(Text(f"peak {first.peak['tflops']:.2f} TFLOP/s: {first.peak['source']}, {first.peak['detail']}"))
-    frozen_any = any(r.frozen for run in sweep.runs for r in run.results)
+        line = f"peak {first.peak['tflops']:.3g} TFLOP/s: {first.peak['source']}, {first.peak['detail']}"
+        sheet = first.peak.get("datasheet")
+        if sheet:
+            line += f"; datasheet {sheet['tflops']:.4g} TFLOP/s ({sheet['detail']})"
+        pieces.append(Text(line))
+    return pieces
+
+
+def _memory_line(run: "BenchResult") -> Text | None:
+    """Where the largest peak of a run goes, category by category."""
+    heaviest = max(run.results, key=lambda r: r.peak_memory_bytes, default=None)
+    if heaviest is None or not heaviest.memory_breakdown:
+        return None
+    parts = ", ".join(f"{_MEMORY_LABELS.get(k, k)} {nbytes(v)}" for k, v in heaviest.memory_breakdown.items() if v)
+    what = f"{_MODE_LABELS.get(heaviest.mode, heaviest.mode)}{' frozen' if heaviest.frozen else ''}"
+    counted = "counted tensor by tensor" if heaviest.memory_method == "tensors" else "allocator peak; tensors"
+    return Text(f"{run.model} b{run.batch} peak memory {nbytes(heaviest.peak_memory_bytes)} in {what} "
+                f"({counted}): {parts}")
+
+
+def bench_lines(sweep: "Sweep") -> list[Any]:
+    pieces: list[Any] = []
+    if not sweep.runs:
+        return pieces
+    several = len(sweep.runs) > 1
+    pieces += _header(sweep.runs[0], several)
+    results = [r for run in sweep.runs for r in run.results]
+    frozen_any = any(r.frozen for r in results)
+    mfu = any(r.datasheet_share is not None for r in results)
     table = styled_table()
+    table.collapse_padding = True
     columns = ([("model", "left"), ("batch", "right")] if several else []) + [("mode", "left")] + (
         [("weights", "left")] if frozen_any else [])
-    for col, justify in (*columns, ("median ms", "right"),
-                         ("IQR ms", "right"), ("runs", "right"), ("samples/s", "right"), ("bwd ms", "right"),
-                         ("TFLOP/s", "right"), ("% peak", "right"), ("peak mem", "right")):
-        table.add_column(col, justify=justify, no_wrap=col in ("model", "mode"))  # type: ignore[arg-type]
+    columns += [("median ms", "right"), ("IQR", "right"), ("samples/s", "right"), ("fwd", "right"),
+                ("bwd", "right"), ("opt", "right"), ("TFLOP/s", "right"), ("% peak", "right")] + (
+        [("MFU", "right")] if mfu else []) + [("peak mem", "right")]
+    for col, justify in columns:
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for run in sweep.runs:
         for r in run.results:
             cells = ([run.model, str(run.batch)] if several else []) + [_MODE_LABELS.get(r.mode, r.mode)]
             if frozen_any:
                 cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
-            iqr = _ms(r.iqr_ms) + ("!" if r.noisy else "")
-            table.add_row(*cells, _ms(r.median_ms), iqr, str(r.runs), f"{r.samples_per_s:,.1f}",
-                          _ms(r.backward_ms), "-" if r.tflops is None else f"{r.tflops:.3f}",
-                          "-" if r.peak_share is None else share(r.peak_share), nbytes(r.peak_memory_bytes))
+            cells += [_ms(r.median_ms), _ms(r.iqr_ms) + ("!" if r.noisy else ""), f"{r.samples_per_s:,.1f}",
+                      _ms(r.forward_ms), _ms(r.backward_ms), _ms(r.optimizer_ms),
+                      "-" if r.tflops is None else f"{r.tflops:.3f}",
+                      "-" if r.peak_share is None else share(r.peak_share)]
+            if mfu:
+                cells.append("-" if r.datasheet_share is None else share(r.datasheet_share))
+            cells.append(nbytes(r.peak_memory_bytes) if r.memory_method else "-")
+            table.add_row(*cells)
     pieces.append(table)
     for run in sweep.runs:
         for mode in ("forward_backward", "train_step"):
@@ -271,10 +305,15 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
                            else f"freezing did not make {mode} faster here (see the IQR)")
                 pieces.append(Text(f"{run.model} b{run.batch}: {verdict} ({_ms(frozen.median_ms)} ms frozen, "  # type: ignore[union-attr]
                                    f"{_ms(full.median_ms)} ms with all params trainable)"))  # type: ignore[union-attr]
-    if any(r.noisy for run in sweep.runs for r in run.results):
+    if not several:
+        line = _memory_line(sweep.runs[0])
+        if line is not None:
+            pieces.append(line)
+    if any(r.noisy for r in results):
         pieces.append(Text("!: noisy, IQR above 10% of the median; the machine is busy or --min-time is too short",
                            style="dim"))
-    pieces.append(Text("bwd ms: fwd+bwd median less a train-mode forward's; TFLOP/s from counted FLOPs",
+    pieces.append(Text("times in ms; fwd, bwd, opt: medians of each phase, timed inside the same steps; TFLOP/s "
+                       "from counted FLOPs; peak mem: most tensor memory live at once in a steady-state step",
                        style="dim"))
     for model, batch in sweep.auto.items():
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
@@ -284,15 +323,19 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
 
 
 def comparison_lines(c: "Comparison") -> list[Any]:
-    table = styled_table(f"against the baseline (regression: slower by more than {c.threshold:g}% and than the noise)")
+    level = f"{100 * c.to_dict()['level']:.0f}%"
+    table = styled_table(f"against the baseline (regression: the {level} interval of new/old lies above "
+                         f"{1 + c.threshold / 100:.2f})")
     for col, justify in (("model", "left"), ("batch", "right"), ("mode", "left"), ("before ms", "right"),
-                         ("after ms", "right"), ("change", "right"), ("noise ms", "right"), ("verdict", "left")):
+                         ("after ms", "right"), ("new/old", "right"), (f"{level} interval", "right"),
+                         ("verdict", "left")):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for ch in c.changes:
         verdict = "REGRESSED" if ch.regressed else ("faster" if ch.improved else "same")
         table.add_row(ch.model, str(ch.batch), _MODE_LABELS.get(ch.mode, ch.mode) + (" frozen" if ch.frozen else ""),
-                      _ms(ch.before_ms), _ms(ch.after_ms), f"{100 * ch.change:+.1f}%", _ms(ch.noise_ms), verdict)
-    return [table]
+                      _ms(ch.before_ms), _ms(ch.after_ms), f"×{ch.ratio:.3f}",
+                      f"×{ch.ratio_low:.3f} to ×{ch.ratio_high:.3f}", verdict)
+    return [table] + [Text(f"note: {n}", style="dim") for n in c.notes]
 
 
 # --------------------------------------------------------------------------- checkpoints and comparisons

@@ -1,8 +1,8 @@
 """One pass over the model: every module call, its output shape and its FLOPs.
 
 A TorchDispatchMode sees every aten operator. Operators with a formula in
-`torch.utils.flop_counter` (convolutions, matrix products, attention) are
-counted with that formula and attributed to the innermost module running;
+`formulas.FORMULAS` (convolutions, matrix products, attention: torch's
+formulas, corrected where they are wrong) are counted with that formula and attributed to the innermost module running;
 every other operator with arithmetic is recorded as *not counted*, never
 silently dropped. Global module hooks keep the stack of running modules, so a
 failing forward pass names the layer it failed in.
@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+
+from .formulas import FORMULAS
 
 aten = torch.ops.aten
 
@@ -240,7 +241,7 @@ def _info(func: Any) -> _OpInfo:
     if info is None:
         packet = getattr(func, "_overloadpacket", None)
         name = packet.__name__ if packet is not None else str(func)
-        formula = flop_registry.get(packet) if packet is not None else None
+        formula = FORMULAS.get(packet) if packet is not None else None
         key = torch._C.DispatchKey.CompositeImplicitAutograd
         decomposable = formula is None and func is not torch.ops.prim.device.default and (
             key in getattr(func, "py_kernels", {})
@@ -393,33 +394,6 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-def training_loss(output: Any, target: torch.Tensor | None = None) -> torch.Tensor:
-    """A scalar over every tensor output, as training takes (inception's auxiliary logits train too):
-    cross-entropy on 2-D logits when targets are given, the mean otherwise."""
-    import torch.nn.functional as F
-
-    from .errors import ForwardError
-
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, torch.Tensor):
-        outputs = [output]
-    else:
-        outputs = [o for o in output if isinstance(o, torch.Tensor)] if isinstance(output, (list, tuple)) else []
-    if not outputs:
-        raise ForwardError(f"the model returned {type(output).__name__}, with no tensor to take a loss of")
-    loss: torch.Tensor | None = None
-    for out in outputs:
-        out = out.float()
-        if target is not None and out.dim() == 2 and out.shape[0] == target.shape[0]:
-            term = F.cross_entropy(out, target % out.shape[1])
-        else:
-            term = out.mean()
-        loss = term if loss is None else loss + term
-    assert loss is not None
-    return loss
-
-
 def shapes_of(args: tuple[Any, ...]) -> list[list[int]]:
     """The shapes of the tensors among `args`."""
     found: list[list[int]] = []
@@ -481,7 +455,7 @@ def explain_failure(tracer: Tracer | None, error: BaseException, *, model: str, 
     got_text = f"got input {', '.join(_fmt(s) for s in got)}" if got else ""
     if "more than 1 value per channel" in reason:
         return InputTooSmallError(
-            f"{model} in train mode: {where} got {got_text or 'its input'}, and BatchNorm needs more than one value "
+            f"{model} in train mode: {where} {got_text or 'got its input'}, and BatchNorm needs more than one value "
             "per channel to compute batch statistics; use a batch of 2 or more", layer=layer,
             layer_type=call.type if call else None, input_shapes=got, expected=expected)
     too_small = any(marker in reason.lower() for marker in _TOO_SMALL)

@@ -50,12 +50,15 @@ def cli(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def snapshot(request: pytest.FixtureRequest):
-    """Compare text with tests/snapshots/<name>.txt; --update-snapshots rewrites it."""
+    """Compare text with tests/snapshots/<name>.txt. Only --update-snapshots writes one: a missing snapshot
+    fails, so that deleting a file cannot turn its test green."""
 
     def check(name: str, text: str) -> None:
         path = SNAPSHOTS / f"{name}.txt"
-        if request.config.getoption("--update-snapshots") or not path.exists():
+        if request.config.getoption("--update-snapshots"):
             path.write_text(text)
+            return
+        assert path.exists(), f"snapshot {path} is missing; write it with --update-snapshots"
         assert text == path.read_text(), f"output differs from {path}; rerun with --update-snapshots if intended"
 
     return check

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 import pytest
 from torch import nn
 
@@ -75,6 +77,65 @@ def test_backward_counts_weight_and_input_gradients():
     input_grads = r.macs - conv_macs(1, 6, 5, 28)
     assert r.backward_macs == weight_grads + input_grads
     assert r.backward_flops == 2 * r.backward_macs
+
+
+def _out_side(size: int, k: int, stride: int = 1, pad: int = 0, dilation: int = 1) -> int:
+    """PyTorch's documented output size of a convolution along one axis."""
+    return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+class _Stem(nn.Module):
+    """A 1×1 convolution in front of the layer under test, so the layer's input needs a gradient too."""
+
+    def __init__(self, channels: int, layer: nn.Module, dims: int) -> None:
+        super().__init__()
+        self.stem = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](channels, channels, 1, bias=False)
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(self.stem(x))
+
+
+# Each case: the layer, the input (C and spatial sizes), and the layer's forward MACs written out by hand:
+# every output position (input position, when transposed) × output channels × input channels per group × kernel.
+_CONV_CASES = {
+    "depthwise 3x3": (nn.Conv2d(64, 64, 3, padding=1, groups=64), (64, 56, 56),
+                      _out_side(56, 3, pad=1) ** 2 * 64 * (64 // 64) * 3 * 3),
+    "grouped 3x3 stride 2": (nn.Conv2d(32, 64, 3, stride=2, padding=1, groups=4), (32, 20, 20),
+                             _out_side(20, 3, 2, 1) ** 2 * 64 * (32 // 4) * 3 * 3),
+    "dilated 3x3": (nn.Conv2d(8, 8, 3, padding=2, dilation=2), (8, 17, 17),
+                    _out_side(17, 3, pad=2, dilation=2) ** 2 * 8 * 8 * 9),
+    "transposed grouped 4x4 stride 2": (
+        nn.ConvTranspose2d(16, 24, 4, stride=2, padding=1, output_padding=1, groups=2), (16, 9, 9),
+        9 * 9 * 16 * (24 // 2) * 4 * 4),  # each input position scatters C_out/groups × k² products
+    "1-d depthwise k5": (nn.Conv1d(12, 12, 5, padding=2, groups=12), (12, 100), _out_side(100, 5, pad=2) * 12 * 1 * 5),
+    "1-d k3 stride 2": (nn.Conv1d(4, 6, 3, stride=2), (4, 31), _out_side(31, 3, 2) * 6 * 4 * 3),
+    "3-d grouped": (nn.Conv3d(8, 8, 3, padding=1, groups=2), (8, 4, 6, 6), 4 * 6 * 6 * 8 * (8 // 2) * 27),
+}
+
+
+@pytest.mark.parametrize("case", list(_CONV_CASES))
+def test_convolution_backward_matches_the_hand_formula(case):
+    """Backward of a convolution = its forward MACs for the weight gradient, plus the same again for the
+    input gradient when something before it trains. torch's own counter overcounts grouped ones by `groups`."""
+    layer, size, forward = _CONV_CASES[case]
+    channels, dims = size[0], len(size) - 1
+    alone = cnnprobe.flops(layer, input_size=size, backward=True, depth=0)
+    assert alone.macs == forward
+    assert alone.backward_macs == forward  # the first layer: weight gradient only
+    stem_macs = prod(size) * channels  # 1×1 convolution, channels → channels, at every input position
+    with_stem = cnnprobe.flops(_Stem(channels, layer, dims), input_size=size, backward=True, depth=0)
+    assert with_stem.macs == stem_macs + forward
+    assert with_stem.backward_macs == stem_macs + 2 * forward  # stem: weight grad; layer: input and weight grads
+
+
+def test_backward_of_a_frozen_grouped_convolution_is_only_its_input_gradient():
+    layer = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+    forward = 16 * 16 * 32 * 1 * 9
+    model = _Stem(32, layer, 2)
+    stem_macs = 32 * 16 * 16 * 32
+    r = cnnprobe.flops(model, input_size="32,16,16", backward=True, freeze="layer", depth=0)
+    assert r.backward_macs == forward + stem_macs  # layer: input gradient only; stem: weight gradient
 
 
 def test_backward_honours_freezing():
@@ -186,3 +247,14 @@ def test_macs_match_published_ops(name):
     spec = resolve(name)
     gmacs = cnnprobe.flops(spec).macs / 1e9
     assert within_published(gmacs, spec.published_gmacs), f"{name}: {gmacs:.4f} vs published {spec.published_gmacs}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [s.name for s in list_models("torchvision:*")])
+def test_backward_costs_between_one_and_two_forwards(name):
+    """Everything trainable, each layer's weight gradient costs its forward MACs and its input gradient the
+    same again, except the first layer's: backward/forward lies in [1, 2] for every model. A counter that
+    forgets the groups of a convolution's weight gradient (torch's) puts mobilenets at 30×."""
+    r = cnnprobe.flops(name, batch=2, backward=True, depth=0)
+    assert r.train_forward_macs >= r.macs  # train mode computes at least what eval mode does
+    assert 1.0 <= r.backward_ratio <= 2.0, f"{name}: backward/forward {r.backward_ratio:.3f}"

@@ -73,12 +73,14 @@ def test_list_filters_by_glob_and_substring():
 
 
 @pytest.mark.parametrize("text, expected", [("3,224,224", (3, 224, 224)), ("3x64x64", (3, 64, 64)),
-                                            ("128,96", (128, 96)), ("32", (32,))])
+                                            ("128,96", (128, 96)), ("32", (32,)), ("1,10", (1, 10)),
+                                            ("3,16,112,112", (3, 16, 112, 112))])
 def test_parse_input_size(text, expected):
     assert parse_input_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["3,abc", "", "1,2,3,4", "3,-1,2", "0,28,28", "3,,"])
+@pytest.mark.parametrize("text", ["3,abc", "", "1,2,3,4,5,6,7", "3,-1,2", "0,28,28", "3,,", "3,224,²",
+                                  "3,99999999999999999999,2"])
 def test_parse_input_size_rejects(text):
     with pytest.raises(InputSizeError):
         parse_input_size(text)
@@ -87,6 +89,19 @@ def test_parse_input_size_rejects(text):
 def test_input_size_completion():
     assert build_model("resnet18", input_size="128,96").input_shape == (3, 128, 96)
     assert build_model("lenet", input_size="32").input_shape == (1, 32, 32)
+
+
+def test_inputs_of_any_rank_follow_the_first_convolution():
+    from torch import nn
+
+    conv1d = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten())
+    assert build_model(conv1d).input_shape == (2, 16000)  # a second of 16 kHz audio
+    assert build_model(conv1d, input_size="2,100").input_shape == (2, 100)
+    assert build_model(conv1d, input_size="100").input_shape == (2, 100)  # the length; channels stay
+    conv3d = nn.Conv3d(3, 4, 3)
+    assert build_model(conv3d).input_shape == (3, 16, 112, 112)
+    assert build_model(conv3d, input_size="3,8,32,32").input_shape == (3, 8, 32, 32)
+    assert build_model(conv3d, input_size="32").input_shape == (3, 32, 32, 32)
 
 
 def test_user_file_class_and_factory():

@@ -1,0 +1,170 @@
+"""The records `bench` returns: one per mode, one per model and batch, one per sweep. Plain data."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+NOISY = 0.10  # IQR / median above this is flagged
+
+
+@dataclass
+class Repeat:
+    """One of several timed runs of the same mode (`--repeat`), kept to judge run-to-run drift."""
+
+    median_ms: float
+    iqr_ms: float
+    runs: int
+    samples_ms: list[float]
+
+
+@dataclass
+class ModeResult:
+    """One mode's timings. Times are per step of the whole batch."""
+
+    mode: str
+    median_ms: float  # whole step, torch.utils.benchmark
+    iqr_ms: float
+    runs: int  # timed steps
+    samples_per_s: float
+    peak_memory_bytes: int  # most tensor memory live at once in a steady-state step
+    noisy: bool  # IQR above NOISY × median
+    frozen: bool = False  # measured with the freezing plan applied
+    flops: int | None = None  # counted FLOPs per step (forward, plus backward where there is one)
+    tflops: float | None = None  # achieved
+    peak_share: float | None = None  # of the device's peak; never above 1
+    datasheet_share: float | None = None  # of the datasheet's dense peak (known GPUs only): MFU
+    forward_ms: float | None = None  # phases, timed inside the same steps: medians and IQRs
+    forward_iqr_ms: float | None = None
+    backward_ms: float | None = None
+    backward_iqr_ms: float | None = None
+    optimizer_ms: float | None = None  # optimizer.step and zero_grad
+    optimizer_iqr_ms: float | None = None
+    phase_steps: int = 0  # steps the phases were timed over
+    memory_breakdown: dict[str, int] = field(default_factory=dict)  # category -> bytes at the peak
+    memory_method: str = ""  # "tensors" (counted storage by storage) or "allocator" (CUDA's max_memory_allocated)
+    samples_ms: list[float] = field(default_factory=list)  # torch.utils.benchmark's timed samples, per step
+    repeats: list[Repeat] = field(default_factory=list)  # with --repeat, each run's own figures
+
+    @property
+    def phases_ms(self) -> float | None:
+        """The phases' medians added up: a check on the whole-step median."""
+        parts = [p for p in (self.forward_ms, self.backward_ms, self.optimizer_ms) if p is not None]
+        return sum(parts) if parts else None
+
+
+@dataclass
+class BenchResult:
+    """What `cnnprobe bench` reports for one model at one batch size."""
+
+    model: str
+    source: str
+    device: str
+    device_name: str
+    batch: int
+    dtype: str
+    input_size: list[int]
+    threads: int
+    settings: dict[str, Any]
+    peak: dict[str, Any] | None
+    results: list[ModeResult] = field(default_factory=list)
+    total_params: int = 0
+    trainable_params: int = 0
+    notes: list[str] = field(default_factory=list)
+    repeat: int = 1
+
+    def result(self, mode: str, frozen: bool | None = None) -> ModeResult | None:
+        for r in self.results:
+            if r.mode == mode and (frozen is None or r.frozen == frozen):
+                return r
+        return None
+
+    def frozen_saving(self, mode: str) -> float | None:
+        """How much less time a step takes with the freezing plan than without, as a share."""
+        frozen, full = self.result(mode, True), self.result(mode, False)
+        if frozen is None or full is None or not full.median_ms:
+            return None
+        return 1 - frozen.median_ms / full.median_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["frozen_saving"] = {m: s for m in ("forward_backward", "train_step")
+                                 if (s := self.frozen_saving(m)) is not None}
+        return data
+
+
+@dataclass
+class Failure:
+    model: str
+    batch: int
+    reason: str
+    largest_fit: int | None  # the largest batch of this model that ran, in this sweep
+
+
+@dataclass
+class Sweep:
+    """Several models and batch sizes, as one table."""
+
+    runs: list[BenchResult] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+    auto: dict[str, int] = field(default_factory=dict)  # model -> batch found by --batch auto
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": [r.to_dict() for r in self.runs], "failures": [asdict(f) for f in self.failures],
+                "interrupted": self.interrupted, "auto_batch": self.auto}
+
+    def report(self) -> dict[str, Any]:
+        """What --json prints: the run itself for one model at one batch, the whole sweep otherwise."""
+        if len(self.runs) == 1 and not self.failures and not self.interrupted:
+            single = self.runs[0].to_dict()
+            if self.auto:
+                single["auto_batch"] = self.auto
+            return single
+        return self.to_dict()
+
+    def failure_text(self, device: str) -> str:
+        return "; ".join(
+            f"{f.model} at batch {f.batch} ran out of memory on {device} ({f.reason})"
+            + (f"; the largest batch that fit was {f.largest_fit}" if f.largest_fit else "")
+            for f in self.failures)
+
+
+def merge_repeats(runs: list[BenchResult]) -> BenchResult:
+    """Several runs of one model and batch as one result: each mode's median (and each phase's) is the
+    median of the runs' medians, its IQR the median of their IQRs, and every run's figures are kept under
+    `repeats`."""
+    first = runs[0]
+    if len(runs) == 1:
+        return replace(first, results=[replace(r, repeats=[_repeat(r)]) for r in first.results])
+    peaks = [run.peak for run in runs if run.peak]
+    peak = max(peaks, key=lambda p: p["tflops"]) if peaks else None  # each run's figures lie below its own
+    merged = []
+    for r in first.results:
+        same = [m for run in runs if (m := run.result(r.mode, r.frozen)) is not None]
+        median = statistics.median(m.median_ms for m in same)
+        iqr = statistics.median(m.iqr_ms for m in same)
+        tflops = None if r.flops is None else r.flops / (median / 1e3) / 1e12
+        sheet = (peak or {}).get("datasheet") or {}
+        phases = {f"{p}{k}": _median_of(getattr(m, f"{p}{k}") for m in same)
+                  for p in ("forward", "backward", "optimizer") for k in ("_ms", "_iqr_ms")}
+        merged.append(replace(
+            r, median_ms=median, iqr_ms=iqr, runs=sum(m.runs for m in same), samples_per_s=first.batch / (median / 1e3),
+            noisy=iqr > NOISY * median, tflops=tflops,
+            peak_share=tflops / peak["tflops"] if tflops is not None and peak else None,
+            datasheet_share=tflops / sheet["tflops"] if tflops is not None and sheet else None,
+            phase_steps=sum(m.phase_steps for m in same), samples_ms=[s for m in same for s in m.samples_ms],
+            repeats=[_repeat(m) for m in same], **phases,
+        ))
+    return replace(first, results=merged, repeat=len(runs), peak=peak,
+                   notes=list(dict.fromkeys(n for run in runs for n in run.notes)))
+
+
+def _median_of(values: Any) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _repeat(r: ModeResult) -> Repeat:
+    return Repeat(r.median_ms, r.iqr_ms, r.runs, list(r.samples_ms))

@@ -1,0 +1,158 @@
+"""Tensor memory of one step, counted storage by storage.
+
+Peak memory means one thing everywhere in cnnprobe: the most tensor memory
+live at once during a step, counting the storages the step can reach when it
+starts (parameters, buffers, gradients, optimizer state, inputs) and every
+storage an operator creates while it runs, until it is freed. A
+TorchDispatchMode sees every operator's outputs, forward and backward; a
+finalizer on each storage sees it freed. Views and in-place results share a
+storage and count once.
+
+Each storage carries a category: what it held when the step started, or what
+the step was doing when it was made (forward: activations; backward and the
+optimizer: temporaries), corrected for the gradients autograd leaves on the
+parameters and the state the optimizer keeps. The breakdown is taken at the
+moment of the peak, so it sums to the peak.
+
+Unlike `torch.distributed._tools.mem_tracker.MemTracker` it needs no hook on
+every parameter's gradient, so frozen parameters are fine, and it can be
+entered for any step, so it sees the steady state (the second step onward).
+It sees tensors, not allocators: a caching allocator's rounding and kernels'
+private workspaces are not in it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
+_MADE_IN = {"forward": "activations", "backward": "temporaries", "optimizer": "temporaries", "end": "temporaries"}
+
+
+@dataclass
+class MemoryPeak:
+    """The most tensor memory live at once, and what it was."""
+
+    peak_bytes: int
+    breakdown: dict[str, int]  # category -> bytes at the peak; sums to peak_bytes
+    start_bytes: int  # live when the step started
+    end_bytes: int  # live when it ended
+
+
+class MemoryTracker(TorchDispatchMode):
+    """Counts the storages of one step. `held` names what is live before it starts, by category.
+
+    The step tells the tracker where it is with `phase("forward" | "backward" | "optimizer" | "end")`.
+    When the backward pass is over, the gradients of `params` are marked as such, and at the end the
+    state of `optimizer`.
+    """
+
+    def __init__(self, held: Mapping[str, Iterable[Any]], *, params: Iterable[torch.nn.Parameter] = (),
+                 optimizer: torch.optim.Optimizer | None = None) -> None:
+        super().__init__()
+        self._params = list(params)
+        self._optimizer = optimizer
+        self._serial: dict[int, int] = {}  # id() of a live storage -> its serial number (ids are reused)
+        self._size: dict[int, int] = {}  # serial -> bytes, for live storages
+        self._kind: dict[int, str] = {}  # serial -> category, kept after the storage dies
+        self._finalizers: dict[int, weakref.finalize] = {}
+        self._events: list[tuple[int, int]] = []  # (serial, +bytes or -bytes), in order
+        self._live = 0
+        self._peak = 0
+        self._peak_at = 0  # number of events when the peak was reached
+        self._phase = "forward"
+        for category, tensors in held.items():
+            for t in tensors:
+                self._add(t, category)
+        self._start = self._live
+        self._peak_at = len(self._events)
+        self._peak = self._live
+
+    # ---- what the step tells us
+    def phase(self, name: str) -> None:
+        if self._phase == "backward" and name != "backward":
+            self.gradients(self._params)
+        if name == "end":
+            self.optimizer_state(self._optimizer)
+        self._phase = name
+
+    def mark(self, category: str, tensors: Iterable[Any]) -> None:
+        """Re-label live storages (a gradient is made in the backward pass, but it is a gradient)."""
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                serial = self._serial.get(id(t.untyped_storage()))
+                if serial is not None:
+                    self._kind[serial] = category
+
+    def gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        self.mark("gradients", (p.grad for p in params if p.grad is not None))
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer | None) -> None:
+        if optimizer is not None:
+            self.mark("optimizer_state", (v for s in optimizer.state.values() for v in s.values()
+                                          if isinstance(v, torch.Tensor)))
+
+    # ---- counting
+    def _add(self, t: Any, category: str) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta" or t.is_sparse:
+            return
+        storage = t.untyped_storage()
+        size = storage.nbytes()
+        serial = self._serial.get(id(storage))
+        if serial is not None:
+            if size != self._size[serial]:  # resized in place
+                self._record(serial, size - self._size[serial])
+                self._size[serial] = size
+            return
+        serial = len(self._kind)
+        self._serial[id(storage)] = serial
+        self._size[serial] = size
+        self._kind[serial] = category
+        self._finalizers[serial] = weakref.finalize(storage, self._freed, id(storage), serial)
+        self._record(serial, size)
+
+    def _freed(self, ident: int, serial: int) -> None:
+        if self._serial.get(ident) == serial:
+            del self._serial[ident]
+        self._finalizers.pop(serial, None)
+        size = self._size.pop(serial, None)
+        if size is not None:
+            self._record(serial, -size)
+
+    def _record(self, key: int, delta: int) -> None:
+        self._events.append((key, delta))
+        self._live += delta
+        if self._live > self._peak:
+            self._peak = self._live
+            self._peak_at = len(self._events)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        category = _MADE_IN.get(self._phase, "temporaries")
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._add(t, category)
+        return out
+
+    def close(self) -> None:
+        """Stop watching the storages that outlive the step."""
+        for f in list(self._finalizers.values()):
+            f.detach()
+        self._finalizers.clear()
+
+    # ---- the answer
+    def result(self) -> MemoryPeak:
+        sizes: dict[int, int] = {}
+        for serial, delta in self._events[: self._peak_at]:
+            sizes[serial] = sizes.get(serial, 0) + delta
+        breakdown = dict.fromkeys(CATEGORIES, 0)
+        for serial, size in sizes.items():
+            breakdown[self._kind[serial]] += size
+        return MemoryPeak(self._peak, breakdown, self._start, self._live)

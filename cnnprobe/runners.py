@@ -1,0 +1,254 @@
+"""`bench`'s runners, as in timm's benchmark.py: a setup step, then one runner per mode.
+
+`BenchSetup` builds what every mode shares (the model on its device, the
+input, precision, memory format, compile, the freezing plan). Each runner
+builds its step, warms it up, times it through torch.utils.benchmark until the
+median is stable while a `PhaseClock` times forward, backward and optimizer
+inside the same steps, counts one more steady-state step's tensor memory, and
+returns a `ModeResult`. Device specifics stay in the setup and `devices`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from .benchconfig import BenchConfig
+from .benchresult import NOISY, ModeResult
+from .build import Built, build_model
+from .devices import NoClock, PhaseClock, check_device, timer_module
+from .enums import DType, Mode, Optimizer
+from .errors import CnnprobeError
+from .freezing import FreezePlan
+from .memory import allocator_peak
+from .memtrack import MemoryTracker
+from .steps import make_optimizer, training_loss
+
+if TYPE_CHECKING:
+    from .devices import PhaseTime
+
+
+class BenchSetup:
+    """What every mode of one model at one batch shares, on one device. `close()` lets it go."""
+
+    def __init__(self, model: "str | nn.Module", batch: int, config: BenchConfig) -> None:
+        self.model_ref = model
+        self.batch = batch
+        self.config = config
+        self.device = check_device(config.device)
+        self.built: Built | None = None
+        self.raw: nn.Module | None = None  # the module as built: what is frozen and measured
+        self.module: Any = None  # what runs: `raw`, or torch.compile of it
+        self.x: torch.Tensor | None = None
+        self.target: torch.Tensor | None = None
+
+    def build(self) -> "BenchSetup":
+        """Model, input, precision, memory format, compile. The caller restores the global switches after."""
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        if self.device == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(0)
+        model = self.model_ref
+        if isinstance(model, nn.Module):  # never change the caller's module: time a copy on the device
+            model = copy.deepcopy(model).to(self.device)
+        self.built = build_model(model, num_classes=self.config.num_classes, input_size=self.config.input_size,
+                                 device=self.device, weights=self.config.weights, trust=self.config.trust)
+        module = self.built.module
+        self.x = torch.randn((self.batch, *self.built.input_shape), device=self.device)
+        self.target = torch.randint(0, 1000, (self.batch,), device=self.device)
+        if self.config.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.raw = module
+        self.module = torch.compile(module) if self.config.compile else module
+        return self
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if DType(self.config.dtype) is DType.FLOAT32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device, dtype=getattr(torch, DType(self.config.dtype).value))
+
+    def set_frozen(self, frozen: bool) -> None:
+        """The freezing plan, or everything trainable (for comparison)."""
+        assert self.raw is not None
+        for p in self.raw.parameters():
+            p.requires_grad_(True)
+        if frozen:
+            config = self.config
+            FreezePlan.from_options(config.freeze_all, config.freeze_except, config.freeze).apply(self.raw)
+        if self.config.training and not any(p.requires_grad for p in self.raw.parameters()):
+            if not any(True for _ in self.raw.parameters()):
+                raise CnnprobeError(f"{self.built.name if self.built else 'the model'} has no parameters: there is "
+                                    "nothing to train; use --mode forward")
+            raise CnnprobeError("nothing is trainable after freezing: give the model a new head (--num-classes) "
+                                "or freeze less")
+
+    def trainable(self) -> list[nn.Parameter]:
+        assert self.raw is not None
+        return [p for p in self.raw.parameters() if p.requires_grad]
+
+    def close(self) -> None:
+        self.module = self.raw = self.x = self.target = None
+        self.built = None
+
+
+class ModeRunner:
+    """Times one mode. Subclasses build the step; the phases, statistics and memory are the same for all."""
+
+    mode: ClassVar[Mode]
+
+    def __init__(self, setup: BenchSetup, frozen: bool = False, flops: int | None = None) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.frozen = frozen
+        self.flops = flops  # counted FLOPs of one step
+        self.marks: Any = NoClock()  # where the step reports its phases
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        """The callable one timed step executes; `module` defaults to what the setup runs."""
+        raise NotImplementedError
+
+    def run(self) -> ModeResult:
+        fn = self.step()
+        for _ in range(self.config.warmup):
+            fn()
+        median, iqr, runs, samples, phases = self.time(fn)
+        peak_bytes, breakdown, method = self.memory(fn) if self.config.memory else (0, {}, "")
+        result = ModeResult(
+            mode=self.mode.value, median_ms=1e3 * median, iqr_ms=1e3 * iqr, runs=runs,
+            samples_per_s=self.setup.batch / median, peak_memory_bytes=peak_bytes, noisy=iqr > NOISY * median,
+            frozen=self.frozen, flops=self.flops, tflops=self.flops / median / 1e12 if self.flops else None,
+            memory_breakdown=breakdown, memory_method=method, samples_ms=[1e3 * s for s in samples],
+        )
+        for name in ("forward", "backward", "optimizer"):
+            if name in phases:
+                setattr(result, f"{name}_ms", phases[name].median_ms)
+                setattr(result, f"{name}_iqr_ms", phases[name].iqr_ms)
+                result.phase_steps = phases[name].steps
+        return result
+
+    def time(self, fn: Callable[[], None]) -> tuple[float, float, int, list[float], dict[str, "PhaseTime"]]:
+        """Timed steps until the median is stable, the phases clocked inside them:
+        (median s, IQR s, steps, per-step samples s, phases)."""
+        clock = PhaseClock(self.setup.device)
+        self.marks = clock
+        try:
+            timer = timer_module().Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+            max_time = self.config.max_time or 10 * self.config.min_time
+            m = timer.adaptive_autorange(threshold=NOISY, min_run_time=self.config.min_time, max_run_time=max_time)
+        finally:
+            self.marks = NoClock()
+        return m.median, m.iqr, len(m.times) * m.number_per_run, list(m.times), clock.stats()
+
+    def held(self) -> dict[str, Iterable[Any]]:
+        """What is live when a step starts, by category. Generators, so that nothing here keeps a
+        tensor alive that the step would free (last step's gradients, freed by zero_grad)."""
+        raw, setup, optimizer = self.setup.raw, self.setup, self.optimizer
+        assert raw is not None
+        state = optimizer.state.values() if optimizer is not None else []
+        return {
+            "parameters": raw.parameters(),
+            "buffers": raw.buffers(),
+            "gradients": (p.grad for p in raw.parameters() if p.grad is not None),
+            "optimizer_state": (v for s in state for v in s.values() if isinstance(v, torch.Tensor)),
+            "inputs": (t for t in (setup.x, setup.target) if t is not None),
+        }
+
+    def memory(self, fn: Callable[[], None]) -> tuple[int, dict[str, int], str]:
+        """One more steady-state step, its tensor memory counted storage by storage; on CUDA the peak is
+        the allocator's `max_memory_allocated` and the count gives the breakdown. A compiled model is
+        counted on its eager step (the tracker cannot see into compiled kernels)."""
+        eager = self.step(self.setup.raw) if self.config.compile else fn
+        tracker = MemoryTracker(self.held(), params=self.setup.trainable(), optimizer=self.optimizer)
+        self.marks = tracker
+        try:
+            with tracker:
+                eager()
+        finally:
+            self.marks = NoClock()
+            tracker.close()
+        counted = tracker.result()
+        if self.setup.device == "cuda":
+            return allocator_peak(fn, self.setup.device), counted.breakdown, "allocator"
+        return counted.peak_bytes, counted.breakdown, "tensors"
+
+
+class ForwardRunner(ModeRunner):
+    """Inference: eval mode under inference_mode."""
+
+    mode = Mode.FORWARD
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        module = module or self.setup.module
+        x, autocast = self.setup.x, self.setup.autocast
+        module.eval()
+
+        def forward() -> None:
+            marks = self.marks
+            marks.phase("forward")
+            with torch.inference_mode(), autocast():
+                module(x)
+            marks.phase("end")
+
+        return forward
+
+
+class ForwardBackwardRunner(ModeRunner):
+    """Train mode, a loss and its backward pass; the gradients of the last step are freed first."""
+
+    mode = Mode.FORWARD_BACKWARD
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        module = module or self.setup.module
+        raw, x, target, autocast = self.setup.raw, self.setup.x, self.setup.target, self.setup.autocast
+        module.train()
+
+        def forward_backward() -> None:
+            marks = self.marks
+            marks.phase("forward")
+            raw.zero_grad(set_to_none=True)
+            with autocast():
+                loss = training_loss(module(x), target)
+            marks.phase("backward")
+            loss.backward()
+            marks.phase("end")
+
+        return forward_backward
+
+
+class TrainStepRunner(ModeRunner):
+    """forward_backward plus the optimizer's step and zero_grad, as a training loop runs them."""
+
+    mode = Mode.TRAIN_STEP
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        module = module or self.setup.module
+        x, target, autocast = self.setup.x, self.setup.target, self.setup.autocast
+        if self.optimizer is None:
+            self.optimizer = make_optimizer(self.setup.trainable(), Optimizer(self.config.optimizer))
+        optimizer = self.optimizer
+        module.train()
+
+        def train_step() -> None:
+            marks = self.marks
+            marks.phase("forward")
+            with autocast():
+                loss = training_loss(module(x), target)
+            marks.phase("backward")
+            loss.backward()
+            marks.phase("optimizer")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            marks.phase("end")
+
+        return train_step
+
+
+RUNNERS: dict[Mode, type[ModeRunner]] = {r.mode: r for r in (ForwardRunner, ForwardBackwardRunner, TrainStepRunner)}

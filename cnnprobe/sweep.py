@@ -1,0 +1,88 @@
+"""Several models at several batch sizes, repeated as asked: one table, failures recorded, Ctrl-C kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .batchsearch import auto_batch, fits_on_cpu
+from .benchconfig import BenchConfig
+from .benchresult import BenchResult, Failure, Sweep, merge_repeats
+from .devices import free_memory
+from .enums import Device
+from .errors import InputSizeError, OutOfMemory
+from .timing import run_once
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def parse_batches(text: str | int | Sequence[int | str]) -> list[int | str]:
+    """`"1,8,32"` -> [1, 8, 32]; `"auto"` stays; anything else is one clear error."""
+    items = text.split(",") if isinstance(text, str) else list(text) if not isinstance(text, int) else [text]
+    out: list[int | str] = []
+    for item in items:
+        item = str(item).strip().lower()
+        if item == "auto":
+            out.append("auto")
+            continue
+        if not (item.isascii() and item.isdigit()) or len(item) > 9:
+            if item.lstrip("-").isascii() and item.lstrip("-").isdigit():
+                raise InputSizeError(f"--batch must be a positive integer below 10^9, got {item}")
+            raise InputSizeError(f"--batch takes positive integers or 'auto', got '{item}'")
+        value = int(item)
+        if value <= 0:
+            raise InputSizeError(f"--batch must be a positive integer, got {value}")
+        out.append(value)
+    if not out:
+        raise InputSizeError("--batch is empty")
+    return out
+
+
+def sweep(
+    models: Sequence["str | nn.Module"],
+    batches: Sequence[int | str],
+    config: BenchConfig,
+    on_phase: Callable[[str], None] | None = None,
+) -> Sweep:
+    """Every model at every batch size, the whole sweep `config.repeat` times (so that run-to-run drift
+    shows between repeats, not within one). An out-of-memory batch is recorded and that model's larger
+    ones skipped; Ctrl-C stops the sweep and keeps what was measured."""
+    out = Sweep()
+    done: dict[tuple[str, int], list[BenchResult]] = {}
+    failed: set[str] = set()
+    largest: dict[str, int] = {}
+    try:
+        for repeat in range(config.repeat):
+            label = (lambda text: on_phase(f"{text} · repeat {repeat + 1}/{config.repeat}")) \
+                if on_phase and config.repeat > 1 else on_phase
+            for model in models:
+                name = str(model)
+                for batch in batches:
+                    if name in failed:
+                        break
+                    try:
+                        if batch == "auto":
+                            if name not in out.auto:
+                                out.auto[name] = auto_batch(model, config)
+                            batch = out.auto[name]
+                        batch = int(batch)
+                        if Device(config.device) is Device.CPU:
+                            ok, need, available = fits_on_cpu(model, batch, config)
+                            if not ok:
+                                raise OutOfMemory(name, batch, "cpu", f"needs about {need / 2**30:.1f} GiB, "
+                                                  f"{(available or 0) / 2**30:.1f} GiB available")
+                        partial: list[BenchResult] = []
+                        try:
+                            done.setdefault((name, batch), []).append(run_once(model, batch, config, label, partial))
+                        finally:
+                            done.setdefault((name, batch), []).extend(partial)
+                        largest[name] = max(largest.get(name, 0), batch)
+                    except OutOfMemory as e:
+                        out.failures.append(Failure(name, e.batch, e.detail, largest.get(name)))
+                        failed.add(name)
+                        free_memory()
+    except KeyboardInterrupt:
+        out.interrupted = True
+    out.runs = [merge_repeats(runs) for runs in done.values() if runs]
+    return out
