@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import torch
+
 from .enums import Device, DType, Mode, Optimizer
 from .errors import UsageError
 
@@ -85,8 +87,6 @@ class BenchConfig:
 
 def settings(config: BenchConfig, threads: int) -> dict[str, Any]:
     """The switches that change timings, stated with every result."""
-    import torch
-
     out: dict[str, Any] = {
         "threads": threads,
         "autocast": None if config.dtype is DType.FLOAT32 else DType(config.dtype).value,

@@ -80,6 +80,10 @@ class BenchResult:
                 return r
         return None
 
+    def heaviest(self) -> ModeResult | None:
+        """The result with the largest peak memory."""
+        return max(self.results, key=lambda r: r.peak_memory_bytes, default=None)
+
     def frozen_saving(self, mode: str) -> float | None:
         """How much less time a step takes with the freezing plan than without, as a share."""
         frozen, full = self.result(mode, True), self.result(mode, False)

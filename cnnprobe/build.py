@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
 
+import torch
+import torchvision
+from torch import nn
+
+from . import cache, meta
 from .enums import Source
-from .errors import InputSizeError
+from .errors import InputSizeError, UsageError
+from .head import HeadSpec, replace_head
 from .registry import DEFAULT_INPUT, ModelSpec, resolve
+from .weights import WeightsLoad, build_with_weights, load_into
 
+COUNTS = "param_counts.json"
+MODELS = Path(__file__).resolve().parent / "models"  # the hand-written builders' source
 MAX_SIDE = 1 << 20  # no real input has a side this long; larger ones are typos or overflows
 # Customary inputs for user models with 1-D and 3-D convolutions: a second of 16 kHz audio, a 16-frame clip.
 DEFAULT_SPATIAL = {1: (16000,), 2: DEFAULT_INPUT[1:], 3: (16, 112, 112)}
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 
 @dataclass
@@ -30,7 +36,7 @@ class Built:
     device: str  # "meta" or a real device
     note: str | None = None  # why the model is not where it was asked to be
     num_classes: int | None = None  # what the caller asked for, if anything
-    weights: Any = None  # a checkpoints.WeightsLoad when weights were loaded
+    weights: WeightsLoad | None = None  # when weights were loaded
 
     @property
     def name(self) -> str:
@@ -38,8 +44,6 @@ class Built:
 
     def example_input(self, batch: int = 1, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
         """Zeros (or storage-free meta tensors) of the model's input shape."""
-        import torch
-
         shape = (batch, *self.input_shape)
         if self.device == "meta":
             return torch.empty(shape, device="meta", dtype=dtype or torch.float32)
@@ -78,8 +82,6 @@ def _complete_shape(sizes: tuple[int, ...], default: tuple[int, ...]) -> tuple[i
 def _inferred_input(module: "nn.Module") -> tuple[int, ...] | None:
     """An input shape for user models that do not say, from their first convolution: its input channels,
     and a 1-, 2- or 3-D signal of a customary size."""
-    from torch import nn
-
     for m in module.modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             spatial = len(m.kernel_size)
@@ -101,9 +103,6 @@ def _module_spec(module: "nn.Module") -> ModelSpec:
 
 def construct(spec: ModelSpec, num_classes: int | None, device: str) -> tuple["nn.Module", str, str | None]:
     """Build `spec` on `device` ("meta" builds without storage); returns (module, device, note)."""
-    import torch
-
-    from . import meta
 
     def make() -> "nn.Module":
         return spec.build(num_classes)
@@ -142,8 +141,6 @@ def build_model(
     name, or a file) are loaded strictly; they need a real device, so `meta`
     becomes the CPU.
     """
-    from torch import nn
-
     sizes = parse_input_size(input_size)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes <= 0):
         raise InputSizeError(f"--num-classes must be a positive integer, got {num_classes}")
@@ -151,15 +148,11 @@ def build_model(
     if isinstance(model, nn.Module):
         spec, module, where, note = _module_spec(model), model, _device_of(model), None
         if weights:
-            from .checkpoints import load_into
-
             loaded = load_into(module, weights, trust=trust)
             note = loaded.describe()
     else:
         spec = model if isinstance(model, ModelSpec) else resolve(model)
         if weights:
-            from .checkpoints import build_with_weights
-
             where = "cpu" if device == "meta" else device
             module, loaded = build_with_weights(spec, weights, num_classes if spec.accepts_num_classes else None, where,
                                                 trust=trust)
@@ -167,8 +160,6 @@ def build_model(
         else:
             module, where, note = construct(spec, num_classes, device)
     if num_classes is not None and not spec.accepts_num_classes:
-        from .head import HeadSpec, replace_head
-
         replace_head(module, HeadSpec.linear(num_classes))
 
     default = spec.input_shape
@@ -200,8 +191,6 @@ def _device_of(module: "nn.Module") -> str:
 
 def check_depth(depth: int) -> int:
     """Rows go down to this depth; 0 shows none."""
-    from .errors import UsageError
-
     if not isinstance(depth, int) or depth < 0:
         raise UsageError(f"--depth must be 0 or more, got {depth}")
     return depth
@@ -212,3 +201,26 @@ def check_batch(batch: int) -> int:
     if not isinstance(batch, int) or batch <= 0:
         raise InputSizeError(f"--batch must be a positive integer, got {batch}")
     return batch
+
+
+def param_counts(specs: list[ModelSpec]) -> dict[str, int]:
+    """Parameters of registered models by qualified name, each counted on meta once and kept in the cache
+    under the code it was counted from (torchvision's published `num_params` is what the tests hold these
+    against, not what they are)."""
+    keys = {s.qualified: f"{s.qualified}|{_builder_version(s)}" for s in specs}
+    known = cache.load(COUNTS)
+    counts = {name: known[key] for name, key in keys.items() if isinstance(known.get(key), int)}
+    missing = [s for s in specs if s.qualified not in counts]
+    with meta.paused_gc():
+        for s in missing:
+            counts[s.qualified] = sum(p.numel() for p in build_model(s).module.parameters())
+    if missing:
+        cache.store(COUNTS, {keys[s.qualified]: counts[s.qualified] for s in missing})
+    return counts
+
+
+def _builder_version(spec: ModelSpec) -> str:
+    """What a model's parameter count depends on: torchvision's release, or the hand-written source."""
+    if spec.source is Source.TORCHVISION:
+        return f"torchvision {torchvision.__version__}"
+    return "cnnprobe " + hashlib.sha1(b"".join(p.read_bytes() for p in sorted(MODELS.glob("*.py")))).hexdigest()[:12]

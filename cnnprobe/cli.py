@@ -15,8 +15,9 @@ from typer.core import TyperGroup
 
 from .enums import Counter, Device, DType, Mode, Optimizer
 from .errors import CnnprobeError, RunError
-
-DEFAULT_THRESHOLD = 10.0  # percent; kept here so that --help imports no torch (regression.py holds the rule)
+from .regression import (
+    DEFAULT_THRESHOLD,  # regression.py imports no torch, so --help stays quick
+)
 
 # typer vendors click in recent releases and depends on it in older ones.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -93,13 +94,14 @@ def list_cmd(
     json: Json = False,
 ) -> None:
     """List the models cnnprobe can build: source, name, parameters and default input size."""
-    from .registry import list_models, param_count
+    from .build import param_counts
+    from .registry import list_models
     from .render import emit_json, list_table, print_pieces
 
     specs = list_models(pattern)
     if not specs:
         raise CnnprobeError(f"no model matches '{pattern}'")
-    params = {s.qualified: param_count(s) for s in specs}
+    params = param_counts(specs)
     if json:
         emit_json({"models": [
             {"source": s.source.value, "name": s.name, "qualified": s.qualified, "params": params[s.qualified],
@@ -234,9 +236,23 @@ def bench(
     from . import regression
     from .benchconfig import BenchConfig
     from .devices import check_device
-    from .output import check_writable, plot_throughput, require_matplotlib, write_atomic, write_csv
+    from .output import (
+        check_writable,
+        plot_throughput,
+        require_matplotlib,
+        write_atomic,
+        write_csv,
+    )
     from .registry import resolve
-    from .render import BENCH_COLUMNS, bench_lines, bench_rows, comparison_lines, emit_json, json_text, print_pieces
+    from .render import (
+        BENCH_COLUMNS,
+        bench_lines,
+        bench_rows,
+        comparison_lines,
+        emit_json,
+        json_text,
+        print_pieces,
+    )
     from .sweep import parse_batches, sweep
 
     models = [m.strip() for m in model.split(",") if m.strip()]
@@ -327,10 +343,9 @@ def compare(
     json: Json = False,
 ) -> None:
     """Two models side by side: parameters, MACs, the layers that differ, and whether A's weights load into B."""
+    from .build import check_depth
     from .modeldiff import compare_models
     from .render import comparison_model_lines, emit_json, print_pieces
-
-    from .build import check_depth
 
     check_depth(depth)
     result = compare_models(a, b, input_size=input_size, batch=batch, weights_a=weights_a, weights_b=weights_b,

@@ -78,3 +78,7 @@ class OutOfMemory(RunError):
     def __init__(self, model: str, batch: int, device: str, detail: str) -> None:
         self.model, self.batch, self.device, self.detail = model, batch, device, detail
         super().__init__(f"{model} at batch {batch} ran out of memory on {device}: {detail}")
+
+
+class WeightsError(CnnprobeError):
+    """A weights or checkpoint file that is missing, unreadable, unsafe or does not fit."""

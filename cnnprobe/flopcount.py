@@ -22,9 +22,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from .build import Built, build_model, check_batch, check_depth, rebuild
 from .enums import Counter
+from .errors import CnnprobeError, PatternError
+from .failures import explain_failure
+from .freezing import FreezePlan
 from .inspect import FLOPS_CONVENTION
+from .meta import paused_gc
+from .probe import no_mha_fastpath, probe
+from .steps import training_loss
+from .trace import Tracer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -78,6 +87,13 @@ class FlopReport:
         return None if self.backward_macs is None else 2 * self.backward_macs
 
     @property
+    def published_difference(self) -> float | None:
+        """Our MACs against torchvision's published `_ops`, as a share; None where nothing is published."""
+        if not self.published_gmacs:
+            return None
+        return (self.macs / 1e9 - self.published_gmacs) / self.published_gmacs
+
+    @property
     def backward_ratio(self) -> float | None:
         """Backward MACs over the train-mode forward's: between 1 and 2 with everything trainable (each
         layer's weight gradient costs its forward, its input gradient the same again, except the first's)."""
@@ -110,8 +126,6 @@ def _operators(flops_by_op: dict[str, int]) -> list[OperatorFlops]:
 
 
 def _torch_forward(built: Built, batch: int, depth: int) -> tuple[int, list[ModuleFlops], list[OperatorFlops], dict[str, int], Built]:
-    from .probe import probe
-
     p = probe(built, batch)
     t = p.tracer
     rows = [ModuleFlops(c.name, c.type, c.depth, c.flops // 2) for c in t.calls if 0 < c.depth <= depth and c.done]
@@ -123,12 +137,6 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFl
 
     Returns the train-mode forward's MACs too: the pass this backward belongs to, which is larger than
     the eval-mode count where a model computes more while training (Inception's auxiliary head)."""
-    import torch
-
-    from .errors import CnnprobeError
-    from .steps import training_loss
-    from .trace import Tracer, explain_failure
-
     module = built.module
     was_training = module.training
     module.train()
@@ -158,10 +166,6 @@ def _quiet_fvcore() -> Any:
 
 def _fvcore_forward(built: Built, batch: int, depth: int) -> tuple[int, list[ModuleFlops], list[OperatorFlops], dict[str, int], Built]:
     """fvcore on real tensors: it traces with torch.jit, which meta tensors cannot feed."""
-    import torch
-
-    from .probe import no_mha_fastpath
-
     if built.device == "meta":
         built = rebuild(built, "cpu")
     analysis_cls = _quiet_fvcore()
@@ -203,16 +207,11 @@ def flops(
     freezing (`freeze_except="layer4,fc"`) removes weight gradients of frozen
     layers and input gradients before the first trainable one.
     """
-    from .freezing import FreezePlan
-    from .probe import paused_gc
-
     counter = Counter(counter)
     check_batch(batch)
     check_depth(depth)
     plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
     if not plan.empty and not backward:
-        from .errors import PatternError
-
         raise PatternError("freezing changes only the backward pass: add --backward")
     with paused_gc():
         built = build_model(model, num_classes=num_classes, input_size=input_size, weights=weights, trust=trust)

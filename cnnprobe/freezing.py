@@ -11,12 +11,10 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+from torch import nn
 
 from .errors import PatternError
-
-if TYPE_CHECKING:
-    from torch import nn
 
 _COMPONENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_*?[]!-")
 
@@ -121,8 +119,6 @@ def freeze(
 
 def batchnorm_layers(model: "nn.Module") -> list[tuple[str, "nn.Module"]]:
     """BatchNorm layers whose running statistics update in train mode."""
-    from torch import nn
-
     return [
         (n, m) for n, m in model.named_modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats

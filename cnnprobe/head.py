@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
 
 from .errors import HeadError
-
-if TYPE_CHECKING:
-    from torch import nn
 
 _ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh", "sigmoid": "Sigmoid",
                 "hardswish": "Hardswish", "identity": "Identity", "flatten": "Flatten"}
@@ -93,8 +92,6 @@ def parse_head(text: str) -> HeadSpec:
 
 def find_head(model: "nn.Module", num_classes: int | None = None) -> tuple[str, "nn.Module"]:
     """The final classifier layer: the last Linear (a 1×1 Conv2d for SqueezeNet-style heads)."""
-    from torch import nn
-
     def pick(kind: type, width: str) -> tuple[str, nn.Module] | None:
         found = [(n, m) for n, m in model.named_modules() if isinstance(m, kind) and n]
         if num_classes is not None:
@@ -108,8 +105,6 @@ def find_head(model: "nn.Module", num_classes: int | None = None) -> tuple[str, 
 
 
 def _make(spec: HeadSpec, in_width: int, conv: bool) -> "nn.Module":
-    from torch import nn
-
     if conv:
         if len(spec.layers) != 1:
             raise HeadError("this model's classifier is a 1×1 convolution; only --num-classes can replace it")
@@ -134,9 +129,6 @@ def _make(spec: HeadSpec, in_width: int, conv: bool) -> "nn.Module":
 
 def replace_head(model: "nn.Module", spec: HeadSpec, num_classes: int | None = None) -> tuple[str, "nn.Module", "nn.Module"]:
     """Swap the final classifier for `spec`, on the old head's device; returns (name, old, new)."""
-    import torch
-    from torch import nn
-
     name, old = find_head(model, num_classes)
     conv = isinstance(old, nn.Conv2d)
     in_width = old.in_channels if conv else old.in_features
@@ -150,8 +142,6 @@ def replace_head(model: "nn.Module", spec: HeadSpec, num_classes: int | None = N
 
 def describe(module: "nn.Module") -> str:
     """A one-line description such as `Linear(512→10)` or `Sequential(Dropout(0.3), Linear(512→256), ...)`."""
-    from torch import nn
-
     if isinstance(module, nn.Sequential):
         return "Sequential(" + ", ".join(describe(m) for m in module) + ")"
     if isinstance(module, nn.Linear):

@@ -6,7 +6,11 @@ from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torchinfo
+
 from .build import build_model, check_batch, check_depth
+from .meta import paused_gc
+from .probe import probe
 
 if TYPE_CHECKING:
     from torch import nn
@@ -112,8 +116,6 @@ def shape_flow(probe: "Probe") -> list[list[int]]:
 
 
 def torchinfo_pass(module: "nn.Module", x: Any) -> Any:
-    import torchinfo
-
     return torchinfo.summary(
         module, input_data=[x], depth=64, device=x.device, mode="eval", verbose=0,
         col_names=("output_size", "num_params"),
@@ -188,8 +190,6 @@ def summary(
     or an `nn.Module`. Nothing is allocated for weights unless the model
     cannot run on meta, or `weights` are asked for (then they load strictly).
     """
-    from .probe import paused_gc, probe
-
     check_batch(batch)
     check_depth(depth)
     with paused_gc():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 
 def available_bytes() -> int | None:
     """MemAvailable from /proc/meminfo: what can be allocated without swapping (None off Linux)."""
@@ -20,8 +22,6 @@ def available_bytes() -> int | None:
 def allocator_peak(step: Callable[[], object], device: str) -> int:
     """`max_memory_allocated` over one step: what CUDA's caching allocator handed out at most, its
     512-byte rounding and cuDNN's workspaces included."""
-    import torch
-
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     step()

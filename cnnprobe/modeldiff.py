@@ -6,11 +6,17 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .build import build_model, check_batch
+from .inspect import summarize, torchinfo_pass
+from .meta import paused_gc
+from .probe import probe
+from .statedict import check_compatible
+
 if TYPE_CHECKING:
     from torch import nn
 
-    from .checkpoints import Compatibility
     from .inspect import LayerRecord, Summary
+    from .statedict import Compatibility
 
 
 @dataclass
@@ -50,6 +56,20 @@ class ModelComparison:
     state_dict: "Compatibility"  # loading A's state_dict into B
     identical: bool
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def params_change(self) -> int:
+        """B's parameters less A's."""
+        return self.b.params - self.a.params
+
+    @property
+    def trainable_change(self) -> int:
+        return self.b.trainable_params - self.a.trainable_params
+
+    @property
+    def macs_change(self) -> float | None:
+        """B's MACs relative to A's, as a share (None when A has none)."""
+        return (self.b.macs - self.a.macs) / self.a.macs if self.a.macs else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,11 +117,6 @@ def compare_models(
     trust: bool = False,
 ) -> ModelComparison:
     """Compare two models at one input size (A's default unless given), on meta unless weights are loaded."""
-    from .build import build_model, check_batch
-    from .checkpoints import check_compatible
-    from .inspect import summarize, torchinfo_pass
-    from .probe import paused_gc, probe
-
     check_batch(batch)
     with paused_gc():
         built_a = build_model(a, input_size=input_size, weights=weights_a, trust=trust)

@@ -11,13 +11,14 @@ For known GPUs the datasheet's dense figure is given too, labelled as such.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from . import cache
 from .devices import device_name, synchronize, timer_module
 
 # Dense (no sparsity) datasheet peaks, TFLOP/s. float32 here means IEEE fp32, not TF32.
@@ -36,6 +37,7 @@ DATASHEET: dict[str, dict[str, float]] = {
 CPU_SIZES = (512, 1024, 2048)
 CUDA_SIZES = (2048, 4096, 8192)
 SLOW_PRODUCT_S = 0.5  # a product this slow (a dtype the CPU emulates) ends the search at its size
+CACHE = "peaks.json"
 _CODE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]  # a new method invalidates old figures
 
 
@@ -59,21 +61,6 @@ def datasheet(name: str, dtype: str, tf32: bool = False) -> Peak | None:
     return None
 
 
-def _cache_path() -> Path:
-    root = os.environ.get("CNNPROBE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cnnprobe")
-    return Path(root) / "peaks.json"
-
-
-def _load() -> dict[str, Any]:
-    """The cache, or nothing: a missing, unreadable or malformed file costs a measurement, never an error."""
-    try:
-        data = json.loads(_cache_path().read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _valid(entry: Any) -> Peak | None:
     """A cached entry that is a plausible peak, or None."""
     if not isinstance(entry, dict):
@@ -86,30 +73,13 @@ def _valid(entry: Any) -> Peak | None:
     return Peak(float(tflops), source, detail)
 
 
-def _save(key: str, peak: Peak) -> None:
-    cache = _load()
-    cache[key] = asdict(peak)
-    path = _cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(path)  # never a half-written cache
-    except OSError:
-        pass  # a read-only home only costs a re-measurement
-
-
 def cache_key(device: str, dtype: str, threads: int) -> str:
-    import torch
-
     tf32 = bool(device.startswith("cuda") and torch.backends.cuda.matmul.allow_tf32)
     return f"{device_name(device)}|{dtype}|{threads}|tf32={tf32}|{torch.__version__}|{_CODE}"
 
 
 def measure_matmul(device: str, dtype: str, threads: int) -> Peak:
     """The best FLOP/s of square matrix products at several sizes, each timed until stable."""
-    import torch
-
     benchmark = timer_module()
     torch_dtype = getattr(torch, dtype)
     best: tuple[float, int] = (0.0, 0)
@@ -135,15 +105,15 @@ def measured(device: str, dtype: str, threads: int, *, refresh: bool = False) ->
     """The device's measured peak, from the cache unless `refresh` (a result has beaten it)."""
     key = cache_key(device, dtype, threads)
     if not refresh:
-        cached = _valid(_load().get(key))
+        cached = _valid(cache.load(CACHE).get(key))
         if cached is not None:
             return cached
     peak = measure_matmul(device, dtype, threads)
     if refresh:  # keep the better of the old and the new: a figure measured once is achievable
-        old = _valid(_load().get(key))
+        old = _valid(cache.load(CACHE).get(key))
         if old is not None and old.tflops > peak.tflops:
             peak = old
-    _save(key, peak)
+    cache.store(CACHE, {key: asdict(peak)})
     return peak
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from . import meta
 from .build import Built, rebuild
 from .enums import Source
-from .trace import Tracer, explain_failure
+from .failures import explain_failure
+from .trace import Tracer
 
 
 @dataclass
@@ -72,8 +72,6 @@ def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Te
     it is rebuilt on the CPU and run for real. A genuine failure of the model
     becomes a ForwardError naming the layer.
     """
-    from . import meta
-
     run = run or (lambda module, x: module(x))
     x = built.example_input(batch)
     try:
@@ -87,23 +85,6 @@ def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Te
         raise explain_failure(getattr(e, "__cnnprobe_tracer__", None), e, model=built.name,
                               input_shape=list(x.shape)) from None
     return Probe(built, tracer, batch, extra)
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection while a pass runs.
-
-    Building and tracing a model allocates hundreds of thousands of small
-    objects; with torch's own million objects alive, each full collection
-    they trigger costs a tenth of a second and frees nothing.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _root_cause(error: BaseException) -> BaseException:

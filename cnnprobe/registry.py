@@ -18,13 +18,15 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torchvision
+from torch import nn
+from torchvision import models
 
 from .enums import Source
 from .errors import UnknownModelError, UserFileError
-
-if TYPE_CHECKING:
-    from torch import nn
+from .models import BUILDERS
 
 DEFAULT_INPUT: tuple[int, int, int] = (3, 224, 224)
 
@@ -61,8 +63,6 @@ class ModelSpec:
 
 @functools.lru_cache(maxsize=None)
 def _handwritten() -> dict[str, ModelSpec]:
-    from .models import BUILDERS
-
     return {
         e.name: ModelSpec(
             name=e.name,
@@ -99,13 +99,11 @@ def shipped_kwargs(name: str, weights: Any) -> dict[str, Any]:
 
 
 def _build_torchvision(name: str, num_classes: int = 1000) -> "nn.Module":
-    from torchvision import models
-
     weights = models.get_model_weights(name).DEFAULT
     return models.get_model(name, weights=None, num_classes=num_classes, **shipped_kwargs(name, weights))
 
 
-def _eval_crop(weights: Any) -> int:
+def eval_crop(weights: Any) -> int:
     """The resolution the weights were evaluated at: the crop of their transforms."""
     keywords = getattr(weights.transforms, "keywords", {}) or {}
     crop = keywords.get("crop_size", DEFAULT_INPUT[1])
@@ -114,9 +112,6 @@ def _eval_crop(weights: Any) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _torchvision() -> dict[str, ModelSpec]:
-    import torchvision
-    from torchvision import models
-
     specs: dict[str, ModelSpec] = {}
     for name in models.list_models(module=torchvision.models):
         builder = models.get_model_builder(name)
@@ -124,7 +119,7 @@ def _torchvision() -> dict[str, ModelSpec]:
             weights = models.get_model_weights(name).DEFAULT
         except (ValueError, AttributeError):  # a model without weights
             weights = None
-        crop = _eval_crop(weights) if weights is not None else DEFAULT_INPUT[1]
+        crop = eval_crop(weights) if weights is not None else DEFAULT_INPUT[1]
         meta = weights.meta if weights is not None else {}
         doc = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
         specs[name] = ModelSpec(
@@ -184,8 +179,6 @@ def _user_line(error: BaseException, path: Path) -> str:
 
 
 def _model_candidates(module: Any) -> list[str]:
-    from torch import nn
-
     names = []
     for attr, value in vars(module).items():
         if attr.startswith("_") or getattr(value, "__module__", None) != module.__name__:
@@ -212,8 +205,6 @@ def _file_spec(name: str) -> ModelSpec:
         raise UserFileError(f"'{path_text}' has no class or function '{attr}'; it defines {found}")
 
     def build() -> "nn.Module":
-        from torch import nn
-
         try:
             model = factory()
         except Exception as e:  # noqa: BLE001 - user code
@@ -287,12 +278,3 @@ def resolve(name: str) -> ModelSpec:
         if name in _by_source(source):
             return _by_source(source)[name]
     raise UnknownModelError(name, suggest(name))
-
-
-def param_count(spec: ModelSpec) -> int:
-    """Parameters of a registered model: torchvision's published figure, or counted on meta."""
-    if spec.published_params is not None:
-        return int(spec.published_params)
-    from .build import build_model
-
-    return sum(p.numel() for p in build_model(spec).module.parameters())

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CnnprobeError
 
-DEFAULT_THRESHOLD = 10.0  # percent; README "Tracking regressions" says how it was chosen (cli.py repeats it)
+DEFAULT_THRESHOLD = 10.0  # percent; README "Tracking regressions" says how it was chosen
 LEVEL = 0.95
 DRAWS = 2000
 IDENTITY = ("model", "batch", "device", "dtype")
@@ -94,8 +95,6 @@ def repeat_samples(result: dict[str, Any]) -> list[list[float]]:
 
 def center(repeats: list[list[float]]) -> float:
     """The mean over repeats of each repeat's median: what the bootstrap resamples."""
-    import statistics
-
     return statistics.fmean(statistics.median(r) for r in repeats)
 
 

@@ -12,17 +12,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .formatting import ARROW, count, macs, ms, nbytes, shape, share
+
 if TYPE_CHECKING:
-    from .checkpoints import CheckpointInfo, Compatibility
-    from .flopcount import FlopReport
-    from .modeldiff import ModelComparison
-    from .regression import Comparison
     from .benchresult import BenchResult, Sweep
+    from .checkpoints import CheckpointInfo
+    from .flopcount import FlopReport
     from .inspect import Summary
+    from .modeldiff import ModelComparison
     from .registry import ModelSpec
+    from .regression import Comparison
+    from .statedict import Compatibility
     from .transfer import TrainableReport
 
-ARROW = " → "
 
 
 def console(stderr: bool = False) -> Console:
@@ -57,40 +59,6 @@ def _jsonable(value: Any) -> Any:
 def styled_table(title: str | None = None) -> Table:
     """The house style: no outer edge, a rule under the header, no vertical lines."""
     return Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD)
-
-
-# --------------------------------------------------------------------------- units
-
-
-def count(n: int) -> str:
-    return f"{n:,}"
-
-
-def nbytes(n: float) -> str:
-    """Binary units: 44.6 MiB."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def shape(dims: list[int] | None) -> str:
-    return "×".join(str(d) for d in dims) if dims else "-"
-
-
-def macs(n: int) -> str:
-    """MACs with a unit: 1.814 G, 416.5 K."""
-    if n == 0:
-        return "-"
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3f} {unit}" if unit in "TG" else f"{n / scale:.1f} {unit}"
-    return str(n)
-
-
-def share(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 # --------------------------------------------------------------------------- list
@@ -164,9 +132,8 @@ def flops_lines(r: "FlopReport") -> list[Any]:
                           "  (FLOPs = 2 × MACs)")
     pieces: list[Any] = [header, total]
     if r.published_gmacs is not None:
-        diff = (r.macs / 1e9 - r.published_gmacs) / r.published_gmacs if r.published_gmacs else 0.0
         pieces.append(Text(f"torchvision publishes {r.published_gmacs:.3f} G for this model under \"GFLOPS\": "
-                           f"those are MACs; difference {100 * diff:+.2f}%"))
+                           f"those are MACs; difference {100 * (r.published_difference or 0.0):+.2f}%"))
     modules = styled_table(f"by module (depth {r.depth})")
     modules.add_column("module")
     modules.add_column("type")
@@ -212,12 +179,6 @@ def bench_rows(runs: list["BenchResult"]) -> list[dict[str, Any]]:
     return rows
 
 
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-
 _MODE_LABELS = {"forward": "forward", "forward_backward": "fwd+bwd", "train_step": "train_step"}
 _MEMORY_LABELS = {"parameters": "parameters", "buffers": "buffers", "gradients": "gradients",
                   "optimizer_state": "optimizer state", "inputs": "inputs", "activations": "activations",
@@ -254,7 +215,7 @@ def _header(first: "BenchResult", several: bool) -> list[Any]:
 
 def _memory_line(run: "BenchResult") -> Text | None:
     """Where the largest peak of a run goes, category by category."""
-    heaviest = max(run.results, key=lambda r: r.peak_memory_bytes, default=None)
+    heaviest = run.heaviest()
     if heaviest is None or not heaviest.memory_breakdown:
         return None
     parts = ", ".join(f"{_MEMORY_LABELS.get(k, k)} {nbytes(v)}" for k, v in heaviest.memory_breakdown.items() if v)
@@ -287,8 +248,8 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
             cells = ([run.model, str(run.batch)] if several else []) + [_MODE_LABELS.get(r.mode, r.mode)]
             if frozen_any:
                 cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
-            cells += [_ms(r.median_ms), _ms(r.iqr_ms) + ("!" if r.noisy else ""), f"{r.samples_per_s:,.1f}",
-                      _ms(r.forward_ms), _ms(r.backward_ms), _ms(r.optimizer_ms),
+            cells += [ms(r.median_ms), ms(r.iqr_ms) + ("!" if r.noisy else ""), f"{r.samples_per_s:,.1f}",
+                      ms(r.forward_ms), ms(r.backward_ms), ms(r.optimizer_ms),
                       "-" if r.tflops is None else f"{r.tflops:.3f}",
                       "-" if r.peak_share is None else share(r.peak_share)]
             if mfu:
@@ -303,8 +264,8 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
                 frozen, full = run.result(mode, True), run.result(mode, False)
                 verdict = (f"freezing saves {share(saving)} of a {mode}" if saving >= 0
                            else f"freezing did not make {mode} faster here (see the IQR)")
-                pieces.append(Text(f"{run.model} b{run.batch}: {verdict} ({_ms(frozen.median_ms)} ms frozen, "  # type: ignore[union-attr]
-                                   f"{_ms(full.median_ms)} ms with all params trainable)"))  # type: ignore[union-attr]
+                pieces.append(Text(f"{run.model} b{run.batch}: {verdict} ({ms(frozen.median_ms)} ms frozen, "  # type: ignore[union-attr]
+                                   f"{ms(full.median_ms)} ms with all params trainable)"))  # type: ignore[union-attr]
     if not several:
         line = _memory_line(sweep.runs[0])
         if line is not None:
@@ -333,7 +294,7 @@ def comparison_lines(c: "Comparison") -> list[Any]:
     for ch in c.changes:
         verdict = "REGRESSED" if ch.regressed else ("faster" if ch.improved else "same")
         table.add_row(ch.model, str(ch.batch), _MODE_LABELS.get(ch.mode, ch.mode) + (" frozen" if ch.frozen else ""),
-                      _ms(ch.before_ms), _ms(ch.after_ms), f"×{ch.ratio:.3f}",
+                      ms(ch.before_ms), ms(ch.after_ms), f"×{ch.ratio:.3f}",
                       f"×{ch.ratio_low:.3f} to ×{ch.ratio_high:.3f}", verdict)
     return [table] + [Text(f"note: {n}", style="dim") for n in c.notes]
 
@@ -384,11 +345,10 @@ def comparison_model_lines(c: "ModelComparison", depth: int) -> list[Any]:
     totals = styled_table()
     for col in ("", "A", "B", "B − A"):
         totals.add_column(col, justify="left" if not col else "right")
-    totals.add_row("params", count(c.a.params), count(c.b.params), f"{c.b.params - c.a.params:+,}")
-    totals.add_row("trainable", count(c.a.trainable_params), count(c.b.trainable_params),
-                   f"{c.b.trainable_params - c.a.trainable_params:+,}")
+    totals.add_row("params", count(c.a.params), count(c.b.params), f"{c.params_change:+,}")
+    totals.add_row("trainable", count(c.a.trainable_params), count(c.b.trainable_params), f"{c.trainable_change:+,}")
     totals.add_row("MACs", macs(c.a.macs), macs(c.b.macs),
-                   f"{100 * (c.b.macs - c.a.macs) / c.a.macs:+.1f}%" if c.a.macs else "-")
+                   f"{100 * c.macs_change:+.1f}%" if c.macs_change is not None else "-")
     pieces: list[Any] = [header, totals]
     shown = [d for d in c.layers if d.depth <= depth]
     if c.layers:

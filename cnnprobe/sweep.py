@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,10 @@ def parse_batches(text: str | int | Sequence[int | str]) -> list[int | str]:
     return out
 
 
+def _labelled(on_phase: Callable[[str], None], suffix: str, text: str) -> None:
+    on_phase(text + suffix)
+
+
 def sweep(
     models: Sequence["str | nn.Module"],
     batches: Sequence[int | str],
@@ -54,8 +59,9 @@ def sweep(
     largest: dict[str, int] = {}
     try:
         for repeat in range(config.repeat):
-            label = (lambda text: on_phase(f"{text} · repeat {repeat + 1}/{config.repeat}")) \
-                if on_phase and config.repeat > 1 else on_phase
+            label = on_phase
+            if on_phase is not None and config.repeat > 1:
+                label = functools.partial(_labelled, on_phase, f" · repeat {repeat + 1}/{config.repeat}")
             for model in models:
                 name = str(model)
                 for batch in batches:

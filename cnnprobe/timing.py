@@ -10,6 +10,7 @@ and the random generators are as they were afterwards.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,11 @@ from .build import check_batch
 from .devices import device_name, free_memory, is_oom
 from .enums import Device, DType, Mode, Source
 from .errors import CnnprobeError, OutOfMemory
+from .failures import explain_failure
 from .flopcount import flops
 from .peak import Peak, at_least, datasheet, measured
 from .runners import RUNNERS, BenchSetup, ModeRunner
-from .trace import Tracer, explain_failure
+from .trace import Tracer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,8 +55,6 @@ def step_flops(setup: BenchSetup, config: BenchConfig) -> dict[str, int | None]:
 
 
 def copy_to_meta(module: "nn.Module") -> "nn.Module":
-    import copy
-
     return copy.deepcopy(module).to("meta")
 
 

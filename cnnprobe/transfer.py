@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from .build import build_model
 from .enums import Optimizer
-from .freezing import FreezePlan, ParamGroup, batchnorm_layers, freeze_batchnorm, param_groups, parse_lr
+from .errors import HeadError
+from .formatting import first_few
+from .freezing import (
+    FreezePlan,
+    ParamGroup,
+    batchnorm_layers,
+    freeze_batchnorm,
+    param_groups,
+    parse_lr,
+)
+from .head import HeadSpec, describe, parse_head, replace_head
 
 if TYPE_CHECKING:
     from torch import nn
@@ -142,9 +152,6 @@ def trainable(
     list such as `dropout(0.3),linear(256),relu,dropout(0.3),linear(10)`;
     `lr` maps module patterns to learning rates (`["layer4=1e-4", "fc=1e-3"]`).
     """
-    from .errors import HeadError
-    from .head import HeadSpec, describe, parse_head, replace_head
-
     optimizer = Optimizer(optimizer)
     plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
     head_spec = parse_head(head) if head else (HeadSpec.linear(num_classes) if num_classes is not None else None)
@@ -189,7 +196,6 @@ def trainable(
             warnings.append(f"--lr group '{g.modules}' holds {g.frozen_params:,} frozen parameters; they will not be updated")
     if lrs and orphans:
         count = sum(p.numel() for n, p in module.named_parameters() if n in set(orphans))
-        from .checkpoints import first_few
 
         shown = first_few(orphans)
         warnings.append(f"{count:,} trainable parameters ({len(orphans)} tensors) belong to no --lr group: {shown}")

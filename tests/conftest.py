@@ -19,6 +19,16 @@ def _peak_cache(tmp_path_factory: pytest.TempPathFactory):
     os.environ["CNNPROBE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Tests that build a bench setup directly set torch's thread count; the next test gets it back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-snapshots", action="store_true", help="rewrite tests/snapshots/*.txt from the output")
 

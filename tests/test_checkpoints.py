@@ -12,7 +12,9 @@ import torchvision
 
 import cnnprobe
 from cnnprobe.build import build_model
-from cnnprobe.checkpoints import WeightsError, inspect_checkpoint, pickle_globals, safe_load
+from cnnprobe.checkpoints import inspect_checkpoint
+from cnnprobe.errors import WeightsError
+from cnnprobe.safeload import pickle_globals, safe_load
 
 from .conftest import one_error_line
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -72,6 +71,17 @@ def test_list_json_has_both_sources(cli):
     assert lenet == {**lenet, "params": 61_706, "input_size": [1, 28, 28], "qualified": "cnnprobe:lenet"}
     vgg16 = {m["qualified"]: m["params"] for m in data if m["name"] == "vgg16"}
     assert vgg16 == {"torchvision:vgg16": 138_357_544, "cnnprobe:vgg16": 138_365_992}
+
+
+def test_list_counts_parameters_and_they_match_the_published_figures(cli):
+    """`list` counts each model on meta; torchvision's own metadata is the independent check."""
+    from cnnprobe.registry import list_models
+
+    published = {s.qualified: s.published_params for s in list_models("torchvision:*")}
+    counted = {m["qualified"]: m["params"] for m in cli("list", "torchvision:*", "--json").json()["models"]}
+    assert counted == published and len(counted) == 80
+    again = {m["qualified"]: m["params"] for m in cli("list", "torchvision:*", "--json").json()["models"]}
+    assert again == counted  # the second time from the cache, the same
 
 
 def test_list_no_match_is_one_line(cli):

@@ -37,7 +37,7 @@ def masked(text: str) -> str:
         if line.startswith("!:"):
             continue  # said only when a result happened to be noisy
         line = re.sub(r"^.* \((cpu|cuda)\) · ", r"<device> (\1) · ", line)
-        line = _NUMBER.sub("#", line.replace("!", ""))
+        line = re.sub(r"\bthreads\b", "thread", _NUMBER.sub("#", line.replace("!", "")))
         line = re.sub(r"─+", "─", line)
         out.append(line)
     stream = " ".join(" ".join(out).split())

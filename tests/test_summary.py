@@ -7,7 +7,7 @@ from torch import nn
 
 import cnnprobe
 from cnnprobe.build import build_model
-from cnnprobe.errors import ForwardError, InputSizeError, InputTooSmallError, UsageError
+from cnnprobe.errors import ForwardError, InputTooSmallError, UsageError
 from cnnprobe.probe import probe
 from cnnprobe.registry import list_models
 

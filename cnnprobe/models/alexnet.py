@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import register
+from .catalog import register
 
 
 class AlexNet(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from . import register
+from .catalog import register
 
 
 class LeNet(nn.Module):

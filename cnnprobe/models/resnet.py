@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import register
+from .catalog import register
 
 
 class BasicBlock(nn.Module):

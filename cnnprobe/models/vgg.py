@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import register
+from .catalog import register
 
 # Output channels per 3×3 convolution; "M" is a 2×2 max-pool.
 CONFIGS: dict[str, list[int | str]] = {

@@ -1,0 +1,55 @@
+"""Every number, unit and shape as cnnprobe prints it, in one place. Records hold raw integers and floats;
+renderers and messages format them here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+ARROW = " → "
+
+
+def count(n: int) -> str:
+    """Thousands separated: 11,689,512."""
+    return f"{n:,}"
+
+
+def nbytes(n: float) -> str:
+    """Binary units: 44.6 MiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def shape(dims: Iterable[int] | None, empty: str = "-") -> str:
+    """`1×3×224×224`; `empty` for no shape (a scalar, or a layer that did not run)."""
+    text = "×".join(str(d) for d in dims) if dims is not None else ""
+    return text or empty
+
+
+def macs(n: int) -> str:
+    """MACs (or FLOPs) with a unit: 1.814 G, 416.5 K."""
+    if n == 0:
+        return "-"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}" if unit in "TG" else f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def share(x: float) -> str:
+    """A fraction as a percentage: 76.2%."""
+    return f"{100 * x:.1f}%"
+
+
+def ms(value: float | None) -> str:
+    """Milliseconds: three decimals below 10, one above; `-` for nothing measured."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def first_few(items: list[str], shown: int = 3) -> str:
+    """`a, b, c and 4 more`."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
