@@ -66,7 +66,7 @@ def test_forward_median_matches_torch_utils_benchmark(request):
                          memory=False)
     setup = BenchSetup("resnet18", 8, config).build()
     runner = ForwardRunner(setup)
-    model, x = setup.raw.eval(), setup.x
+    model, x = setup.raw.eval(), setup.inputs[0]
     timer = timer_module().Timer("with torch.inference_mode():\n    model(x)",
                                  globals={"torch": torch, "model": model, "x": x}, num_threads=threads)
     fn = runner.step()

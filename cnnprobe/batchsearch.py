@@ -45,7 +45,8 @@ def find_max_batch(fits: Callable[[int], bool], start: int = 1, limit: int = CPU
 def estimated_bytes(model: "str | nn.Module", batch: int, config: BenchConfig) -> int:
     """A generous training-memory estimate from the meta-device summary: weights, gradients, optimizer
     state and twice the activations. Used to refuse CPU batches the machine cannot hold."""
-    s = summary(model, batch=batch, input_size=config.input_size, num_classes=config.num_classes, depth=0)
+    s = summary(model, batch=batch, input_size=config.input_size, input_dtype=config.input_dtype,
+                input_range=config.input_range, num_classes=config.num_classes, depth=0)
     state = Optimizer(config.optimizer).state_per_param if config.training else 0
     if not config.training:
         return s.param_bytes + s.activation_bytes

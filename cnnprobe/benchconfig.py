@@ -33,7 +33,9 @@ class BenchConfig:
     freeze_except: str | Sequence[str] | None = None
     freeze: str | Sequence[str] | None = None
     num_classes: int | None = None
-    input_size: str | tuple[int, ...] | None = None
+    input_size: Any = None  # one size or several, as build_model takes them
+    input_dtype: Any = None
+    input_range: Any = None
     weights: str | None = None
     trust: bool = False
     count_flops: bool = True

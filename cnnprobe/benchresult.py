@@ -73,6 +73,7 @@ class BenchResult:
     trainable_params: int = 0
     notes: list[str] = field(default_factory=list)
     repeat: int = 1
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
 
     def result(self, mode: str, frozen: bool | None = None) -> ModeResult | None:
         for r in self.results:

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import cache, meta
 from .enums import Source
-from .errors import InputSizeError, UsageError
+from .errors import ForwardError, InputSizeError, UsageError
 from .head import HeadSpec, replace_head
-from .registry import DEFAULT_INPUT, ModelSpec, resolve
+from .inputs import (
+    DEFAULT_IMAGE,
+    InputSpec,
+    inferred_inputs,
+    resolve_inputs,
+    stated_inputs,
+)
+from .registry import ModelSpec, resolve
 from .weights import WeightsLoad, build_with_weights, load_into
 
 COUNTS = "param_counts.json"
+MAX_CLASSES = 1 << 24
+MAX_BATCH = 1 << 30
 MODELS = Path(__file__).resolve().parent / "models"  # the hand-written builders' source
-MAX_SIDE = 1 << 20  # no real input has a side this long; larger ones are typos or overflows
-# Customary inputs for user models with 1-D and 3-D convolutions: a second of 16 kHz audio, a 16-frame clip.
-DEFAULT_SPATIAL = {1: (16000,), 2: DEFAULT_INPUT[1:], 3: (16, 112, 112)}
 
 
 @dataclass
@@ -31,8 +38,8 @@ class Built:
 
     module: "nn.Module"
     spec: ModelSpec
-    input_shape: tuple[int, ...]  # without the batch
-    input_source: str  # "weights", "default", "inferred" or "user"
+    inputs: tuple[InputSpec, ...]  # what the model is fed, without the batch
+    input_source: str  # "weights", "default", "inferred", "stated" (by the model) or "user"
     device: str  # "meta" or a real device
     note: str | None = None  # why the model is not where it was asked to be
     num_classes: int | None = None  # what the caller asked for, if anything
@@ -42,52 +49,14 @@ class Built:
     def name(self) -> str:
         return self.spec.name
 
-    def example_input(self, batch: int = 1, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
-        """Zeros (or storage-free meta tensors) of the model's input shape."""
-        shape = (batch, *self.input_shape)
-        if self.device == "meta":
-            return torch.empty(shape, device="meta", dtype=dtype or torch.float32)
-        return torch.zeros(shape, device=self.device, dtype=dtype or torch.float32)
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The first input's shape, without the batch."""
+        return self.inputs[0].shape
 
-
-def parse_input_size(text: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
-    """`3,224,224`, `3x224x224`, `224,224`, `224`, or any rank (`1,10` for a Conv1d, `3,16,112,112` for a
-    Conv3d) -> a tuple of positive ints, batch excluded."""
-    if text is None:
-        return None
-    if isinstance(text, (tuple, list)):
-        parts = [str(p) for p in text]
-    else:
-        parts = re.split(r"\s*[,x×]\s*", text.strip())
-    usage = "expected sizes without the batch, such as 3,224,224 (or H,W, or one side)"
-    if not 1 <= len(parts) <= 6 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise InputSizeError(f"malformed --input-size '{text}': {usage}")
-    sizes = tuple(int(p) for p in parts)
-    if any(s <= 0 for s in sizes):
-        raise InputSizeError(f"malformed --input-size '{text}': every size must be positive")
-    if any(s > MAX_SIDE for s in sizes):
-        raise InputSizeError(f"--input-size '{text}': a size above {MAX_SIDE:,} is not an input this can build")
-    return sizes
-
-
-def _complete_shape(sizes: tuple[int, ...], default: tuple[int, ...]) -> tuple[int, ...]:
-    """Fewer sizes than the model's input has dimensions fill in from the front: channels, then equal sides."""
-    if len(sizes) >= len(default):
-        return sizes
-    if len(sizes) == 1 and len(default) > 2:  # one side: every spatial side
-        return (default[0], *([sizes[0]] * (len(default) - 1)))
-    return (*default[: len(default) - len(sizes)], *sizes)
-
-
-def _inferred_input(module: "nn.Module") -> tuple[int, ...] | None:
-    """An input shape for user models that do not say, from their first convolution: its input channels,
-    and a 1-, 2- or 3-D signal of a customary size."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.conv._ConvNd):
-            spatial = len(m.kernel_size)
-            channels = int(m.in_channels)
-            return (channels, *DEFAULT_SPATIAL.get(spatial, (DEFAULT_INPUT[1],) * spatial))
-    return None
+    def example_inputs(self, batch: int = 1, *, random: bool = False) -> tuple[torch.Tensor, ...]:
+        """A batch of every input: storage-free on meta, zeros (or noise) and in-range integers otherwise."""
+        return tuple(spec.make(batch, self.device, random=random) for spec in self.inputs)
 
 
 def _module_spec(module: "nn.Module") -> ModelSpec:
@@ -129,21 +98,30 @@ def build_model(
     model: "str | nn.Module | ModelSpec",
     *,
     num_classes: int | None = None,
-    input_size: str | tuple[int, ...] | None = None,
+    input_size: Any = None,
+    input_dtype: Any = None,
+    input_range: Any = None,
     device: str = "meta",
     weights: str | None = None,
     trust: bool = False,
+    inputs: tuple[InputSpec, ...] | None = None,
 ) -> Built:
-    """Resolve and construct a model, and settle its input shape.
+    """Resolve and construct a model, and settle its inputs.
 
     `num_classes` goes to the builder where it takes one; otherwise the final
     classifier layer is replaced. `weights` (DEFAULT, a torchvision weights
     name, or a file) are loaded strictly; they need a real device, so `meta`
-    becomes the CPU.
+    becomes the CPU. `input_size` is one size (`"3,224,224"`) or a list of
+    them, one per input; `input_dtype` one dtype for all or one per input;
+    `input_range` the `(low, high)` integer inputs draw from. `inputs` states
+    them outright (rebuilding a model elsewhere). Lazy layers are materialised
+    with one pass of the example input.
     """
-    sizes = parse_input_size(input_size)
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes <= 0):
-        raise InputSizeError(f"--num-classes must be a positive integer, got {num_classes}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or not 0 < num_classes <= MAX_CLASSES):
+        raise InputSizeError(f"--num-classes must be a positive integer up to {MAX_CLASSES:,}, got {num_classes}")
+    if weights is not None and not str(weights).strip():
+        raise InputSizeError("--weights is empty: give DEFAULT, a weights name or a file")
     loaded = None
     if isinstance(model, nn.Module):
         spec, module, where, note = _module_spec(model), model, _device_of(model), None
@@ -161,24 +139,58 @@ def build_model(
             module, where, note = construct(spec, num_classes, device)
     if num_classes is not None and not spec.accepts_num_classes:
         replace_head(module, HeadSpec.linear(num_classes))
+    if inputs is not None:
+        settled, source = inputs, "user"
+    else:
+        defaults, source = _default_inputs(spec, module, loaded)
+        given = input_size is not None or input_dtype is not None or input_range is not None
+        known = spec.input_shape is not None or source != "default"  # not the generic fallback
+        settled = resolve_inputs(defaults, input_size, input_dtype, input_range, complete=known)
+        source = "user" if given else source
+    built = Built(module, spec, settled, source, where, note, num_classes, loaded)
+    _materialize(built)
+    return built
 
-    default = spec.input_shape
-    source = "weights" if spec.source is Source.TORCHVISION else "default"
-    if loaded is not None and loaded.input_side and default is not None:  # the loaded weights' own resolution
-        default = (default[0], loaded.input_side, loaded.input_side)
-        source = "weights"
-    if default is None:
-        inferred = _inferred_input(module)
-        default = inferred or DEFAULT_INPUT
-        source = "inferred" if inferred not in (None, DEFAULT_INPUT) else "default"
-    shape = default if sizes is None else _complete_shape(sizes, default)
-    return Built(module, spec, shape, "user" if sizes is not None else source, where, note, num_classes, loaded)
+
+def _default_inputs(spec: ModelSpec, module: nn.Module, loaded: WeightsLoad | None) -> tuple[tuple[InputSpec, ...], str]:
+    """The model's own inputs: the registry's, the loaded weights' resolution, what the model states, or
+    what its first layer suggests."""
+    if spec.input_shape is not None:
+        shape = spec.input_shape
+        if loaded is not None and loaded.input_side:  # the loaded weights' own resolution
+            return (InputSpec((shape[0], loaded.input_side, loaded.input_side)),), "weights"
+        return (InputSpec(shape),), "weights" if spec.source is Source.TORCHVISION else "default"
+    stated = stated_inputs(spec.example) if spec.example is not None else stated_inputs(module)
+    if stated is not None:
+        return stated, "stated"
+    inferred = inferred_inputs(module)
+    if inferred is not None and inferred != (InputSpec(DEFAULT_IMAGE),):
+        return inferred, "inferred"
+    return (InputSpec(DEFAULT_IMAGE),), "default"
+
+
+def _materialize(built: Built) -> None:
+    """Give lazy layers (`nn.LazyConv2d`, `nn.LazyLinear`) their shapes with one pass of the example input,
+    so that counting and freezing see real parameters."""
+    module = built.module
+    if not any(is_lazy(t) for t in (*module.parameters(), *module.buffers())):
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(*built.example_inputs(1))
+    except Exception as e:  # noqa: BLE001 - the model's own failure, reported as such
+        raise ForwardError(f"{built.name} has lazy layers, and the pass that gives them their shapes failed "
+                           f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    finally:
+        module.train(was_training)
 
 
 def rebuild(built: Built, device: str) -> Built:
-    """The same model, input and head built again on a real `device` (for what meta tensors cannot do)."""
+    """The same model, inputs and head built again on a real `device` (for what meta tensors cannot do)."""
     again = build_model(built.spec if built.spec.source is not Source.MODULE else built.module,
-                        num_classes=built.num_classes, input_size=built.input_shape, device=device)
+                        num_classes=built.num_classes, inputs=built.inputs, device=device)
     again.input_source = built.input_source
     return again
 
@@ -197,9 +209,9 @@ def check_depth(depth: int) -> int:
 
 
 def check_batch(batch: int) -> int:
-    """A batch must be a positive integer."""
-    if not isinstance(batch, int) or batch <= 0:
-        raise InputSizeError(f"--batch must be a positive integer, got {batch}")
+    """A batch must be a positive integer of a size a tensor can have."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 0 < batch <= MAX_BATCH:
+        raise InputSizeError(f"--batch must be a positive integer up to {MAX_BATCH:,}, got {batch}")
     return batch
 
 

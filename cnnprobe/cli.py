@@ -66,7 +66,19 @@ ModelArg = Annotated[
     ),
 ]
 InputSize = Annotated[
-    str | None, typer.Option("--input-size", help="C,H,W (or H,W); default: the model's own input size.")
+    list[str] | None,
+    typer.Option("--input-size", help="Input sizes without the batch: C,H,W (or H,W, or one side), any rank "
+                 "(1,10 for a Conv1d); repeat for a model with several inputs. Default: the model's own."),
+]
+InputDtype = Annotated[
+    list[str] | None,
+    typer.Option("--input-dtype", help="Input dtype (float32, long, ...): once for all inputs, or once per "
+                 "--input-size."),
+]
+InputRange = Annotated[
+    str | None,
+    typer.Option("--input-range", help="LOW,HIGH: integer inputs (token ids) draw their values from [LOW, HIGH); "
+                 "default: the first embedding's size."),
 ]
 Batch = Annotated[int, typer.Option("--batch", help="Batch size of the example input.")]
 NumClasses = Annotated[int | None, typer.Option("--num-classes", help="Width of the classifier head.")]
@@ -116,6 +128,8 @@ def list_cmd(
 def summary(
     model: ModelArg,
     input_size: InputSize = None,
+    input_dtype: InputDtype = None,
+    input_range: InputRange = None,
     batch: Batch = 1,
     depth: Annotated[int, typer.Option("--depth", help="How deep the layer rows go (1 = top-level blocks).")] = 3,
     num_classes: NumClasses = None,
@@ -127,7 +141,7 @@ def summary(
     from . import inspect
     from .render import emit_json, print_pieces, summary_lines
 
-    result = inspect.summary(model, input_size=input_size, batch=batch, depth=depth, num_classes=num_classes,
+    result = inspect.summary(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, depth=depth, num_classes=num_classes,
                              weights=weights, trust=trust)
     if json:
         emit_json(result.to_dict())
@@ -176,6 +190,8 @@ def trainable(
 def flops(
     model: ModelArg,
     input_size: InputSize = None,
+    input_dtype: InputDtype = None,
+    input_range: InputRange = None,
     batch: Batch = 1,
     depth: Annotated[int, typer.Option("--depth", help="How deep the by-module rows go.")] = 2,
     num_classes: NumClasses = None,
@@ -193,7 +209,8 @@ def flops(
     from .render import emit_json, flops_lines, print_pieces
 
     report = flopcount.flops(
-        model, input_size=input_size, batch=batch, depth=depth, num_classes=num_classes, backward=backward,
+        model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, depth=depth,
+        num_classes=num_classes, backward=backward,
         freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, counter=counter, weights=weights,
         trust=trust,
     )
@@ -222,6 +239,8 @@ def bench(
     freeze: Freeze = None,
     num_classes: NumClasses = None,
     input_size: InputSize = None,
+    input_dtype: InputDtype = None,
+    input_range: InputRange = None,
     weights: Weights = None,
     trust: Trust = False,
     json: Json = False,
@@ -275,7 +294,8 @@ def bench(
     config = BenchConfig(
         device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
         min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
-        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size, weights=weights,
+        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
+        weights=weights,
         trust=trust, repeat=repeat,
     )
     check_device(config.device)
@@ -335,6 +355,8 @@ def compare(
     a: Annotated[str, typer.Argument(help="First model (A).", show_default=False)],
     b: Annotated[str, typer.Argument(help="Second model (B).", show_default=False)],
     input_size: InputSize = None,
+    input_dtype: InputDtype = None,
+    input_range: InputRange = None,
     batch: Batch = 1,
     depth: Annotated[int, typer.Option("--depth", help="How deep the differing layers are listed.")] = 3,
     weights_a: Annotated[str | None, typer.Option("--weights-a", help="Weights for A, as --weights.")] = None,
@@ -348,7 +370,7 @@ def compare(
     from .render import comparison_model_lines, emit_json, print_pieces
 
     check_depth(depth)
-    result = compare_models(a, b, input_size=input_size, batch=batch, weights_a=weights_a, weights_b=weights_b,
+    result = compare_models(a, b, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, weights_a=weights_a, weights_b=weights_b,
                             trust=trust)
     if json:
         emit_json(result.to_dict())

@@ -26,9 +26,10 @@ import torch
 
 from .build import Built, build_model, check_batch, check_depth, rebuild
 from .enums import Counter
-from .errors import CnnprobeError, PatternError
+from .errors import CnnprobeError, ForwardError, PatternError
 from .failures import explain_failure
 from .freezing import FreezePlan
+from .inputs import InputSpec
 from .inspect import FLOPS_CONVENTION
 from .meta import paused_gc
 from .probe import no_mha_fastpath, probe
@@ -64,7 +65,7 @@ class FlopReport:
     model: str
     source: str
     counter: str
-    input_size: list[int]
+    input_size: list[int]  # the first input's, batch first
     macs: int
     by_module: list[ModuleFlops]
     by_operator: list[OperatorFlops]
@@ -77,6 +78,7 @@ class FlopReport:
     published_gmacs: float | None = None
     device: str = "meta"
     notes: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
 
     @property
     def flops(self) -> int:
@@ -140,18 +142,20 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFl
     module = built.module
     was_training = module.training
     module.train()
-    x = built.example_input(batch)
+    xs = built.example_inputs(batch)
     tracer = Tracer(module, fast_meta=False)
     try:
         with tracer, torch.enable_grad():
-            loss = training_loss(module(x))
+            loss = training_loss(module(*xs))
             tracer.backward = True
             if loss.requires_grad:
                 loss.backward()
     except CnnprobeError:
         raise
+    except SystemExit as e:
+        raise ForwardError(f"{built.name} called sys.exit({e.code}) in its forward pass") from None
     except Exception as e:  # noqa: BLE001 - the model failed in train mode: name the layer
-        raise explain_failure(tracer, e, model=built.name, input_shape=list(x.shape)) from None
+        raise explain_failure(tracer, e, model=built.name, input_shape=list(xs[0].shape)) from None
     finally:
         module.train(was_training)
     return tracer.total_flops // 2, tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
@@ -170,10 +174,10 @@ def _fvcore_forward(built: Built, batch: int, depth: int) -> tuple[int, list[Mod
         built = rebuild(built, "cpu")
     analysis_cls = _quiet_fvcore()
     module = built.module.eval()
-    x = built.example_input(batch)
+    xs = built.example_inputs(batch)
     with warnings.catch_warnings(), torch.no_grad(), no_mha_fastpath():
         warnings.simplefilter("ignore")
-        analysis = analysis_cls(module, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis = analysis_cls(module, xs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
         total = int(analysis.total())
         by_module = analysis.by_module()
@@ -189,7 +193,10 @@ def _fvcore_forward(built: Built, batch: int, depth: int) -> tuple[int, list[Mod
 def flops(
     model: "str | nn.Module",
     *,
-    input_size: str | tuple[int, ...] | None = None,
+    input_size: Any = None,
+    input_dtype: Any = None,
+    input_range: Any = None,
+    inputs: tuple[InputSpec, ...] | None = None,
     batch: int = 1,
     depth: int = 2,
     num_classes: int | None = None,
@@ -214,7 +221,8 @@ def flops(
     if not plan.empty and not backward:
         raise PatternError("freezing changes only the backward pass: add --backward")
     with paused_gc():
-        built = build_model(model, num_classes=num_classes, input_size=input_size, weights=weights, trust=trust)
+        built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
+                            input_range=input_range, inputs=inputs, weights=weights, trust=trust)
         plan.apply(built.module)  # a pattern that matches nothing fails here, before any counting
         engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
         macs, rows, ops, uncounted, built = engine(built, batch, depth)
@@ -229,6 +237,7 @@ def flops(
         source=built.spec.source.value,
         counter=counter.value,
         input_size=[batch, *built.input_shape],
+        inputs=[s.to_dict() for s in built.inputs],
         macs=macs,
         by_module=rows,
         by_operator=ops,

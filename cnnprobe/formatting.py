@@ -53,3 +53,18 @@ def ms(value: float | None) -> str:
 def first_few(items: list[str], shown: int = 3) -> str:
     """`a, b, c and 4 more`."""
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def inputs(input_size: list[int], specs: list[dict] | None) -> str:
+    """The input as a header says it: `1×3×224×224`, or every input with its dtype (`1×128 int64 in [0, 1000)`)
+    when there are several or one that is not float32."""
+    if not specs or (len(specs) == 1 and specs[0].get("dtype") == "float32"):
+        return shape(input_size)
+    batch = input_size[0] if input_size else 1
+    parts = []
+    for s in specs:
+        text = f"{shape([batch, *s['shape']])} {s['dtype']}"
+        if "range" in s:
+            text += f" in [{s['range'][0]}, {s['range'][1]})"
+        parts.append(text)
+    return ", ".join(parts)

@@ -46,7 +46,7 @@ class Summary:
 
     model: str
     source: str
-    input_size: list[int]  # batch first
+    input_size: list[int]  # the first input's, batch first
     input_source: str
     device: str
     total_params: int
@@ -60,6 +60,7 @@ class Summary:
     shape_flow: list[list[int]]  # batch dimension dropped
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
 
     @property
     def non_trainable_params(self) -> int:
@@ -115,9 +116,9 @@ def shape_flow(probe: "Probe") -> list[list[int]]:
     return best
 
 
-def torchinfo_pass(module: "nn.Module", x: Any) -> Any:
+def torchinfo_pass(module: "nn.Module", xs: tuple[Any, ...]) -> Any:
     return torchinfo.summary(
-        module, input_data=[x], depth=64, device=x.device, mode="eval", verbose=0,
+        module, input_data=list(xs), depth=64, device=xs[0].device, mode="eval", verbose=0,
         col_names=("output_size", "num_params"),
     )
 
@@ -171,13 +172,16 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         shape_flow=shape_flow(probe),
         uncounted_ops=dict(tracer.uncounted.most_common()),
         notes=notes,
+        inputs=[s.to_dict() for s in probe.built.inputs],
     )
 
 
 def summary(
     model: "str | nn.Module",
     *,
-    input_size: str | tuple[int, ...] | None = None,
+    input_size: Any = None,
+    input_dtype: Any = None,
+    input_range: Any = None,
     batch: int = 1,
     depth: int = 3,
     num_classes: int | None = None,
@@ -189,9 +193,12 @@ def summary(
     `model` is a registry name (`resnet18`, `cnnprobe:vgg16`, `file.py:Net`)
     or an `nn.Module`. Nothing is allocated for weights unless the model
     cannot run on meta, or `weights` are asked for (then they load strictly).
+    `input_size`, `input_dtype` and `input_range` describe the inputs as
+    `build_model` takes them: one or several, any rank, any dtype.
     """
     check_batch(batch)
     check_depth(depth)
     with paused_gc():
-        built = build_model(model, num_classes=num_classes, input_size=input_size, weights=weights, trust=trust)
+        built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
+                            input_range=input_range, weights=weights, trust=trust)
         return summarize(probe(built, batch, torchinfo_pass), depth)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .build import build_model, check_batch
+from .formatting import shape
 from .inspect import summarize, torchinfo_pass
 from .meta import paused_gc
 from .probe import probe
@@ -110,7 +111,9 @@ def compare_models(
     a: "str | nn.Module",
     b: "str | nn.Module",
     *,
-    input_size: str | tuple[int, ...] | None = None,
+    input_size: Any = None,
+    input_dtype: Any = None,
+    input_range: Any = None,
     batch: int = 1,
     weights_a: str | None = None,
     weights_b: str | None = None,
@@ -119,16 +122,15 @@ def compare_models(
     """Compare two models at one input size (A's default unless given), on meta unless weights are loaded."""
     check_batch(batch)
     with paused_gc():
-        built_a = build_model(a, input_size=input_size, weights=weights_a, trust=trust)
-        size = input_size or built_a.input_shape
-        built_b = build_model(b, input_size=size, weights=weights_b, trust=trust)
+        built_a = build_model(a, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
+                              weights=weights_a, trust=trust)
+        built_b = build_model(b, inputs=built_a.inputs, weights=weights_b, trust=trust)
         sa = summarize(probe(built_a, batch, torchinfo_pass), 99)
         sb = summarize(probe(built_b, batch, torchinfo_pass), 99)
     notes = []
     if input_size is None and built_b.spec.input_shape not in (None, built_a.input_shape):
-        shape = "×".join(map(str, built_b.spec.input_shape))
-        notes.append(f"both at {built_a.name}'s input {'×'.join(map(str, built_a.input_shape))}; "
-                     f"{built_b.name} defaults to {shape}")
+        notes.append(f"both at {built_a.name}'s input {shape(built_a.input_shape)}; "
+                     f"{built_b.name} defaults to {shape(built_b.spec.input_shape)}")
     compat, _ = check_compatible(built_b.module, built_a.module.state_dict(), built_b.name)
     layers = diff_layers(sa.layers, sb.layers)
     identical = not layers and compat.compatible and sa.total_params == sb.total_params and sa.macs == sb.macs

@@ -11,7 +11,11 @@ import torch
 from . import meta
 from .build import Built, rebuild
 from .enums import Source
+from .errors import ForwardError, InputSizeError
 from .failures import explain_failure
+from .formatting import nbytes
+from .memory import available_bytes
+from .memtrack import MemoryTracker
 from .trace import Tracer
 
 
@@ -29,15 +33,17 @@ class Probe:
         return [self.batch, *self.built.input_shape]
 
 
-def _forward(built: Built, x: torch.Tensor, run: Callable[[torch.nn.Module, torch.Tensor], Any],
-             fast: bool = True) -> tuple[Tracer, Any]:
+Run = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], Any]
+
+
+def _forward(built: Built, xs: tuple[torch.Tensor, ...], run: Run, fast: bool = True) -> tuple[Tracer, Any]:
     module = built.module
     was_training = module.training
     module.eval()
     tracer = Tracer(module, fast_meta=fast and built.device == "meta")
     try:
         with tracer, torch.no_grad(), no_mha_fastpath():
-            extra = run(module, x)
+            extra = run(module, xs)
     except Exception as e:  # noqa: BLE001 - explained below
         e.__cnnprobe_tracer__ = tracer  # type: ignore[attr-defined]
         raise
@@ -61,30 +67,54 @@ class no_mha_fastpath:
             torch.backends.mha.set_fastpath_enabled(self.previous)
 
 
-def probe(built: Built, batch: int = 1, run: Callable[[torch.nn.Module, torch.Tensor], Any] | None = None,
-          fast: bool = True) -> Probe:
-    """One forward pass under the tracer, `run(module, x)` doing the calling.
+def probe(built: Built, batch: int = 1, run: Run | None = None, fast: bool = True) -> Probe:
+    """One forward pass under the tracer, `run(module, inputs)` doing the calling.
 
     `fast=False` runs every operator's real meta kernel instead of the
     tracer's shape rules (for checking those rules).
 
     On meta first; when the model cannot run on meta (it reads tensor values),
-    it is rebuilt on the CPU and run for real. A genuine failure of the model
-    becomes a ForwardError naming the layer.
+    it is rebuilt on the CPU and run for real, after checking that the batch
+    fits in memory. A genuine failure of the model becomes a ForwardError
+    naming the layer.
     """
-    run = run or (lambda module, x: module(x))
-    x = built.example_input(batch)
+    run = run or (lambda module, xs: module(*xs))
+    xs = built.example_inputs(batch)
     try:
-        tracer, extra = _forward(built, x, run, fast)
+        tracer, extra = _forward(built, xs, run, fast)
+    except SystemExit as e:
+        raise ForwardError(f"{built.name} called sys.exit({e.code}) in its forward pass") from None
     except Exception as e:  # noqa: BLE001
         root = _root_cause(e)
         if built.device == "meta" and meta.is_meta_error(root) and built.spec.source is not Source.MODULE:
             rebuilt = rebuild(built, "cpu")
             rebuilt.note = f"run for real on the CPU: meta tensors failed ({type(root).__name__}: {root})"
+            if batch > 1:
+                check_real_run_fits(rebuilt, batch)
             return probe(rebuilt, batch, run, fast)
         raise explain_failure(getattr(e, "__cnnprobe_tracer__", None), e, model=built.name,
-                              input_shape=list(x.shape)) from None
+                              input_shape=list(xs[0].shape)) from None
     return Probe(built, tracer, batch, extra)
+
+
+def check_real_run_fits(built: Built, batch: int) -> None:
+    """A model that must run for real: count one sample's tensor memory, scale it to the batch, and refuse
+    a batch the machine cannot hold before running it (the kernel's out-of-memory killer cannot be caught)."""
+    available = available_bytes()
+    if available is None:
+        return
+    weights = sum(t.numel() * t.element_size() for t in (*built.module.parameters(), *built.module.buffers()))
+    tracker = MemoryTracker({})
+    with tracker, torch.no_grad():
+        built.module.eval()
+        built.module(*built.example_inputs(1))
+    tracker.close()
+    need = weights + batch * tracker.result().peak_bytes
+    if need > 0.8 * available:
+        raise InputSizeError(
+            f"{built.name} reads tensor values in its forward pass, so it runs for real on the CPU; at batch "
+            f"{batch} that needs about {nbytes(need)}, more than the {nbytes(available)} available: use a smaller "
+            "--batch")
 
 
 def _root_cause(error: BaseException) -> BaseException:

@@ -26,9 +26,10 @@ from torchvision import models
 
 from .enums import Source
 from .errors import UnknownModelError, UserFileError
+from .inputs import DEFAULT_IMAGE
 from .models import BUILDERS
 
-DEFAULT_INPUT: tuple[int, int, int] = (3, 224, 224)
+DEFAULT_INPUT = DEFAULT_IMAGE
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,14 @@ class ModelSpec:
     name: str
     source: Source
     builder: Callable[..., "nn.Module"] = field(repr=False, compare=False)
-    input_shape: tuple[int, int, int] | None
+    input_shape: tuple[int, ...] | None
     num_classes: int | None
     accepts_num_classes: bool = True
     weights: str | None = None  # torchvision DEFAULT weights, e.g. "ResNet18_Weights.IMAGENET1K_V1"
     published_params: int | None = None  # torchvision's meta["num_params"]
     published_gmacs: float | None = None  # torchvision's meta["_ops"] (GMACs, though labelled GFLOPS)
     doc: str = ""
+    example: Any = field(default=None, repr=False, compare=False)  # a user's class or factory stating example_input
 
     @property
     def qualified(self) -> str:
@@ -223,6 +225,7 @@ def _file_spec(name: str) -> ModelSpec:
         input_shape=None,
         num_classes=None,
         accepts_num_classes=False,
+        example=factory if getattr(factory, "example_input", None) is not None else None,
         doc=(getattr(factory, "__doc__", "") or "").strip().split("\n")[0],
     )
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .formatting import ARROW, count, macs, ms, nbytes, shape, share
+from .formatting import ARROW, count, inputs, macs, ms, nbytes, shape, share
 
 if TYPE_CHECKING:
     from .benchresult import BenchResult, Sweep
@@ -81,7 +81,7 @@ def list_table(specs: list["ModelSpec"], params: dict[str, int]) -> Table:
 def summary_lines(s: "Summary") -> list[Any]:
     """The summary as printable pieces: header, layer table, totals, shape flow."""
     header = Text.assemble(
-        (f"{s.model}", "bold"), f" ({s.source}) · input {shape(s.input_size)}",
+        (f"{s.model}", "bold"), f" ({s.source}) · input {inputs(s.input_size, s.inputs)}",
         f" ({s.input_source}) · built on {s.device}",
     )
     table = styled_table()
@@ -126,7 +126,7 @@ def _operator_table(title: str, ops: list[Any]) -> Table:
 
 
 def flops_lines(r: "FlopReport") -> list[Any]:
-    header = Text.assemble((r.model, "bold"), f" ({r.source}) · input {shape(r.input_size)} · counter {r.counter}"
+    header = Text.assemble((r.model, "bold"), f" ({r.source}) · input {inputs(r.input_size, r.inputs)} · counter {r.counter}"
                            f" on {r.device}")
     total = Text.assemble("MACs ", (macs(r.macs), "bold"), " · FLOPs ", (macs(r.flops), "bold"),
                           "  (FLOPs = 2 × MACs)")
@@ -202,7 +202,7 @@ def _header(first: "BenchResult", several: bool) -> list[Any]:
     pieces: list[Any] = []
     if not several:
         pieces.append(Text.assemble((first.model, "bold"), f" ({first.source}) · batch {first.batch} · input "
-                                    f"{shape(first.input_size)}"))
+                                    f"{inputs(first.input_size, first.inputs)}"))
     pieces.append(Text.assemble((first.device_name, "bold"), f" ({first.device}) · " + " · ".join(switches)))
     if first.peak:
         line = f"peak {first.peak['tflops']:.3g} TFLOP/s: {first.peak['source']}, {first.peak['detail']}"

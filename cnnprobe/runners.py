@@ -44,7 +44,7 @@ class BenchSetup:
         self.built: Built | None = None
         self.raw: nn.Module | None = None  # the module as built: what is frozen and measured
         self.module: Any = None  # what runs: `raw`, or torch.compile of it
-        self.x: torch.Tensor | None = None
+        self.inputs: tuple[torch.Tensor, ...] = ()
         self.target: torch.Tensor | None = None
 
     def build(self) -> "BenchSetup":
@@ -57,14 +57,17 @@ class BenchSetup:
         model = self.model_ref
         if isinstance(model, nn.Module):  # never change the caller's module: time a copy on the device
             model = copy.deepcopy(model).to(self.device)
-        self.built = build_model(model, num_classes=self.config.num_classes, input_size=self.config.input_size,
-                                 device=self.device, weights=self.config.weights, trust=self.config.trust)
+        config = self.config
+        self.built = build_model(model, num_classes=config.num_classes, input_size=config.input_size,
+                                 input_dtype=config.input_dtype, input_range=config.input_range, device=self.device,
+                                 weights=config.weights, trust=config.trust)
         module = self.built.module
-        self.x = torch.randn((self.batch, *self.built.input_shape), device=self.device)
+        self.inputs = self.built.example_inputs(self.batch, random=True)
         self.target = torch.randint(0, 1000, (self.batch,), device=self.device)
-        if self.config.channels_last:
+        if config.channels_last:
             module = module.to(memory_format=torch.channels_last)
-            self.x = self.x.contiguous(memory_format=torch.channels_last)
+            self.inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                                for x in self.inputs)
         self.raw = module
         self.module = torch.compile(module) if self.config.compile else module
         return self
@@ -94,7 +97,8 @@ class BenchSetup:
         return [p for p in self.raw.parameters() if p.requires_grad]
 
     def close(self) -> None:
-        self.module = self.raw = self.x = self.target = None
+        self.module = self.raw = self.target = None
+        self.inputs = ()
         self.built = None
 
 
@@ -158,7 +162,7 @@ class ModeRunner:
             "buffers": raw.buffers(),
             "gradients": (p.grad for p in raw.parameters() if p.grad is not None),
             "optimizer_state": (v for s in state for v in s.values() if isinstance(v, torch.Tensor)),
-            "inputs": (t for t in (setup.x, setup.target) if t is not None),
+            "inputs": (t for t in (*setup.inputs, setup.target) if t is not None),
         }
 
     def memory(self, fn: Callable[[], None]) -> tuple[int, dict[str, int], str]:
@@ -187,14 +191,14 @@ class ForwardRunner(ModeRunner):
 
     def step(self, module: Any = None) -> Callable[[], None]:
         module = module or self.setup.module
-        x, autocast = self.setup.x, self.setup.autocast
+        xs, autocast = self.setup.inputs, self.setup.autocast
         module.eval()
 
         def forward() -> None:
             marks = self.marks
             marks.phase("forward")
             with torch.inference_mode(), autocast():
-                module(x)
+                module(*xs)
             marks.phase("end")
 
         return forward
@@ -207,7 +211,7 @@ class ForwardBackwardRunner(ModeRunner):
 
     def step(self, module: Any = None) -> Callable[[], None]:
         module = module or self.setup.module
-        raw, x, target, autocast = self.setup.raw, self.setup.x, self.setup.target, self.setup.autocast
+        raw, xs, target, autocast = self.setup.raw, self.setup.inputs, self.setup.target, self.setup.autocast
         module.train()
 
         def forward_backward() -> None:
@@ -215,7 +219,7 @@ class ForwardBackwardRunner(ModeRunner):
             marks.phase("forward")
             raw.zero_grad(set_to_none=True)
             with autocast():
-                loss = training_loss(module(x), target)
+                loss = training_loss(module(*xs), target)
             marks.phase("backward")
             loss.backward()
             marks.phase("end")
@@ -230,7 +234,7 @@ class TrainStepRunner(ModeRunner):
 
     def step(self, module: Any = None) -> Callable[[], None]:
         module = module or self.setup.module
-        x, target, autocast = self.setup.x, self.setup.target, self.setup.autocast
+        xs, target, autocast = self.setup.inputs, self.setup.target, self.setup.autocast
         if self.optimizer is None:
             self.optimizer = make_optimizer(self.setup.trainable(), Optimizer(self.config.optimizer))
         optimizer = self.optimizer
@@ -240,7 +244,7 @@ class TrainStepRunner(ModeRunner):
             marks = self.marks
             marks.phase("forward")
             with autocast():
-                loss = training_loss(module(x), target)
+                loss = training_loss(module(*xs), target)
             marks.phase("backward")
             loss.backward()
             marks.phase("optimizer")

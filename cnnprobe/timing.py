@@ -41,8 +41,7 @@ def step_flops(setup: BenchSetup, config: BenchConfig) -> dict[str, int | None]:
     if not config.count_flops:
         return {}
     ref: Any = copy_to_meta(setup.raw) if built.spec.source is Source.MODULE else built.spec
-    kwargs: dict[str, Any] = dict(batch=setup.batch, input_size=built.input_shape, num_classes=config.num_classes,
-                                  depth=0)
+    kwargs: dict[str, Any] = dict(batch=setup.batch, inputs=built.inputs, num_classes=config.num_classes, depth=0)
     if not config.training:
         return {"forward": flops(ref, **kwargs).flops}
     full = flops(ref, backward=True, **kwargs)
@@ -91,6 +90,7 @@ class Bench:
         result = self.result = BenchResult(
             model=setup.built.name, source=setup.built.spec.source.value, device=setup.device, device_name=name,
             batch=self.batch, dtype=dtype, input_size=[self.batch, *setup.built.input_shape], threads=threads,
+            inputs=[s.to_dict() for s in setup.built.inputs],
             settings=settings(config, threads), peak=None, total_params=sum(p.numel() for p in setup.raw.parameters()),
         )
         sheet = (datasheet(name, dtype, bool(torch.backends.cuda.matmul.allow_tf32))
@@ -147,14 +147,14 @@ class Bench:
     def explain(self, runner: ModeRunner, error: BaseException) -> Exception:
         """A step failed for a reason other than memory: run it once more under the tracer to name the layer."""
         setup = self.setup
-        assert setup.raw is not None and setup.x is not None and setup.built is not None
+        assert setup.raw is not None and setup.inputs and setup.built is not None
         tracer = Tracer(setup.raw, fast_meta=False)
         try:
             with tracer:
                 runner.step(setup.raw)()
         except Exception as again:  # noqa: BLE001
             error = again
-        return explain_failure(tracer, error, model=setup.built.name, input_shape=list(setup.x.shape))
+        return explain_failure(tracer, error, model=setup.built.name, input_shape=list(setup.inputs[0].shape))
 
     def close(self) -> None:
         self.setup.close()

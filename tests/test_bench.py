@@ -220,7 +220,7 @@ def test_lower_precision_runs_under_autocast(dtype):
 
 def test_channels_last():
     setup = BenchSetup("cnnprobe:resnet18", 1, BenchConfig(channels_last=True, input_size="3,32,32", **FAST)).build()
-    assert setup.x.is_contiguous(memory_format=torch.channels_last)
+    assert setup.inputs[0].is_contiguous(memory_format=torch.channels_last)
     assert setup.raw.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 

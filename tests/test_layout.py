@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cnnprobe"
 LAYERS = [
     {"enums", "errors", "formatting", "cache"},
     {"models.catalog", "models.lenet", "models.alexnet", "models.vgg", "models.resnet", "models"},
-    {"registry"},
+    {"registry", "inputs"},
     {"meta", "head", "safeload", "statedict", "freezing"},
     {"weights"},
     {"build"},

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torchvision
 
-from cnnprobe.build import build_model, parse_input_size
+from cnnprobe.build import build_model
+from cnnprobe.inputs import parse_size as parse_input_size
 from cnnprobe.enums import Source
 from cnnprobe.errors import InputSizeError, UnknownModelError, UserFileError
 from cnnprobe.registry import list_models, resolve, suggest
