@@ -1,14 +1,24 @@
-"""`summary`: per-layer records from torchinfo, FLOPs from the tracer, in one pass on meta."""
+"""`summary`: per-layer records from one pass on meta: torchinfo's per-module parameter records, the tracer's
+calls for structure, output shapes and MACs.
+
+Rows follow the calls of the pass, each under the module that called it: a
+module shared by two parents appears under each caller, by the path that
+caller knows it by, and a module that runs more than once (a reused layer)
+says so, its parameters counted at its first call. A TorchScript submodule is
+one row (its insides run where hooks cannot see). Modules the pass never
+called come last, so that the rows add up to the totals.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torchinfo
 
 from .build import build_model, check_batch, check_depth
+from .formatting import first_few
 from .meta import paused_gc
 from .probe import probe
 
@@ -27,12 +37,19 @@ class LayerRecord:
 
     name: str  # qualified, as in state_dict keys: "layer4.0.conv1"
     type: str
-    depth: int
-    output_shape: list[int] | None  # batch first
-    params: int  # this layer's parameters, its children's included
+    depth: int  # how deeply calls nest: 1 for what the model's forward calls
+    output_shape: list[int] | None  # batch first; None for a module the pass did not call
+    params: int  # this layer's parameters, its children's included; 0 on a repeated call (counted at the first)
     trainable_params: int
     macs: int  # multiply-accumulates in this call, children included
     is_leaf: bool
+    call: int = 1  # the module's call-th call in the pass; 0 when it was not called
+    calls: int = 1  # how often the module ran in the pass
+
+    @property
+    def repeated(self) -> bool:
+        """A later call of a module already listed (a reused layer, or one shared by two parents)."""
+        return self.call > 1
 
     @property
     def trainable(self) -> bool:
@@ -125,36 +142,34 @@ def torchinfo_pass(module: "nn.Module", xs: tuple[Any, ...]) -> Any:
 
 def summarize(probe: "Probe", depth: int) -> Summary:
     """Records from one probe that ran torchinfo under the tracer."""
-    stats = probe.extra
     tracer = probe.tracer
     module = probe.built.module
-    calls: dict[int, deque[Any]] = defaultdict(deque)
-    for c in tracer.calls:
-        calls[id(c.module)].append(c)
+    infos = {id(info.module): info for info in probe.extra.summary_list}  # torchinfo's record of each module
+    counts = tracer.times_called
+    scripted = {id(m) for m in module.modules() if isinstance(m, torch.jit.ScriptModule)}
     layers: list[LayerRecord] = []
     activation = 0
-    for info in stats.summary_list:
-        if info.depth == 0:
+    for c in tracer.calls:
+        if c.depth == 0 or not c.done:
             continue
-        call = calls[id(info.module)].popleft() if calls[id(info.module)] and info.executed else None
-        name = tracer.names.get(id(info.module), info.var_name)
-        shape = list(info.output_size) if info.executed and info.output_size else None
-        if info.executed and info.is_leaf_layer:
-            activation += int(info.output_bytes)
-        layers.append(
-            LayerRecord(
-                name=name,
-                type=info.class_name,
-                depth=info.depth,
-                output_shape=shape,
-                params=int(info.num_params),
-                trainable_params=int(info.trainable_params),
-                macs=(call.flops // 2) if call else 0,
-                is_leaf=info.is_leaf_layer,
-            )
-        )
+        leaf = id(c.module) in scripted or not any(True for _ in c.module.children())
+        if leaf:
+            activation += c.output_bytes
+        params, trainable = _params(c.module, infos) if c.index == 1 else (0, 0)
+        layers.append(LayerRecord(c.name, c.type, c.depth, c.output_shape, params, trainable, c.flops // 2, leaf,
+                                  c.index, counts.get(id(c.module), 1)))
+    layers += _uncalled(module, tracer, infos, scripted)
     params = list(module.parameters())
     notes = [probe.built.note] if probe.built.note else []
+    unseen = [r.name for r in layers if r.call == 0]
+    if unseen:
+        notes.append(f"not called in this pass: {first_few(unseen)} (listed last, with their parameters)")
+    inside = [tracer.names[key] for key in scripted if key in counts]
+    if inside:
+        notes.append(f"TorchScript: {first_few(inside)} ran as single calls; their insides are not traced")
+    if any(r.repeated for r in layers):
+        notes.append("call N/M: a module that ran M times (reused, or shared by two parents); its parameters count "
+                     "at its first call")
     return Summary(
         model=probe.built.name,
         source=probe.built.spec.source.value,
@@ -174,6 +189,41 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         notes=notes,
         inputs=[s.to_dict() for s in probe.built.inputs],
     )
+
+
+def _params(module: "nn.Module", infos: dict[int, Any]) -> tuple[int, int]:
+    """(parameters, trainable parameters) of a module, its children's included: torchinfo's record of it,
+    or counted here for a module torchinfo has no record of (inside TorchScript)."""
+    info = infos.get(id(module))
+    if info is not None:
+        return int(info.num_params), int(info.trainable_params)
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def _uncalled(model: "nn.Module", tracer: Any, infos: dict[int, Any], scripted: set[int]) -> list[LayerRecord]:
+    """The outermost modules of which nothing ran (Inception's auxiliary head in eval mode), outside TorchScript."""
+    called = set(tracer.times_called)
+    ran_inside: set[int] = set()  # modules with a called descendant: containers such as ModuleList
+    for name, m in model.named_modules():
+        if id(m) in called:
+            parts = name.split(".")
+            ran_inside.update(id(model.get_submodule(".".join(parts[:i]))) for i in range(len(parts)))
+    rows: list[LayerRecord] = []
+    skipped: list[str] = []
+    for name, m in model.named_modules():
+        if not name or id(m) in called or id(m) in ran_inside:
+            continue
+        if any(name.startswith(prefix + ".") for prefix in skipped):
+            continue  # inside a module already listed, or inside TorchScript
+        skipped.append(name)
+        parent = name.rpartition(".")[0]
+        if parent and id(model.get_submodule(parent)) in scripted:
+            continue
+        params, trainable = _params(m, infos)
+        rows.append(LayerRecord(name, type(m).__name__, name.count(".") + 1, None, params, trainable, 0,
+                                not any(True for _ in m.children()), call=0, calls=0))
+    return rows
 
 
 def summary(

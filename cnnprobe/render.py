@@ -93,8 +93,8 @@ def summary_lines(s: "Summary") -> list[Any]:
     table.add_column("MACs", justify="right")
     for r in s.rows():
         trainable = "-" if r.params == 0 else ("yes" if r.trainable else ("partial" if r.trainable_params else "no"))
-        table.add_row("  " * (r.depth - 1) + r.name, r.type, shape(r.output_shape), count(r.params) if r.params else "-",
-                      trainable, macs(r.macs))
+        params = f"call {r.call}/{r.calls}" if r.repeated else (count(r.params) if r.params else "-")
+        table.add_row("  " * (r.depth - 1) + r.name, r.type, shape(r.output_shape), params, trainable, macs(r.macs))
     totals = Table.grid(padding=(0, 2))
     totals.add_column()
     totals.add_column(justify="right")

@@ -87,14 +87,17 @@ def _info(func: Any) -> _OpInfo:
 class Call:
     """One call of one module during the pass."""
 
-    name: str
+    name: str  # the module's path, as the caller knows it (a module shared by two parents has two)
     type: str
-    depth: int
+    depth: int  # how deeply calls nest: 1 for a module the model's forward calls, 0 for the model
     module: nn.Module = field(repr=False)
     args: tuple[Any, ...] = field(default=(), repr=False)
+    parent: "Call | None" = field(default=None, repr=False)
+    index: int = 1  # this is the module's index-th call in the pass
     own_flops: int = 0
     flops: int = 0  # inclusive of the modules it calls
     output_shape: list[int] | None = None
+    output_bytes: int = 0  # of every tensor it returned
     done: bool = False
 
 
@@ -117,7 +120,11 @@ class Tracer:
 
     def __init__(self, model: nn.Module, *, fast_meta: bool = True) -> None:
         self.fast_meta = fast_meta
-        self.names = {id(m): n for n, m in model.named_modules()}
+        self.aliases: dict[int, list[str]] = {}  # every path a module is registered under, first first
+        for name, m in model.named_modules(remove_duplicate=False):
+            self.aliases.setdefault(id(m), []).append(name)
+        self.names = {key: paths[0] for key, paths in self.aliases.items()}
+        self.times_called: dict[int, int] = {}
         self.calls: list[Call] = []
         self.stack: list[Call] = []
         self.flops_by_op: Counter[str] = Counter()
@@ -129,15 +136,21 @@ class Tracer:
 
     # ---- module stack
     def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        name = self.names.get(id(module))
-        if name is None:
+        aliases = self.aliases.get(id(module))
+        if aliases is None:
             return
-        call = Call(name, type(module).__name__, name.count(".") + 1 if name else 0, module, args)
+        parent = self.stack[-1] if self.stack else None
+        name = aliases[0]
+        if parent is not None and parent.name and len(aliases) > 1:  # shared: the path under this caller
+            name = next((a for a in aliases if a.startswith(parent.name + ".")), name)
+        self.times_called[id(module)] = self.times_called.get(id(module), 0) + 1
+        call = Call(name, type(module).__name__, parent.depth + 1 if parent is not None else 0, module, args,
+                    parent, self.times_called[id(module)])
         self.calls.append(call)
         self.stack.append(call)
 
     def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if id(module) not in self.names or not any(c.module is module for c in self.stack):
+        if id(module) not in self.aliases or not any(c.module is module for c in self.stack):
             return
         while self.stack[-1].module is not module:  # callees whose exception the caller caught
             self.stack.pop()
@@ -147,6 +160,7 @@ class Tracer:
         call.done = True
         tensor = _first_tensor(output)
         call.output_shape = list(tensor.shape) if tensor is not None else None
+        call.output_bytes = sum(t.numel() * t.element_size() for t in _tensors(output))
         if self.stack:
             self.stack[-1].flops += call.flops
 
@@ -207,6 +221,16 @@ class Tracer:
     def failed_call(self) -> Call | None:
         """The innermost module that started but did not finish."""
         return self.stack[-1] if self.stack else None
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
