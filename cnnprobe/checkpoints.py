@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .build import build_model
+from .errors import WeightsError
 from .safeload import safe_load
 from .statedict import (
     Compatibility,
@@ -55,11 +56,23 @@ def optimizer_type(groups: list[Mapping[str, Any]]) -> str:
     return "unknown"
 
 
-def optimizer_info(state: Any) -> OptimizerInfo | None:
+def optimizer_info(state: Any, path: str = "the file") -> OptimizerInfo | None:
+    """The optimizer state a training checkpoint holds, or one clear error naming what is malformed in it."""
     if not isinstance(state, Mapping) or "param_groups" not in state:
         return None
-    groups = list(state.get("param_groups") or [])
+    where = f"the optimizer state in '{path}'"
+    groups = state.get("param_groups")
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in groups):
+        raise WeightsError(f"{where} is malformed: param_groups is {repr(groups)[:40]}, not a list of groups")
+    for i, g in enumerate(groups):
+        lr = g.get("lr", 0.0)
+        if isinstance(lr, torch.Tensor) and lr.numel() == 1:
+            lr = lr.item()
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+            raise WeightsError(f"{where} is malformed: param group {i} has lr {lr!r}, not a number")
     per_param = state.get("state") or {}
+    if not isinstance(per_param, Mapping):
+        raise WeightsError(f"{where} is malformed: state is {repr(per_param)[:40]}, not a mapping")
     tensors = [v for s in per_param.values() if isinstance(s, Mapping) for v in s.values() if isinstance(v, torch.Tensor)]
     return OptimizerInfo(
         type=optimizer_type(groups),
@@ -67,7 +80,7 @@ def optimizer_info(state: Any) -> OptimizerInfo | None:
         params=len(per_param),
         state_tensors=len(tensors),
         state_bytes=sum(t.numel() * t.element_size() for t in tensors),
-        lr=[float(g["lr"]) for g in groups if "lr" in g],
+        lr=[float(g["lr"].item() if isinstance(g["lr"], torch.Tensor) else g["lr"]) for g in groups if "lr" in g],
     )
 
 
@@ -117,7 +130,7 @@ def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | None" = No
         info.keys = [str(k) for k in obj]
         info.epoch = _plain(obj.get("epoch", obj.get("step", obj.get("global_step"))))
         info.loss = _plain(obj.get("loss"))
-        info.optimizer = optimizer_info(obj.get("optimizer_state_dict", obj.get("optimizer")))
+        info.optimizer = optimizer_info(obj.get("optimizer_state_dict", obj.get("optimizer")), str(p))
     if kind == "state_dict":
         found = torchvision_weights_of(p)
         if found is not None:

@@ -6,6 +6,8 @@ Every error a user can cause ends as one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 from typing import Annotated, Any, NoReturn
@@ -23,31 +25,95 @@ from .regression import (
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"cnnprobe: error: {' '.join(str(message).split())}\n")
+class Interrupted(Exception):
+    """Ctrl-C, carried past typer (which would turn it into a silent exit 130)."""
+
+
+class ModelExited(Exception):
+    """A user's model called sys.exit(): its failure, not cnnprobe's exit."""
+
+
+def _fail(message: str, code: int, json_mode: bool = False, prefix: str = "cnnprobe: error: ") -> NoReturn:
+    """One line on stderr (none for an empty message: help was printed) and, in --json mode, one JSON object
+    on stdout, so that a script reading stdout always gets JSON."""
+    text = " ".join(str(message).split())
+    if text:
+        sys.stderr.write(f"{prefix}{text}\n")
+    if json_mode and text:
+        import json
+
+        sys.stdout.write(json.dumps({"error": text, "exit_code": code}) + "\n")
+    sys.stdout.flush()
     sys.exit(code)
+
+
+def _output_failed(error: OSError | UnicodeEncodeError, json_mode: bool) -> NoReturn:
+    """Standard output could not take what was printed: a full disk, a closed pipe, an encoding without × or →."""
+    if isinstance(error, OSError) and error.errno == errno.EPIPE:  # `cnnprobe list | head`: nothing to say
+        _quiet_stdout()
+        sys.exit(1)
+    if isinstance(error, UnicodeEncodeError):
+        encoding = getattr(sys.stdout, "encoding", None) or "unknown"
+        message = (f"cannot print to standard output in its encoding ({encoding}); set PYTHONIOENCODING=utf-8 "
+                   "or a UTF-8 locale, or use --json")
+    else:
+        message = f"cannot write to standard output: {error.strerror or error}"
+    _quiet_stdout()
+    sys.stderr.write(f"cnnprobe: error: {message}\n")
+    sys.exit(2)
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class _OneLineErrors(TyperGroup):
     """Turns usage errors, user errors and crashes into one stderr line and an exit code."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        kwargs["standalone_mode"] = False
+    def invoke(self, ctx: Any) -> Any:
         try:
-            rv = super().main(*args, **kwargs)
-        except ClickException as e:
-            _fail(e.format_message(), e.exit_code)
-        except typer.Abort:
-            _fail("aborted", 130)
-        except CnnprobeError as e:
-            _fail(str(e), e.exit_code)
+            return super().invoke(ctx)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            raise Interrupted() from None
+        except SystemExit as e:  # typer's own exits are not SystemExit: this came from user code
+            raise ModelExited(e.code) from None
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        argv = list(sys.argv[1:] if args is None else args)
+        json_mode = "--json" in argv
+        try:
+            rv = super().main(args, *rest, **kwargs)
+        except ClickException as e:
+            _fail(e.format_message(), e.exit_code, json_mode)
+        except (typer.Abort, Interrupted, KeyboardInterrupt):
+            _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
+        except ModelExited as e:
+            _fail(f"the model called sys.exit({e.args[0]}) while cnnprobe was running it", 1, json_mode)
+        except CnnprobeError as e:
+            _fail(str(e), e.exit_code, json_mode and not getattr(e, "printed", False))
+        except (OSError, UnicodeEncodeError) as e:
+            if isinstance(e, UnicodeEncodeError) or e.errno in (errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EBADF):
+                _output_failed(e, json_mode)
+            _internal(e, json_mode)
         except Exception as e:  # noqa: BLE001 - the last line of defence
-            if os.environ.get("CNNPROBE_DEBUG"):
-                raise
-            _fail(f"internal error: {type(e).__name__}: {e} (set CNNPROBE_DEBUG=1 for the traceback)", 3)
+            _internal(e, json_mode)
+        try:
+            sys.stdout.flush()
+        except (OSError, UnicodeEncodeError) as e:
+            _output_failed(e, json_mode)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _internal(error: BaseException, json_mode: bool) -> NoReturn:
+    if os.environ.get("CNNPROBE_DEBUG"):
+        raise error
+    _fail(f"internal error: {type(error).__name__}: {error} (set CNNPROBE_DEBUG=1 for the traceback)", 3, json_mode)
 
 
 app = typer.Typer(
@@ -141,8 +207,9 @@ def summary(
     from . import inspect
     from .render import emit_json, print_pieces, summary_lines
 
-    result = inspect.summary(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, depth=depth, num_classes=num_classes,
-                             weights=weights, trust=trust)
+    with _model_output(json):
+        result = inspect.summary(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
+                                 batch=batch, depth=depth, num_classes=num_classes, weights=weights, trust=trust)
     if json:
         emit_json(result.to_dict())
     else:
@@ -174,10 +241,11 @@ def trainable(
     from . import transfer as api
     from .render import emit_json, print_pieces, trainable_lines, warn
 
-    report = api.trainable(
-        model, freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, num_classes=num_classes,
-        head=head, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer, weights=weights, trust=trust,
-    )
+    with _model_output(json):
+        report = api.trainable(
+            model, freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, num_classes=num_classes,
+            head=head, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer, weights=weights, trust=trust,
+        )
     for w in report.warnings:
         warn(w)
     if json:
@@ -208,12 +276,13 @@ def flops(
     from . import flopcount
     from .render import emit_json, flops_lines, print_pieces
 
-    report = flopcount.flops(
-        model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, depth=depth,
-        num_classes=num_classes, backward=backward,
-        freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, counter=counter, weights=weights,
-        trust=trust,
-    )
+    with _model_output(json):
+        report = flopcount.flops(
+            model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, depth=depth,
+            num_classes=num_classes, backward=backward,
+            freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, counter=counter, weights=weights,
+            trust=trust,
+        )
     if json:
         emit_json(report.to_dict())
     else:
@@ -256,6 +325,7 @@ def bench(
     from .benchconfig import BenchConfig
     from .devices import check_device
     from .output import (
+        OutputError,
         check_writable,
         plot_throughput,
         require_matplotlib,
@@ -280,6 +350,8 @@ def bench(
     for path in (csv, plot, save):  # fail before timing, not after
         if path is not None:
             check_writable(path)
+    if compare is not None and not compare.strip():
+        raise CnnprobeError("--compare is empty: give a baseline file saved with --save")
     if plot:
         require_matplotlib()
     batches = parse_batches(batch)
@@ -305,7 +377,8 @@ def bench(
                                     config.planned())
 
     with _progress(enabled=not json, total=len(models) * len(batches) * len(config.planned()) * repeat) as advance:
-        result = sweep(models, batches, config, on_phase=advance)
+        with _model_output(json):
+            result = sweep(models, batches, config, on_phase=advance)
 
     verdict = None
     if baseline is not None and result.runs and not result.interrupted:
@@ -313,22 +386,27 @@ def bench(
     data = result.report()
     if verdict is not None:
         data["comparison"] = verdict.to_dict()
-    if save and result.runs:
-        write_atomic(save, json_text(data))
-    if csv and result.runs:
-        write_csv(bench_rows(result.runs), BENCH_COLUMNS, csv)
-    if plot and result.runs:
-        plot_throughput(result.runs, plot)
+    unwritten: list[str] = []  # measured results are printed even when a file cannot take them
+    for path, write in ((save, lambda: write_atomic(save, json_text(data))),
+                        (csv, lambda: write_csv(bench_rows(result.runs), BENCH_COLUMNS, csv)),
+                        (plot, lambda: plot_throughput(result.runs, plot))):
+        if path and result.runs:
+            try:
+                write()
+            except OutputError as e:
+                unwritten.append(str(e))
     if json:
-        emit_json(data)
+        emit_json({**data, "unwritten": unwritten} if unwritten else data)
     else:
         print_pieces(bench_lines(result) + (comparison_lines(verdict) if verdict else []))
+    if unwritten:
+        raise _printed(OutputError("; ".join(unwritten) + " (the results are printed above)"))
     if result.interrupted:
         raise typer.Exit(_interrupted("interrupted: the results above are what was measured so far"))
     if result.failures:
-        raise RunError(result.failure_text(config.device.value))
+        raise _printed(RunError(result.failure_text(config.device.value)))
     if verdict is not None and not verdict.ok:
-        raise RunError(f"regressed against {compare}: {verdict.regression_text()}")
+        raise _printed(RunError(f"regressed against {compare}: {verdict.regression_text()}"))
 
 
 @app.command()
@@ -343,7 +421,8 @@ def checkpoint(
     from .checkpoints import inspect_checkpoint
     from .render import checkpoint_lines, emit_json, print_pieces
 
-    info = inspect_checkpoint(file, model=model, num_classes=num_classes, trust=trust)
+    with _model_output(json):
+        info = inspect_checkpoint(file, model=model, num_classes=num_classes, trust=trust)
     if json:
         emit_json(info.to_dict())
     else:
@@ -370,12 +449,25 @@ def compare(
     from .render import comparison_model_lines, emit_json, print_pieces
 
     check_depth(depth)
-    result = compare_models(a, b, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, weights_a=weights_a, weights_b=weights_b,
-                            trust=trust)
+    with _model_output(json):
+        result = compare_models(a, b, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
+                                batch=batch, weights_a=weights_a, weights_b=weights_b, trust=trust)
     if json:
         emit_json(result.to_dict())
     else:
         print_pieces(comparison_model_lines(result, depth))
+
+
+def _printed(error: CnnprobeError) -> CnnprobeError:
+    """An error raised after the results were printed: with --json, stdout already holds its one object, which
+    says what went wrong (failures, comparison, unwritten)."""
+    error.printed = True  # type: ignore[attr-defined]
+    return error
+
+
+def _model_output(json_mode: bool) -> contextlib.AbstractContextManager[Any]:
+    """With --json, what a model prints goes to stderr: stdout holds the JSON object and nothing else."""
+    return contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
 
 
 def _interrupted(message: str) -> int:
@@ -416,4 +508,5 @@ class _progress:
 
 
 def main() -> None:
+    """The `cnnprobe` command (see `cnnprobe.__main__`, which also catches Ctrl-C while this module loads)."""
     app()

@@ -152,6 +152,9 @@ def parse_lr(items: Sequence[str]) -> dict[str, float]:
         if not sep or not modules.strip() or not (0 < lr < float("inf")):
             raise PatternError(f"malformed --lr '{item}': expected MODULES=LR such as layer4=1e-4 or layer3,layer4=1e-4")
         split_patterns(modules)
+        if modules.strip() in groups:
+            raise PatternError(f"--lr names '{modules.strip()}' twice ({groups[modules.strip()]:g} and {lr:g}); "
+                               "give each group once")
         groups[modules.strip()] = lr
     return groups
 

@@ -209,6 +209,9 @@ def _file_spec(name: str) -> ModelSpec:
     def build() -> "nn.Module":
         try:
             model = factory()
+        except SystemExit as e:
+            raise UserFileError(f"{attr}() in '{path_text}' called sys.exit({e.code}) when built{_user_line(e, path)}") \
+                from None
         except Exception as e:  # noqa: BLE001 - user code
             raise UserFileError(
                 f"{attr}() in '{path_text}' failed when built with no arguments: "
@@ -274,9 +277,12 @@ def resolve(name: str) -> ModelSpec:
             source = Source(prefix.lower())
         except ValueError:
             raise UnknownModelError(name, suggest(rest)) from None
-        if source in (Source.CNNPROBE, Source.TORCHVISION) and rest in _by_source(source):
+        if source not in (Source.CNNPROBE, Source.TORCHVISION):  # file: and module: name no registry
+            raise UnknownModelError(name, suggest(rest))
+        if rest in _by_source(source):
             return _by_source(source)[rest]
-        raise UnknownModelError(name, [f"{prefix}:{s}" for s in suggest(rest) if s in _by_source(source)] or suggest(rest))
+        qualified = [f"{source.value}:{s}" for s in suggest(rest) if s in _by_source(source)]
+        raise UnknownModelError(name, qualified or suggest(rest))
     for source in (Source.TORCHVISION, Source.CNNPROBE):
         if name in _by_source(source):
             return _by_source(source)[name]

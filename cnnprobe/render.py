@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,21 @@ def console(stderr: bool = False) -> Console:
 
 
 def json_text(data: Any) -> str:
-    """The one JSON serialisation: what --json prints is what --save writes."""
-    return json.dumps(data, default=_jsonable) + "\n"
+    """The one JSON serialisation: what --json prints is what --save writes. Standard JSON only: a value JSON
+    cannot hold (NaN, infinities, complex numbers) is written as a string, never as a bare `NaN`."""
+    return json.dumps(_standard(data), default=_jsonable, allow_nan=False) + "\n"
+
+
+def _standard(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, complex):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _standard(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_standard(v) for v in value]
+    return value
 
 
 def emit_json(data: Any) -> None:
@@ -319,6 +333,8 @@ def checkpoint_lines(info: "CheckpointInfo") -> list[Any]:
     w = info.weights
     grid.add_row("tensors", f"{count(w.tensors)} holding {count(w.params)} values, {nbytes(w.bytes)}")
     grid.add_row("dtypes", ", ".join(f"{d} ×{n}" for d, n in w.dtypes.items()) or "-")
+    if w.meta:
+        grid.add_row("values", f"none in {count(w.meta)} meta tensors: shapes only, nothing to load")
     grid.add_row("saved on", ", ".join(f"{loc} ({n} storages)" for loc, n in info.saved_on.items()) or "-")
     if info.torchvision:
         grid.add_row("weights", f"{info.torchvision}; sha256 {'matches' if info.hash_ok else 'does NOT match'} the file name")

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import io
 import pickle
-import pickletools
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from .errors import WeightsError
-from .formatting import first_few
+from .formatting import first_few, nbytes
+from .pickles import PICKLE_BUDGET, TooLarge, as_protocol_2, globals_in, protocol
+
+BOMB_SIZE = 16 * 2**20
+BOMB_RATIO = 100
+LEGACY_PICKLES = 5  # magic number, protocol version, system info, the object, its storage keys
 
 
 def _check_file(path: Path, what: str) -> None:
@@ -34,34 +39,92 @@ def _check_file(path: Path, what: str) -> None:
         raise WeightsError(f"{what} '{path}' is empty")
 
 
+def check_archive(path: Path, what: str = "checkpoint") -> None:
+    """Refuse a zip whose members declare sizes no checkpoint has, before anything inflates them: torch.save
+    stores members uncompressed, so a member that would inflate a hundredfold to many megabytes is a zip bomb."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise WeightsError(f"cannot read {what} '{path}': a damaged zip archive ({e})") from None
+    for info in members:
+        inflated, packed = info.file_size, max(info.compress_size, 1)
+        if info.compress_type != zipfile.ZIP_STORED and inflated > BOMB_SIZE and inflated > BOMB_RATIO * packed:
+            raise WeightsError(f"{what} '{path}' holds {info.filename}, which would inflate from {nbytes(packed)} to "
+                               f"{nbytes(inflated)}: refusing what looks like a zip bomb")
+        if info.filename.endswith(".pkl") and inflated > PICKLE_BUDGET:
+            raise WeightsError(f"{what} '{path}' holds a {nbytes(inflated)} pickle ({info.filename}); a checkpoint's "
+                               f"is far smaller: refusing to read it")
+
+
 def pickle_globals(path: str | Path) -> list[str]:
-    """The classes and functions a torch.save file would import when unpickled, read without unpickling."""
+    """The classes and functions a torch.save file would import when unpickled, read without unpickling:
+    streamed opcode by opcode within a budget, from every pickle of a zip, or the pickles a legacy file
+    holds back to back before its raw tensor bytes."""
     path = Path(path)
-    streams: list[bytes] = []
+    found: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):
+            check_archive(path)
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    if info.filename.endswith(".pkl"):
+                        with archive.open(info) as f:
+                            found += _scan(f)
+        else:
+            with path.open("rb") as f:
+                while f.read(1):
+                    f.seek(-1, io.SEEK_CUR)
+                    start = f.tell()
+                    names = _scan(f)
+                    found += names
+                    if f.tell() == start or not names and f.tell() - start < 2:
+                        break
+    except TooLarge:
+        raise WeightsError(f"'{path}' holds a pickle larger than {nbytes(PICKLE_BUDGET)}: refusing to read it") \
+            from None
+    return list(dict.fromkeys(found))
+
+
+def _scan(stream: IO[bytes]) -> list[str]:
+    """The globals of one pickle; nothing where the stream is not a pickle (a legacy file's tensor bytes)."""
+    try:
+        return globals_in(stream)
+    except TooLarge:
+        raise
+    except Exception:  # noqa: BLE001 - the end of the pickles
+        stream.seek(0, io.SEEK_END)
+        return []
+
+
+def protocol_2_copy(path: Path) -> io.BytesIO | None:
+    """The file in memory with every pickle rewritten in protocol 2 (which torch's weights-only unpickler
+    reads); None when its pickles are protocol 2 already."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
-            streams = [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
+            members = archive.infolist()
+            pickles = [m for m in members if m.filename.endswith(".pkl")]
+            if not any(protocol(archive.open(m).read(2)) > 2 for m in pickles):
+                return None
+            out = io.BytesIO()
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as copy:
+                for m in members:
+                    if m.filename.endswith(".pkl"):
+                        with archive.open(m) as f:
+                            copy.writestr(m.filename, as_protocol_2(f))
+                    else:
+                        copy.writestr(m.filename, archive.read(m))
     else:
-        streams = [path.read_bytes()]
-    found: list[str] = []
-    for data in streams:
-        buffer = io.BytesIO(data)
-        while buffer.tell() < len(data):  # legacy files hold several pickles back to back, then raw bytes
-            memo: list[str] = []
-            try:
-                for op, arg, _ in pickletools.genops(buffer):
-                    if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING",
-                                   "BINSTRING", "STRING"):
-                        memo.append(str(arg))
-                    elif op.name in ("GLOBAL", "INST"):
-                        found.append(str(arg).replace(" ", "."))
-                    elif op.name == "STACK_GLOBAL":
-                        found.append(f"{memo[-2]}.{memo[-1]}" if len(memo) >= 2 else "(a global built at load time)")
-                    if op.name == "STOP":
-                        break
-            except Exception:  # noqa: BLE001 - not a pickle any more: the tensor bytes of a legacy file
-                break
-    return list(dict.fromkeys(found))
+        data = path.read_bytes()
+        if protocol(data) <= 2:
+            return None
+        stream, parts = io.BytesIO(data), []
+        for _ in range(LEGACY_PICKLES):
+            parts.append(as_protocol_2(stream))
+        parts.append(stream.read())  # the raw tensor bytes
+        out = io.BytesIO(b"".join(parts))
+    out.seek(0)
+    return out
 
 
 def _allowed_globals() -> set[str]:
@@ -97,7 +160,11 @@ class Loaded:
 
 def safe_load(path: str | Path, *, device: str = "cpu", trust: bool = False, mmap: bool = False,
               what: str = "checkpoint") -> Loaded:
-    """torch.load with weights_only=True, tensors mapped to `device`, clear errors naming the file."""
+    """torch.load with weights_only=True, tensors mapped to `device`, clear errors naming the file.
+
+    A file in pickle protocol 3 to 5 is read through a protocol-2 copy of its pickles. A file that needs
+    full unpickling is refused, naming what it would import, unless `trust`.
+    """
     path = Path(path).expanduser()
     _check_file(path, what)
     saved_on: Counter[str] = Counter()
@@ -107,30 +174,47 @@ def safe_load(path: str | Path, *, device: str = "cpu", trust: bool = False, mma
         return storage if device == "cpu" else storage.to(device=device)
 
     zip_format = zipfile.is_zipfile(path)
+    if zip_format:
+        check_archive(path, what)
     try:
-        obj = torch.load(path, map_location=place, weights_only=True, mmap=mmap and zip_format)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols; the errors below say more
+            obj = torch.load(path, map_location=place, weights_only=True, mmap=mmap and zip_format)
         return Loaded(obj, saved_on, False, zip_format)
     except pickle.UnpicklingError as e:
         if "weights only" not in str(e).lower() and "weights_only" not in str(e).lower():
             raise _unreadable(path, what, e) from None
-        with path.open("rb") as f:
-            is_pickle = zip_format or f.read(1) == b"\x80"  # a legacy torch file starts with pickle's PROTO
-        names = _foreign(path, pickle_globals(path)) if is_pickle else []
-        if not names:  # not refused for what it imports: it is broken, or not a torch file at all
-            raise _unreadable(path, what, e) from None
-        names.sort(key=lambda n: n.startswith(("torch.", "collections.", "builtins.", "__builtin__.")))
-        if not trust:
-            shown = first_few(names)
-            raise WeightsError(
-                f"{what} '{path}' needs full unpickling, which can run code from the file"
-                + (f" (it imports {shown})" if shown else "")
-                + "; refusing. Pass --trust only if you trust where it came from, or save model.state_dict() instead"
-            ) from None
+        first = e
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, or not a torch file
         raise _unreadable(path, what, e) from None
+    try:
+        copy = protocol_2_copy(path)
+    except Exception:  # noqa: BLE001 - not rewritable: judged on what it imports below
+        copy = None
+    if copy is not None:
+        saved_on.clear()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obj = torch.load(copy, map_location=place, weights_only=True)
+            return Loaded(obj, saved_on, False, zip_format)
+        except Exception:  # noqa: BLE001 - it also needs more than tensors: judged below
+            pass
+    names = _foreign(path, pickle_globals(path))
+    if not names:  # not refused for what it imports: it is broken, or not a torch file at all
+        raise _unreadable(path, what, first) from None
+    names.sort(key=lambda n: n.startswith(("torch.", "collections.", "builtins.", "__builtin__.")))
+    if not trust:
+        raise WeightsError(
+            f"{what} '{path}' needs full unpickling, which can run code from the file (it imports "
+            f"{first_few(names)}); refusing. Pass --trust only if you trust where it came from, or save "
+            "model.state_dict() instead"
+        )
     saved_on.clear()
     try:  # --trust: the user has accepted running the file's code
-        obj = torch.load(path, map_location=place, weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=place, weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise _unreadable(path, what, e) from None
     return Loaded(obj, saved_on, True, zip_format)

@@ -50,6 +50,7 @@ class TensorStats:
     params: int  # elements
     bytes: int
     dtypes: dict[str, int]
+    meta: int = 0  # tensors with shapes but no values (saved from the meta device)
 
 
 def tensor_stats(state: Mapping[str, Any]) -> TensorStats:
@@ -59,6 +60,7 @@ def tensor_stats(state: Mapping[str, Any]) -> TensorStats:
         params=sum(t.numel() for t in tensors),
         bytes=sum(t.numel() * t.element_size() for t in tensors),
         dtypes=dict(Counter(str(t.dtype).replace("torch.", "") for t in tensors).most_common()),
+        meta=sum(1 for t in tensors if t.is_meta),
     )
 
 

@@ -22,7 +22,7 @@ from .benchresult import BenchResult, ModeResult, merge_repeats
 from .build import check_batch
 from .devices import device_name, free_memory, is_oom
 from .enums import Device, DType, Mode, Source
-from .errors import CnnprobeError, OutOfMemory
+from .errors import CnnprobeError, ForwardError, OutOfMemory
 from .failures import explain_failure
 from .flopcount import flops
 from .peak import Peak, at_least, datasheet, measured
@@ -123,6 +123,9 @@ class Bench:
             return runner.run()
         except (CnnprobeError, KeyboardInterrupt):
             raise
+        except SystemExit as e:
+            raise ForwardError(f"{runner.setup.built.name if runner.setup.built else 'the model'} called "
+                               f"sys.exit({e.code}) in a {runner.mode.value} step") from None
         except Exception as e:  # noqa: BLE001 - the model failed: say where, unless memory ran out
             if is_oom(e):
                 raise

@@ -154,6 +154,8 @@ def trainable(
     """
     optimizer = Optimizer(optimizer)
     plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
+    if head is not None and not head.strip():
+        raise HeadError("--head is empty: write layers like dropout(0.3),linear(256),relu,linear(10)")
     head_spec = parse_head(head) if head else (HeadSpec.linear(num_classes) if num_classes is not None else None)
     if head_spec is not None and num_classes is not None and head_spec.num_classes != num_classes:
         raise HeadError(f"--head ends with {head_spec.num_classes} classes but --num-classes says {num_classes}")

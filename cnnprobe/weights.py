@@ -185,6 +185,10 @@ def _load_strictly(module: "nn.Module", state: dict[str, Any], compat: Compatibi
     """Load a state_dict whose fit `check_compatible` judged, or say which keys do not fit."""
     if not compat.compatible:
         raise WeightsError(f"weights in '{source}' do not fit {name}: {compat.describe()}")
+    meta = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_meta]
+    if meta:
+        raise WeightsError(f"weights in '{source}' are meta tensors ({len(meta)} of them, {meta[0]} first): shapes "
+                           "without values; save them from a model that holds real weights")
     module.load_state_dict(state, strict=True)
 
 

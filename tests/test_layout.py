@@ -12,6 +12,7 @@ LAYERS = [
     {"enums", "errors", "formatting", "cache"},
     {"models.catalog", "models.lenet", "models.alexnet", "models.vgg", "models.resnet", "models"},
     {"registry", "inputs"},
+    {"pickles"},
     {"meta", "head", "safeload", "statedict", "freezing"},
     {"weights"},
     {"build"},
