@@ -1,0 +1,170 @@
+"""Users' models that bring the cases a careful user brings: lazy layers, other inputs, shared and scripted
+modules, models that print, read values, or exit."""
+
+import sys
+
+import torch
+from torch import nn
+
+
+class Lazy(nn.Module):
+    """Lazy layers: their shapes come from the first input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.LazyConv2d(8, 3)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.LazyLinear(10)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+class Audio(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean(2))
+
+
+class Video(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3, 4)))
+
+
+class TextCNN(nn.Module):
+    """Token ids in: an embedding first."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(100, 8)
+        self.conv = nn.Conv1d(8, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.fc(self.conv(self.embed(ids).transpose(1, 2)).amax(2))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(10, 4)
+        self.b = nn.Linear(6, 4)
+
+    def forward(self, x, y):
+        return self.a(x) + self.b(y)
+
+
+class StatesItsInput(TwoInputs):
+    @staticmethod
+    def example_input():
+        return torch.zeros(2, 10), torch.zeros(2, 6)
+
+
+class Block(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = act
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+class SharedReLU(nn.Module):
+    """The same ReLU instance in two blocks of a ModuleList."""
+
+    def __init__(self):
+        super().__init__()
+        relu = nn.ReLU()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = nn.ModuleList([Block(relu), Block(relu)])
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean((2, 3)))
+
+
+class Recursive(nn.Module):
+    """One convolution applied three times."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for _ in range(3):
+            x = self.conv(x)
+        return self.head(x.mean((2, 3)))
+
+
+class Scripted(nn.Module):
+    """A TorchScript submodule inside an eager model."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = torch.jit.script(nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU()))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)).mean((2, 3)))
+
+
+class Chatty(nn.Module):
+    """Prints on every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        print("building Chatty")
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        print("forward of Chatty", tuple(x.shape))
+        return self.fc(x.flatten(1)[:, :4])
+
+
+class ReadsValues(nn.Module):
+    """Needs real values (`.item()`): runs for real on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.abs().sum().item() > 1e30:
+            return x
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+class ExitsInForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        sys.exit(4)
+
+
+def exits_when_built():
+    sys.exit(5)
+
+
+class NoParameters(nn.Module):
+    def forward(self, x):
+        return x.relu()
