@@ -7,6 +7,9 @@ import sys
 
 
 def main() -> None:
+    from . import signals
+
+    signals.install()
     try:
         from .cli import main as run
 

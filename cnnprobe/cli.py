@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from . import signals
 from .enums import Counter, Device, DType, Mode, Optimizer
 from .errors import CnnprobeError, RunError
 from .regression import (
@@ -91,8 +92,9 @@ class _OneLineErrors(TyperGroup):
             rv = super().main(args, *rest, **kwargs)
         except ClickException as e:
             _fail(e.format_message(), e.exit_code, json_mode)
-        except (typer.Abort, Interrupted, KeyboardInterrupt):
-            _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
+        except (typer.Abort, Interrupted, KeyboardInterrupt) as e:
+            detail = f": {e}" if isinstance(e, Interrupted) and str(e) else ""
+            _fail(f"interrupted{detail}", 130, json_mode and not detail, prefix="cnnprobe: ")
         except ModelExited as e:
             _fail(f"the model called sys.exit({e.args[0]}) while cnnprobe was running it", 1, json_mode)
         except CnnprobeError as e:
@@ -103,6 +105,8 @@ class _OneLineErrors(TyperGroup):
             _internal(e, json_mode)
         except Exception as e:  # noqa: BLE001 - the last line of defence
             _internal(e, json_mode)
+        if rv == 130 or signals.seen():  # typer turns Ctrl-C into a silent exit 130; imports may swallow it
+            _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
         try:
             sys.stdout.flush()
         except (OSError, UnicodeEncodeError) as e:
@@ -402,7 +406,7 @@ def bench(
     if unwritten:
         raise _printed(OutputError("; ".join(unwritten) + " (the results are printed above)"))
     if result.interrupted:
-        raise typer.Exit(_interrupted("interrupted: the results above are what was measured so far"))
+        raise Interrupted("the results above are what was measured so far")
     if result.failures:
         raise _printed(RunError(result.failure_text(config.device.value)))
     if verdict is not None and not verdict.ok:
@@ -468,11 +472,6 @@ def _printed(error: CnnprobeError) -> CnnprobeError:
 def _model_output(json_mode: bool) -> contextlib.AbstractContextManager[Any]:
     """With --json, what a model prints goes to stderr: stdout holds the JSON object and nothing else."""
     return contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
-
-
-def _interrupted(message: str) -> int:
-    sys.stderr.write(f"cnnprobe: {message}\n")
-    return 130
 
 
 class _progress:
