@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import torch
 
 from .benchconfig import BenchConfig
 from .devices import free_memory, is_oom
 from .enums import Device, Optimizer
-from .errors import OutOfMemory
+from .errors import CnnprobeError, OutOfMemory
 from .inspect import summary
 from .memory import available_bytes
+from .predict import Predictor
 from .runners import RUNNERS, BenchSetup
+from .search import search_batch
 
 if TYPE_CHECKING:
     from torch import nn
@@ -20,31 +23,14 @@ CPU_AUTO_LIMIT = 4096
 CUDA_AUTO_LIMIT = 65536
 
 
-def find_max_batch(fits: Callable[[int], bool], start: int = 1, limit: int = CPU_AUTO_LIMIT) -> int:
-    """The largest batch for which `fits` holds: doubling from `start`, then bisection. 0 if none fits."""
-    if not fits(start):
-        return 0
-    good = start
-    while True:
-        trial = min(good * 2, limit)
-        if trial == good:
-            return good  # the search's upper limit
-        if not fits(trial):
-            bad = trial
-            break
-        good = trial
-    while bad - good > 1:
-        middle = (good + bad) // 2
-        if fits(middle):
-            good = middle
-        else:
-            bad = middle
-    return good
-
-
 def estimated_bytes(model: "str | nn.Module", batch: int, config: BenchConfig) -> int:
-    """A generous training-memory estimate from the meta-device summary: weights, gradients, optimizer
-    state and twice the activations. Used to refuse CPU batches the machine cannot hold."""
+    """The heaviest configured step's predicted peak (`cnnprobe memory`), or, for a model that cannot run
+    on fake tensors, a generous estimate from the summary: weights, gradients, optimizer state and twice
+    the activations. Used to refuse CPU batches the machine cannot hold."""
+    try:
+        return Predictor(model, config).peak(batch, config.modes[-1])
+    except CnnprobeError:
+        pass
     s = summary(model, batch=batch, input_size=config.input_size, input_dtype=config.input_dtype,
                 input_range=config.input_range, num_classes=config.num_classes, depth=0)
     state = Optimizer(config.optimizer).state_per_param if config.training else 0
@@ -60,7 +46,8 @@ def fits_on_cpu(model: "str | nn.Module", batch: int, config: BenchConfig) -> tu
 
 
 def auto_batch(model: "str | nn.Module", config: BenchConfig) -> int:
-    """The largest batch whose heaviest configured step runs without running out of memory."""
+    """The largest batch whose heaviest configured step runs without running out of memory: the search
+    starts at the batch the prediction says fits the device's free memory, not at 1."""
     heaviest = config.modes[-1]
     probe = config.replace(mode=heaviest, count_flops=False, peak=False, memory=False, repeat=1)
 
@@ -82,7 +69,22 @@ def auto_batch(model: "str | nn.Module", config: BenchConfig) -> int:
             free_memory()
 
     limit = CUDA_AUTO_LIMIT if Device(config.device) is Device.CUDA else CPU_AUTO_LIMIT
-    best = find_max_batch(fits, 1, limit)
+    best = search_batch(fits, predicted_start(model, config, limit), limit)
     if best == 0:
         raise OutOfMemory(str(model), 1, Device(config.device).value, "not even batch 1 fits")
     return best
+
+
+def predicted_start(model: "str | nn.Module", config: BenchConfig, limit: int) -> int:
+    """Where `--batch auto` starts: the largest batch whose predicted peak fits the free memory (1 when
+    nothing can be predicted)."""
+    if Device(config.device) is Device.CUDA:
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        free = int(0.8 * (available_bytes() or 0))
+    if not free:
+        return 1
+    try:
+        return max(1, Predictor(model, config).largest_batch(free, config.modes[-1], limit).batch)
+    except CnnprobeError:
+        return 1

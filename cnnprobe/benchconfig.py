@@ -41,6 +41,7 @@ class BenchConfig:
     count_flops: bool = True
     peak: bool = True
     memory: bool = True
+    predict: bool = True  # predict each mode's peak memory beside the measurement
     repeat: int = 1  # whole sweeps, to see how far medians drift from run to run
 
     def __post_init__(self) -> None:

@@ -44,6 +44,14 @@ class ModeResult:
     phase_steps: int = 0  # steps the phases were timed over
     memory_breakdown: dict[str, int] = field(default_factory=dict)  # category -> bytes at the peak
     memory_method: str = ""  # "tensors" (counted storage by storage) or "allocator" (CUDA's max_memory_allocated)
+    predicted_peak_bytes: int | None = None  # `cnnprobe memory`'s prediction of the same step, made on fake tensors
+
+    @property
+    def prediction_ratio(self) -> float | None:
+        """Predicted over measured peak memory."""
+        if not self.predicted_peak_bytes or not self.peak_memory_bytes:
+            return None
+        return self.predicted_peak_bytes / self.peak_memory_bytes
     samples_ms: list[float] = field(default_factory=list)  # torch.utils.benchmark's timed samples, per step
     repeats: list[Repeat] = field(default_factory=list)  # with --repeat, each run's own figures
 

@@ -414,6 +414,46 @@ def bench(
 
 
 @app.command()
+def memory(
+    model: ModelArg,
+    batch: Batch = 1,
+    input_size: InputSize = None,
+    input_dtype: InputDtype = None,
+    input_range: InputRange = None,
+    num_classes: NumClasses = None,
+    freeze_except: FreezeExcept = None,
+    freeze_all: FreezeAll = False,
+    freeze: Freeze = None,
+    head: Annotated[str | None, typer.Option("--head", help="Replace the final classifier with these layers, as trainable --head.")] = None,
+    freeze_bn: Annotated[bool, typer.Option("--freeze-bn", help="BatchNorm layers in eval mode, as trainable --freeze-bn.")] = False,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer of train_step, whose state is counted.")] = Optimizer.ADAM,
+    dtype: Annotated[DType, typer.Option("--dtype", help="float32, or bfloat16/float16 under autocast.")] = DType.FLOAT32,
+    device: Annotated[Device, typer.Option("--device", help="The device predicted for (prediction itself needs none).")] = Device.CPU,
+    mode: Annotated[Mode, typer.Option("--mode", help="forward, forward_backward, train_step, or all.")] = Mode.ALL,
+    budget: Annotated[str | None, typer.Option("--budget", help="A memory size (24GiB, 80GB, 512MiB): answer the largest batch whose heaviest mode fits.")] = None,
+    depth: Annotated[int, typer.Option("--depth", help="Module depth of the saved-activations table.")] = 2,
+    top: Annotated[int, typer.Option("--top", help="Rows of the saved-activations table.")] = 10,
+    json: Json = False,
+) -> None:
+    """Predict a training step's peak memory before running it, freezing included: parameters, gradients,
+    optimizer state, activations and temporaries, on fake tensors (nothing is allocated)."""
+    from .predict import memory as predict
+    from .render import emit_json, memory_lines, print_pieces
+
+    if top <= 0:
+        raise CnnprobeError(f"--top must be positive, got {top}")
+    with _model_output(json):
+        report = predict(model, batch=batch, mode=mode, optimizer=optimizer, dtype=dtype, device=device,
+                         freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, head=head,
+                         freeze_bn=freeze_bn, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
+                         input_range=input_range, budget=budget, depth=depth)
+    if json:
+        emit_json(report.to_dict())
+    else:
+        print_pieces(memory_lines(report, depth, top))
+
+
+@app.command()
 def checkpoint(
     file: Annotated[str, typer.Argument(help="A .pth/.pt file: state_dict, training checkpoint, pickled model or torchvision weights.", show_default=False)],
     model: Annotated[str | None, typer.Option("--model", help="Also check that the weights fit this model.")] = None,

@@ -13,13 +13,13 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-def nbytes(n: float) -> str:
-    """Binary units: 44.6 MiB."""
+def nbytes(n: float, digits: int = 1) -> str:
+    """Binary units: 44.6 MiB (more `digits` where neighbours must be told apart)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
         n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
+    return f"{n:.{digits}f} TiB"  # pragma: no cover
 
 
 def shape(dims: Iterable[int] | None, empty: str = "-") -> str:

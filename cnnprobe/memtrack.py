@@ -23,12 +23,14 @@ private workspaces are not in it.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.modules import module as module_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -44,6 +46,7 @@ class MemoryPeak:
     breakdown: dict[str, int]  # category -> bytes at the peak; sums to peak_bytes
     start_bytes: int  # live when the step started
     end_bytes: int  # live when it ended
+    saved_by_module: dict[str, int] = field(default_factory=dict)  # activations live when backward began, by maker
 
 
 class MemoryTracker(TorchDispatchMode):
@@ -55,10 +58,17 @@ class MemoryTracker(TorchDispatchMode):
     """
 
     def __init__(self, held: Mapping[str, Iterable[Any]], *, params: Iterable[torch.nn.Parameter] = (),
-                 optimizer: torch.optim.Optimizer | None = None) -> None:
+                 optimizer: torch.optim.Optimizer | None = None, round_to: int = 1,
+                 model: torch.nn.Module | None = None) -> None:
+        """`round_to` counts each storage as its allocator would hand it out (CUDA's caching allocator: 512
+        bytes); with `model`, each storage made in the forward pass is credited to the module running."""
         super().__init__()
         self._params = list(params)
         self._optimizer = optimizer
+        self._round = round_to
+        self._modules = ModuleStack(model) if model is not None else None
+        self._owner: dict[int, str] = {}  # serial -> the module that made it
+        self._saved: dict[str, int] = {}
         self._serial: dict[int, int] = {}  # id() of a live storage -> its serial number (ids are reused)
         self._size: dict[int, int] = {}  # serial -> bytes, for live storages
         self._kind: dict[int, str] = {}  # serial -> category, kept after the storage dies
@@ -77,6 +87,11 @@ class MemoryTracker(TorchDispatchMode):
 
     # ---- what the step tells us
     def phase(self, name: str) -> None:
+        if name == "backward" and self._phase != "backward":  # what autograd saved is what is live now
+            for serial, size in self._size.items():
+                if self._kind[serial] == "activations":
+                    owner = self._owner.get(serial, "")
+                    self._saved[owner] = self._saved.get(owner, 0) + size
         if self._phase == "backward" and name != "backward":
             self.gradients(self._params)
         if name == "end":
@@ -105,6 +120,8 @@ class MemoryTracker(TorchDispatchMode):
             return
         storage = t.untyped_storage()
         size = storage.nbytes()
+        if self._round > 1 and size:
+            size = self._round * math.ceil(size / self._round)
         serial = self._serial.get(id(storage))
         if serial is not None:
             if size != self._size[serial]:  # resized in place
@@ -115,6 +132,8 @@ class MemoryTracker(TorchDispatchMode):
         self._serial[id(storage)] = serial
         self._size[serial] = size
         self._kind[serial] = category
+        if self._modules is not None and self._modules.stack:
+            self._owner[serial] = self._modules.stack[-1]
         self._finalizers[serial] = weakref.finalize(storage, self._freed, id(storage), serial)
         self._record(serial, size)
 
@@ -155,4 +174,46 @@ class MemoryTracker(TorchDispatchMode):
         breakdown = dict.fromkeys(CATEGORIES, 0)
         for serial, size in sizes.items():
             breakdown[self._kind[serial]] += size
-        return MemoryPeak(self._peak, breakdown, self._start, self._live)
+        return MemoryPeak(self._peak, breakdown, self._start, self._live, dict(self._saved))
+
+    def __enter__(self) -> "MemoryTracker":
+        if self._modules is not None:
+            self._modules.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            if self._modules is not None:
+                self._modules.__exit__()
+
+
+class ModuleStack:
+    """The names of the modules running now, innermost last, from global forward hooks."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.stack: list[str] = []
+        self._handles: list[Any] = []
+
+    def _pre(self, module: torch.nn.Module, args: Any) -> None:
+        name = self.names.get(id(module))
+        if name is not None:
+            self.stack.append(name)
+
+    def _post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        name = self.names.get(id(module))
+        if name is not None and name in self.stack:
+            while self.stack.pop() != name:
+                pass
+
+    def __enter__(self) -> "ModuleStack":
+        self._handles = [module_hooks.register_module_forward_pre_hook(self._pre),
+                         module_hooks.register_module_forward_hook(self._post)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .flopcount import FlopReport
     from .inspect import Summary
     from .modeldiff import ModelComparison
+    from .predict import MemoryReport
     from .registry import ModelSpec
     from .regression import Comparison
     from .statedict import Compatibility
@@ -284,6 +285,21 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
         line = _memory_line(sweep.runs[0])
         if line is not None:
             pieces.append(line)
+    predicted = [(run, r) for run in sweep.runs for r in run.results if r.prediction_ratio is not None]
+    if predicted:
+        pieces.append(Text("peak memory, measured and predicted on fake tensors (cnnprobe memory):"))
+        check = styled_table()
+        for col, justify in ([("model", "left"), ("batch", "right")] if several else []) + [
+                ("mode", "left")] + ([("weights", "left")] if frozen_any else []) + [
+                ("measured", "right"), ("predicted", "right"), ("predicted/measured", "right")]:
+            check.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for run, r in predicted:
+            cells = ([run.model, str(run.batch)] if several else []) + [_MODE_LABELS.get(r.mode, r.mode)]
+            if frozen_any:
+                cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
+            check.add_row(*cells, nbytes(r.peak_memory_bytes), nbytes(r.predicted_peak_bytes or 0),
+                          f"{r.prediction_ratio:.3f}")
+        pieces.append(check)
     if any(r.noisy for r in results):
         pieces.append(Text("!: noisy, IQR above 10% of the median; the machine is busy or --min-time is too short",
                            style="dim"))
@@ -294,6 +310,56 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
     notes = {n for run in sweep.runs for n in run.notes}
     pieces += [Text(f"note: {n}", style="dim") for n in sorted(notes)]
+    return pieces
+
+
+_MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
+
+
+def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
+    header = Text.assemble((r.model, "bold"), f" ({r.source}) · batch {r.batch} · input {inputs(r.input_size, r.inputs)}")
+    plan = r.plan
+    what = ("freeze all" if plan["freeze_all"] else f"freeze all except {plan['freeze_except']}"
+            if plan["freeze_except"] else f"freeze {plan['freeze']}" if plan["freeze"] else "nothing frozen")
+    pieces: list[Any] = [header, Text(f"predicted for {r.device} · {r.dtype}" + (" (autocast)" if r.dtype != "float32"
+                                      else "") + f" · optimizer {r.optimizer} · {what}"
+                                      + (" · BatchNorm frozen" if plan["freeze_bn"] else ""))]
+    pieces.append(Text("steady-state peak (the second step onward), and what it holds at that moment"))
+    table = styled_table()
+    table.collapse_padding = True
+    columns = [("mode", "left")] + ([("weights", "left")] if r.freezing else []) + [("peak", "right")] + [
+        (c.replace("_", " ").replace("optimizer state", "optimizer"), "right") for c in _MEMORY_COLUMNS]
+    for col, justify in columns:
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for m in r.results:
+        cells = [_MODE_LABELS.get(m.mode, m.mode)]
+        if r.freezing:
+            cells.append("-" if m.mode == "forward" else ("frozen" if m.frozen else "all"))
+        cells.append(nbytes(m.predicted_peak_bytes))
+        cells += [nbytes(m.breakdown.get(c, 0)) if m.breakdown.get(c) else "-" for c in _MEMORY_COLUMNS]
+        table.add_row(*cells)
+    pieces.append(table)
+    for mode in ("forward_backward", "train_step"):
+        saving = r.freezing_saves(mode)
+        if saving is not None:
+            pieces.append(Text(f"freezing saves {nbytes(saving['total'])} of a {mode}'s peak: "
+                               f"{nbytes(saving['gradients_and_optimizer_state'])} of gradients and optimizer state, "
+                               f"{nbytes(saving['saved_for_backward'])} of activations saved for backward"))
+    modules = r.top_modules(depth, top)
+    if modules:
+        pieces.append(Text(f"activations saved for backward, by module (depth {depth}, top {top})"))
+        saved = styled_table()
+        for col, justify in (("module", "left"), ("saved", "right"), ("share", "right")):
+            saved.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for name, size, part in modules:
+            saved.add_row(name, nbytes(size), share(part))
+        pieces.append(saved)
+    if r.budget is not None:
+        b = r.budget
+        pieces.append(Text.assemble(
+            f"--budget {nbytes(b.budget_bytes, 3)}: the largest batch whose {b.mode} fits is ", (str(b.batch), "bold"),
+            f" (predicted {nbytes(b.peak_bytes, 3)}); batch {b.batch + 1} needs {nbytes(b.next_peak_bytes, 3)}"))
+    pieces += [Text(f"note: {n}", style="dim") for n in r.notes]
     return pieces
 
 

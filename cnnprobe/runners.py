@@ -26,7 +26,7 @@ from .enums import DType, Mode, Optimizer
 from .errors import CnnprobeError
 from .freezing import FreezePlan
 from .memory import allocator_peak
-from .memtrack import MemoryTracker
+from .memtrack import MemoryPeak, MemoryTracker
 from .steps import make_optimizer, training_loss
 
 if TYPE_CHECKING:
@@ -46,6 +46,20 @@ class BenchSetup:
         self.module: Any = None  # what runs: `raw`, or torch.compile of it
         self.inputs: tuple[torch.Tensor, ...] = ()
         self.target: torch.Tensor | None = None
+        self.foreach: bool | None = None  # the optimizer's implementation; None: torch's choice for the device
+        self.round_to = 1  # bytes a storage is rounded up to when memory is counted (CUDA's allocator: 512)
+
+    @classmethod
+    def assembled(cls, built: Built, module: nn.Module, inputs: tuple[torch.Tensor, ...], target: torch.Tensor,
+                  config: BenchConfig, batch: int, *, device: str, foreach: bool | None = None,
+                  round_to: int = 1) -> "BenchSetup":
+        """A setup from parts made elsewhere (fake tensors that stand for `config.device`), for running the
+        same steps without the device."""
+        setup = cls.__new__(cls)
+        setup.model_ref, setup.batch, setup.config, setup.device = built.module, batch, config, device
+        setup.built, setup.raw, setup.module, setup.inputs, setup.target = built, module, module, inputs, target
+        setup.foreach, setup.round_to = foreach, round_to
+        return setup
 
     def build(self) -> "BenchSetup":
         """Model, input, precision, memory format, compile. The caller restores the global switches after."""
@@ -165,20 +179,25 @@ class ModeRunner:
             "inputs": (t for t in (*setup.inputs, setup.target) if t is not None),
         }
 
+    def count_memory(self, fn: Callable[[], None], *, by_module: bool = False) -> MemoryPeak:
+        """One more step, its tensor memory counted storage by storage (and, `by_module`, the activations
+        it saves for backward credited to the modules that made them)."""
+        tracker = MemoryTracker(self.held(), params=self.setup.trainable(), optimizer=self.optimizer,
+                                round_to=self.setup.round_to, model=self.setup.raw if by_module else None)
+        self.marks = tracker
+        try:
+            with tracker:
+                fn()
+        finally:
+            self.marks = NoClock()
+            tracker.close()
+        return tracker.result()
+
     def memory(self, fn: Callable[[], None]) -> tuple[int, dict[str, int], str]:
         """One more steady-state step, its tensor memory counted storage by storage; on CUDA the peak is
         the allocator's `max_memory_allocated` and the count gives the breakdown. A compiled model is
         counted on its eager step (the tracker cannot see into compiled kernels)."""
-        eager = self.step(self.setup.raw) if self.config.compile else fn
-        tracker = MemoryTracker(self.held(), params=self.setup.trainable(), optimizer=self.optimizer)
-        self.marks = tracker
-        try:
-            with tracker:
-                eager()
-        finally:
-            self.marks = NoClock()
-            tracker.close()
-        counted = tracker.result()
+        counted = self.count_memory(self.step(self.setup.raw) if self.config.compile else fn)
         if self.setup.device == "cuda":
             return allocator_peak(fn, self.setup.device), counted.breakdown, "allocator"
         return counted.peak_bytes, counted.breakdown, "tensors"
@@ -236,7 +255,7 @@ class TrainStepRunner(ModeRunner):
         module = module or self.setup.module
         xs, target, autocast = self.setup.inputs, self.setup.target, self.setup.autocast
         if self.optimizer is None:
-            self.optimizer = make_optimizer(self.setup.trainable(), Optimizer(self.config.optimizer))
+            self.optimizer = make_optimizer(self.setup.trainable(), Optimizer(self.config.optimizer), self.setup.foreach)
         optimizer = self.optimizer
         module.train()
 

@@ -35,11 +35,13 @@ def training_loss(output: Any, target: torch.Tensor | None = None) -> torch.Tens
     return loss
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], kind: Optimizer) -> torch.optim.Optimizer:
-    """The optimizer `--optimizer` names, with customary learning rates (they change no timing)."""
+def make_optimizer(params: Iterable[torch.nn.Parameter], kind: Optimizer,
+                   foreach: bool | None = None) -> torch.optim.Optimizer:
+    """The optimizer `--optimizer` names, with customary learning rates (they change no timing). `foreach`
+    chooses the implementation (None: torch's default for the device: multi-tensor on CUDA)."""
     params = list(params)
     if kind is Optimizer.ADAM:
-        return torch.optim.Adam(params, lr=1e-4)
+        return torch.optim.Adam(params, lr=1e-4, foreach=foreach)
     if kind is Optimizer.ADAMW:
-        return torch.optim.AdamW(params, lr=1e-4)
-    return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if kind is Optimizer.MOMENTUM else 0.0)
+        return torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
+    return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if kind is Optimizer.MOMENTUM else 0.0, foreach=foreach)

@@ -26,6 +26,7 @@ from .errors import CnnprobeError, ForwardError, OutOfMemory
 from .failures import explain_failure
 from .flopcount import flops
 from .peak import Peak, at_least, datasheet, measured
+from .predict import Predictor
 from .runners import RUNNERS, BenchSetup, ModeRunner
 from .trace import Tracer
 
@@ -51,6 +52,17 @@ def step_flops(setup: BenchSetup, config: BenchConfig) -> dict[str, int | None]:
                        freeze=config.freeze, **kwargs)
         out["train_frozen"] = frozen.training_flops
     return out
+
+
+def predicted_peaks(model: "str | nn.Module", batch: int, config: BenchConfig) -> dict[tuple[str, bool], int]:
+    """`cnnprobe memory`'s prediction of every planned step, to print beside what is measured."""
+    if not (config.predict and config.memory) or config.compile:
+        return {}
+    try:
+        report = Predictor(model, config).at(batch)
+    except CnnprobeError:  # a model that cannot run on fake tensors is measured all the same
+        return {}
+    return {(r.mode, r.frozen): r.predicted_peak_bytes for r in report.results}
 
 
 def copy_to_meta(module: "nn.Module") -> "nn.Module":
@@ -82,6 +94,7 @@ class Bench:
         config, setup = self.config, self.setup.build()
         assert setup.built is not None and setup.raw is not None
         counted = step_flops(setup, config)
+        predicted = predicted_peaks(self.model, self.batch, config)
         threads = torch.get_num_threads()
         dtype = DType(config.dtype).value
         if config.peak and config.count_flops:
@@ -108,7 +121,9 @@ class Bench:
                     on_phase(f"{result.model} b{self.batch} {mode.value}{full}")
                 key = "forward" if mode is Mode.FORWARD else ("train_frozen" if frozen else "train")
                 runner = RUNNERS[mode](setup, frozen, counted.get(key))
-                result.results.append(self._measure(runner))
+                measured_mode = self._measure(runner)
+                measured_mode.predicted_peak_bytes = predicted.get((mode.value, frozen))
+                result.results.append(measured_mode)
                 self._share(result, sheet)
         if setup.built.weights is not None:
             result.notes.append(setup.built.weights.describe())

@@ -18,7 +18,8 @@ from torch import nn
 import cnnprobe
 from cnnprobe import peak as peak_module
 from cnnprobe import timing
-from cnnprobe.batchsearch import find_max_batch, fits_on_cpu
+from cnnprobe.batchsearch import fits_on_cpu
+from cnnprobe.search import search_batch as find_max_batch
 from cnnprobe.benchconfig import BenchConfig
 from cnnprobe.errors import CnnprobeError, InputSizeError, OutOfMemory, UsageError
 from cnnprobe.peak import datasheet

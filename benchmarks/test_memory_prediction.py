@@ -1,0 +1,32 @@
+"""What predicting memory costs: `cnnprobe memory vit_h_14 --batch 256` (633 M parameters at 518 px, whose
+training step holds the best part of a terabyte) in under 20 s of wall time and 1.5 GB of memory, in a fresh
+interpreter, imports included. These goals hold with timings disabled too, so CI checks them."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_vit_h_14_at_batch_256_in_seconds_and_little_memory(benchmark, machine_info):
+    def predict():
+        start = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "cnnprobe", "memory", "vit_h_14", "--batch", "256", "--json"],
+                             capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=300)
+        return run, time.perf_counter() - start
+
+    run, seconds = benchmark.pedantic(predict, rounds=1, iterations=1)
+    assert run.returncode == 0, run.stderr
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child so far
+    data = json.loads(run.stdout)
+    assert data["predicted_peak_bytes"]["train_step"] > 100 * 2**30  # what it predicts is huge
+    benchmark.extra_info.update(seconds=seconds, peak_rss_bytes=peak_rss)
+    assert seconds < 20, f"{seconds:.1f} s"
+    assert peak_rss < 1.5e9, f"{peak_rss / 2**30:.2f} GiB"
