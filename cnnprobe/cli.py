@@ -323,8 +323,15 @@ def bench(
     compare: Annotated[str | None, typer.Option("--compare", help="Compare with a baseline saved by --save; exit 1 naming each mode that regressed.")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Percent slower that counts as a regression: the 95% interval of new/old must lie above it.")] = DEFAULT_THRESHOLD,
     repeat: Annotated[int | None, typer.Option("--repeat", help="Run the whole sweep N times, to measure run-to-run drift; default 2 with --save, the baseline's count with --compare, 1 otherwise.")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel on N local ranks (DDP, started by torch's elastic launcher); train_step and forward_backward.")] = None,
+    ddp: Annotated[bool, typer.Option("--ddp", help="Join a torchrun job (RANK, WORLD_SIZE, ... in the environment); rank 0 prints.")] = False,
+    backend: Annotated[str | None, typer.Option("--backend", help="torch.distributed backend; default nccl on CUDA, gloo on the CPU.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds a rank waits for the others (init_process_group's timeout).")] = 300.0,
+    bucket_mb: Annotated[float | None, typer.Option("--bucket-mb", help="DDP's gradient bucket size in MB; default DDP's own (25).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="With --nproc: the rendezvous port on 127.0.0.1; default a free one.")] = None,
 ) -> None:
-    """Time forward, backward and train steps with warm-up, synchronised timers and stable medians."""
+    """Time forward, backward and train steps with warm-up, synchronised timers and stable medians; with
+    --nproc or --ddp, data-parallel across processes, GPUs and nodes."""
     from . import regression
     from .benchconfig import BenchConfig
     from .devices import check_device
@@ -351,6 +358,14 @@ def bench(
     models = [m.strip() for m in model.split(",") if m.strip()]
     if not models:
         raise CnnprobeError("no model given")
+    if nproc is not None or ddp:
+        _distributed(models, batch, nproc, ddp, json, [csv, plot, save, compare], BenchConfig(
+            device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
+            min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
+            freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
+            input_dtype=input_dtype, input_range=input_range, weights=weights, trust=trust, predict=False),
+            backend, timeout, bucket_mb, port)
+        return
     for path in (csv, plot, save):  # fail before timing, not after
         if path is not None:
             check_writable(path)
@@ -500,6 +515,57 @@ def compare(
         emit_json(result.to_dict())
     else:
         print_pieces(comparison_model_lines(result, depth))
+
+
+def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, json_mode: bool, files: list[Any],
+                 config: Any, backend: str | None, timeout: float, bucket_mb: float | None, port: int | None) -> None:
+    """`bench --nproc N` (ranks started here) or `bench --ddp` (this process is one rank of a torchrun job)."""
+    import math
+
+    from .ddp import DistOptions, backend_for, in_launcher, worker
+    from .devices import check_device
+    from .render import ddp_lines, emit_json, print_pieces
+
+    if nproc is not None and ddp:
+        raise CnnprobeError("--nproc starts the ranks itself; --ddp joins ranks torchrun started: give one")
+    if len(models) > 1 or "," in batch or batch.strip().lower() == "auto":
+        raise CnnprobeError("a distributed bench takes one model and one batch size (per rank)")
+    if any(f is not None for f in files):
+        raise CnnprobeError("--csv, --plot, --save and --compare are not available with --nproc or --ddp; use --json")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise CnnprobeError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if bucket_mb is not None and not (math.isfinite(bucket_mb) and bucket_mb > 0):
+        raise CnnprobeError(f"--bucket-mb must be a positive number, got {bucket_mb}")
+    per_rank = int(_parse_one_batch(batch))
+    check_device(config.device)
+    backend_for(config.device.value, backend)
+    options = DistOptions(backend, timeout, bucket_mb)
+    if ddp:
+        if not in_launcher():
+            raise CnnprobeError("--ddp joins a job started by torchrun, but RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "
+                                "and MASTER_PORT are not set: run it under torchrun, or use --nproc N")
+        with _model_output(json_mode):
+            data = worker(models[0], per_rank, config, options)
+        if data is None:
+            return  # only rank 0 prints
+        from .ddp import from_dict
+
+        result = from_dict(data)
+    else:
+        from .launch import launch
+
+        with _model_output(json_mode):
+            result = launch(models[0], per_rank, config, nproc, options, port)
+    if json_mode:
+        emit_json(result.to_dict())
+    else:
+        print_pieces(ddp_lines(result))
+
+
+def _parse_one_batch(text: str) -> int:
+    from .sweep import parse_batches
+
+    return int(parse_batches(text)[0])
 
 
 def _printed(error: CnnprobeError) -> CnnprobeError:

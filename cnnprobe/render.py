@@ -18,6 +18,7 @@ from .formatting import ARROW, count, inputs, macs, ms, nbytes, shape, share
 if TYPE_CHECKING:
     from .benchresult import BenchResult, Sweep
     from .checkpoints import CheckpointInfo
+    from .ddp import DistResult
     from .flopcount import FlopReport
     from .inspect import Summary
     from .modeldiff import ModelComparison
@@ -360,6 +361,50 @@ def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
             f"--budget {nbytes(b.budget_bytes, 3)}: the largest batch whose {b.mode} fits is ", (str(b.batch), "bold"),
             f" (predicted {nbytes(b.peak_bytes, 3)}); batch {b.batch + 1} needs {nbytes(b.next_peak_bytes, 3)}"))
     pieces += [Text(f"note: {n}", style="dim") for n in r.notes]
+    return pieces
+
+
+def ddp_lines(d: "DistResult") -> list[Any]:
+    run = d.run
+    pieces: list[Any] = [
+        Text.assemble((run.model, "bold"), f" ({run.source}) · batch {run.batch} per rank, {d.global_batch} in all · "
+                      f"input {inputs(run.input_size, run.inputs)}"),
+        Text(f"DistributedDataParallel · {d.world_size} rank{'s' if d.world_size != 1 else ''} · {d.backend} · "
+             f"{run.device_name} ({run.device}) · {run.dtype} · optimizer {run.settings.get('optimizer')}"
+             + (f" · buckets of {d.bucket_mb:g} MB" if d.bucket_mb else "")),
+    ]
+    table = styled_table()
+    table.collapse_padding = True
+    for col in ("mode", "step ms", "IQR", "samples/s", "one process ms", "efficiency", "exposed comm ms",
+                "no_sync ms", "peak mem"):
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
+    by_mode = {r.mode: r for r in run.results}
+    for mode, f in d.modes.items():
+        r = by_mode[mode]
+        efficiency = "-" if f.get("scaling_efficiency") is None else share(f["scaling_efficiency"])
+        table.add_row(_MODE_LABELS.get(mode, mode), ms(f["median_ms"]), ms(r.iqr_ms) + ("!" if r.noisy else ""),
+                      f"{f['aggregate_samples_per_s']:,.1f}", ms(f["single_process_ms"]), efficiency,
+                      f"{ms(f['comm_exposed_ms'])} ({share(f['comm_exposed_share'])})", ms(f["no_sync_ms"]),
+                      nbytes(r.peak_memory_bytes) if r.memory_method else "-")
+    pieces.append(table)
+    ranks = styled_table()
+    for col in ("rank", "host", "device", "threads", *(f"{_MODE_LABELS.get(m, m)} ms" for m in d.modes), "peak mem"):
+        ranks.add_column(col, justify="left" if col in ("host", "device") else "right", no_wrap=True)
+    for r in d.per_rank:
+        cells = [str(r.rank), r.host, r.device, str(r.threads)]
+        cells += [f"{ms(r.modes[m]['median_ms'])} ± {ms(r.modes[m]['iqr_ms'])}" if m in r.modes else "-" for m in d.modes]
+        cells.append(nbytes(max((v["peak_memory_bytes"] for v in r.modes.values()), default=0)))
+        ranks.add_row(*cells)
+    pieces.append(ranks)
+    bandwidth = f", {d.allreduce_gbps:.2f} GB/s" if d.allreduce_gbps and d.world_size > 1 else ""
+    pieces.append(Text(f"all-reduce: {nbytes(d.allreduce_bytes)} of gradients per step (trainable parameters only; "
+                       f"{count(run.trainable_params)} of {count(run.total_params)}), one all-reduce of that size "
+                       f"{ms(d.allreduce_ms)} ms{bandwidth}"))
+    pieces.append(Text("gradients after a synchronised step: " + ("identical on every rank" if d.gradients_match
+                                                                  else "DIFFERENT between ranks")))
+    pieces.append(Text("step ms: the slowest rank's median; samples/s: the global batch over it; efficiency: against "
+                       "one process at the same per-rank batch on rank 0's device; exposed comm: the step less the "
+                       "same step under no_sync()", style="dim"))
     return pieces
 
 

@@ -19,18 +19,23 @@ import cnnprobe
 from cnnprobe import peak as peak_module
 from cnnprobe import timing
 from cnnprobe.batchsearch import fits_on_cpu
-from cnnprobe.search import search_batch as find_max_batch
 from cnnprobe.benchconfig import BenchConfig
 from cnnprobe.errors import CnnprobeError, InputSizeError, OutOfMemory, UsageError
 from cnnprobe.peak import datasheet
-from cnnprobe.runners import BenchSetup, ForwardBackwardRunner, ForwardRunner, TrainStepRunner
+from cnnprobe.runners import (
+    BenchSetup,
+    ForwardBackwardRunner,
+    ForwardRunner,
+    TrainStepRunner,
+)
+from cnnprobe.search import search_batch as find_max_batch
 from cnnprobe.sweep import parse_batches, sweep
 
 from .conftest import one_error_line, table_rows
 
 FAST = dict(min_time=0.02, max_time=0.2, warmup=1, threads=1)
 FAST_ARGS = ["--min-time", "0.02", "--max-time", "0.2", "--warmup", "1", "--threads", "1"]
-BENCH_FOOTER = ("!:", "times in ms", "lenet b", "resnet18 b", "alexnet b")  # the lines that follow the bench table
+BENCH_FOOTER = ("!:", "times in ms", "peak memory, measured", "lenet b", "resnet18 b", "alexnet b")  # the lines that follow the bench table
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 # LeNet by hand: conv1 1→6 5×5 at 28×28, conv2 6→16 5×5 at 10×10, then 400→120→84→10.

@@ -8,7 +8,12 @@ import pytest
 from torch import nn
 
 import cnnprobe
-from cnnprobe.errors import InputSizeError, InputTooSmallError, PatternError, UnknownModelError
+from cnnprobe.errors import (
+    InputSizeError,
+    InputTooSmallError,
+    PatternError,
+    UnknownModelError,
+)
 from cnnprobe.flopcount import within_published
 from cnnprobe.registry import list_models, resolve
 

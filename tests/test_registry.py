@@ -6,9 +6,9 @@ import pytest
 import torchvision
 
 from cnnprobe.build import build_model
-from cnnprobe.inputs import parse_size as parse_input_size
 from cnnprobe.enums import Source
 from cnnprobe.errors import InputSizeError, UnknownModelError, UserFileError
+from cnnprobe.inputs import parse_size as parse_input_size
 from cnnprobe.registry import list_models, resolve, suggest
 
 from .conftest import DATA

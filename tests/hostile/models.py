@@ -168,3 +168,18 @@ def exits_when_built():
 class NoParameters(nn.Module):
     def forward(self, x):
         return x.relu()
+
+
+class FailsOnRankOne(nn.Module):
+    """Fine on rank 0; rank 1's forward raises, as a bad shard or a broken GPU would."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        import os
+
+        if os.environ.get("RANK") == "1":
+            raise ValueError("rank one is broken")
+        return self.fc(x.flatten(1)[:, :4])
