@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -15,11 +14,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# The command as a user runs it, reporting its own peak resident memory when it exits.
+# The command as a user runs it, reporting its own peak resident memory when it exits: VmHWM, which starts
+# afresh at exec (ru_maxrss would count the pages of the forking test process, shared until exec).
 RUN_AND_REPORT = (
-    "import atexit, resource, sys\n"
+    "import atexit, sys\n"
     "path = sys.argv.pop(1)\n"
-    "atexit.register(lambda: open(path, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+    "hwm = lambda: next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "atexit.register(lambda: open(path, 'w').write(hwm()))\n"
     "from cnnprobe.__main__ import main\n"
     "sys.argv[0] = 'cnnprobe'\n"
     "main()\n"
