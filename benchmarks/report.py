@@ -114,8 +114,8 @@ def write(runs: list[dict], info: dict[str, object]) -> None:
         "reads for one model and batch at a time.",
         "",
         "| model | batch | mode | median ms | IQR ms | fwd ms | bwd ms | opt ms | samples/s | TFLOP/s | % peak | "
-        "peak memory | of it activations |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "peak memory | of it activations | predicted (cnnprobe memory) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         for m in run["results"]:  # type: ignore[union-attr]
@@ -123,7 +123,8 @@ def write(runs: list[dict], info: dict[str, object]) -> None:
                 f"| {run['model']} | {run['batch']} | {m['mode']} | {m['median_ms']:.3f} | {m['iqr_ms']:.3f} | "
                 f"{_blank(m['forward_ms'])} | {_blank(m['backward_ms'])} | {_blank(m['optimizer_ms'])} | "
                 f"{m['samples_per_s']:,.1f} | {m['tflops']:.4f} | {100 * m['peak_share']:.1f}% | "
-                f"{nbytes(m['peak_memory_bytes'])} | {nbytes(m['memory_breakdown']['activations'])} |"
+                f"{nbytes(m['peak_memory_bytes'])} | {nbytes(m['memory_breakdown']['activations'])} | "
+                f"{nbytes(m['predicted_peak_bytes'])} (×{m['predicted_peak_bytes'] / m['peak_memory_bytes']:.3f}) |"
             )
     lines += [
         "",
