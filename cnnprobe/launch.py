@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import tempfile
 import uuid
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -56,7 +58,9 @@ def free_port(port: int | None) -> int:
 @contextlib.contextmanager
 def _quiet_launcher():
     """The agent logs its every step; what matters reaches the user as a result or one error line."""
-    names = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run", "torch.multiprocessing")
+    prefixes = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run",
+                "torch.multiprocessing")
+    names = [*prefixes, *(n for n in logging.root.manager.loggerDict if n.startswith(prefixes))]
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.CRITICAL)
@@ -85,6 +89,10 @@ def launch(model: Any, batch: int, config: BenchConfig, nproc: int, options: Dis
                 outputs = elastic_launch(launch_config, worker)(model, batch, config, options)
         except ChildFailedError as e:
             raise RunError(failure_text(e, Path(logs))) from None
+        except SignalException as e:  # Ctrl-C (or a kill): the agent has stopped every rank
+            if e.sigval == signal.SIGINT:
+                raise KeyboardInterrupt from None
+            raise RunError(f"stopped by signal {e.sigval.name}; every rank was stopped") from None
     result = outputs.get(0)
     if result is None:  # pragma: no cover - rank 0 always returns the job's result
         raise RunError("rank 0 returned no result")

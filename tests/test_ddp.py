@@ -155,3 +155,26 @@ def test_gradient_checksums_tell_gradients_apart():
     b.weight.grad[0, 0] -= 1e-6
     b.weight.grad[[0, 1]] = b.weight.grad[[1, 0]].clone()  # the same numbers in other places
     assert not torch.equal(gradient_checksum(a), gradient_checksum(b)) or torch.equal(a.weight.grad, b.weight.grad)
+
+
+def test_ctrl_c_stops_every_rank():
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-m", "cnnprobe", "bench", "resnet18", "--nproc", "2", "--min-time", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(12)  # the ranks are up and timing
+    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode in (130, -signal.SIGINT) and err.strip().splitlines()[-1] == "cnnprobe: interrupted"
+    time.sleep(0.5)
+    assert children and not [pid for pid in children if _running(int(pid))]  # no rank left behind
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited process its new parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
