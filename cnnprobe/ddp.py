@@ -184,6 +184,7 @@ def worker(model: Any, batch: int, config: BenchConfig, options: DistOptions) ->
     try:
         result = _work(model, batch, config.replace(threads=threads, repeat=1), options, rank, world, local_rank,
                        rank_device, backend)
+        dist.barrier()  # leave together: no rank tears the group down while another still reads from it
     finally:
         dist.destroy_process_group()
     return result
@@ -197,8 +198,10 @@ def _work(model: Any, batch: int, config: BenchConfig, options: DistOptions, ran
     if rank_device.startswith("cuda"):
         torch.cuda.set_device(device)
     torch.manual_seed(rank)  # each rank its own data, as in training: equal gradients come from the all-reduce
-    setup.inputs = setup.built.example_inputs(batch, random=True) if not rank_device.startswith("cuda") else \
-        tuple(x.to(device) for x in setup.built.example_inputs(batch, random=True))
+    setup.inputs = tuple(x.to(device) for x in setup.built.example_inputs(batch, random=True))
+    if config.channels_last:
+        setup.inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                             for x in setup.inputs)
     setup.target = torch.randint(0, 1000, (batch,), device=device)
     setup.set_frozen(config.freezing)
     bucket = {"bucket_cap_mb": options.bucket_mb} if options.bucket_mb else {}

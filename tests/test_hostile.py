@@ -132,9 +132,11 @@ def test_torchscript_submodules_agree_with_flops(cli):
 
 
 def test_a_model_that_must_run_for_real_is_refused_before_a_batch_that_cannot_fit(cli):
-    line = one_error_line(cli("summary", model("ReadsValues"), "--batch", "1000000"))
-    assert "runs for real on the CPU" in line and "use a smaller --batch" in line
-    assert cli("summary", model("ReadsValues"), "--batch", "2").exit_code == 0
+    reads_values = f"{Path(__file__).parent / 'data' / 'models.py'}:ReadsValues"
+    for command in (["summary"], ["bench", "--mode", "forward"]):
+        line = one_error_line(cli(*command, reads_values, "--batch", "1000000"))
+        assert "runs for real on the CPU" in line and "use a smaller --batch" in line
+    assert cli("summary", reads_values, "--batch", "2").exit_code == 0
 
 
 @pytest.mark.parametrize("command", [["summary"], ["flops"], ["bench", *FAST, "--mode", "forward"]])

@@ -161,7 +161,7 @@ def test_cli_bad_input(cli, args, message):
 def test_a_model_that_reads_values_cannot_be_predicted(cli):
     from pathlib import Path
 
-    path = Path(__file__).parent / "hostile" / "models.py"
+    path = Path(__file__).parent / "data" / "models.py"
     line = one_error_line(cli("memory", f"{path}:ReadsValues"))
     assert "reads tensor values" in line and "bench" in line
 
