@@ -45,13 +45,6 @@ class ModeResult:
     memory_breakdown: dict[str, int] = field(default_factory=dict)  # category -> bytes at the peak
     memory_method: str = ""  # "tensors" (counted storage by storage) or "allocator" (CUDA's max_memory_allocated)
     predicted_peak_bytes: int | None = None  # `cnnprobe memory`'s prediction of the same step, made on fake tensors
-
-    @property
-    def prediction_ratio(self) -> float | None:
-        """Predicted over measured peak memory."""
-        if not self.predicted_peak_bytes or not self.peak_memory_bytes:
-            return None
-        return self.predicted_peak_bytes / self.peak_memory_bytes
     samples_ms: list[float] = field(default_factory=list)  # torch.utils.benchmark's timed samples, per step
     repeats: list[Repeat] = field(default_factory=list)  # with --repeat, each run's own figures
 
@@ -60,6 +53,13 @@ class ModeResult:
         """The phases' medians added up: a check on the whole-step median."""
         parts = [p for p in (self.forward_ms, self.backward_ms, self.optimizer_ms) if p is not None]
         return sum(parts) if parts else None
+
+    @property
+    def prediction_ratio(self) -> float | None:
+        """Predicted over measured peak memory."""
+        if not self.predicted_peak_bytes or not self.peak_memory_bytes:
+            return None
+        return self.predicted_peak_bytes / self.peak_memory_bytes
 
 
 @dataclass

@@ -358,13 +358,15 @@ def bench(
     models = [m.strip() for m in model.split(",") if m.strip()]
     if not models:
         raise CnnprobeError("no model given")
+    config = BenchConfig(
+        device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
+        min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
+        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
+        input_dtype=input_dtype, input_range=input_range, weights=weights, trust=trust,
+    )
     if nproc is not None or ddp:
-        _distributed(models, batch, nproc, ddp, json, [csv, plot, save, compare], BenchConfig(
-            device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
-            min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
-            freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
-            input_dtype=input_dtype, input_range=input_range, weights=weights, trust=trust, predict=False),
-            backend, timeout, bucket_mb, port)
+        _distributed(models, batch, nproc, ddp, json, [csv, plot, save, compare], config.replace(predict=False),
+                     backend, timeout, bucket_mb, port)
         return
     for path in (csv, plot, save):  # fail before timing, not after
         if path is not None:
@@ -382,13 +384,7 @@ def bench(
             repeat = max(len(m.get("repeats") or [m]) for run in baseline for m in run["results"])
     if repeat is None:
         repeat = 2 if save else 1
-    config = BenchConfig(
-        device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
-        min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
-        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
-        weights=weights,
-        trust=trust, repeat=repeat,
-    )
+    config = config.replace(repeat=repeat)
     check_device(config.device)
     names = [resolve(m).name for m in models]
     if baseline is not None:

@@ -19,6 +19,7 @@ import datetime
 import os
 import socket
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -304,10 +305,10 @@ def _time_allreduce(nbytes: int, device: torch.device, sync: Callable[[], None],
     times = []
     for _ in range(repeats + 1):
         sync()
-        start = datetime.datetime.now()
+        start = time.perf_counter()
         dist.all_reduce(buffer)
         synchronize(str(device))
-        times.append((datetime.datetime.now() - start).total_seconds())
+        times.append(time.perf_counter() - start)
     return 1e3 * _all_max(statistics.median(times[1:]), device)
 
 

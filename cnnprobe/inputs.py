@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from .errors import InputSizeError
-from .formatting import inputs as inputs_text
 
 MAX_SIDE = 1 << 20  # no real input has a side this long; larger ones are typos or overflows
 MAX_DIMS = 6
@@ -193,8 +192,3 @@ def stated_inputs(source: Any) -> tuple[InputSpec, ...] | None:
             spec = InputSpec(spec.shape, dtype, int(t.min()), int(t.max()) + 1)
         specs.append(spec)
     return tuple(specs)
-
-
-def describe(specs: Sequence[InputSpec], batch: int) -> str:
-    """`1×3×224×224`, or every input with its dtype where there are several or one is not float32."""
-    return inputs_text([batch, *specs[0].shape], [s.to_dict() for s in specs])

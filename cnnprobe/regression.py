@@ -246,7 +246,7 @@ def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]], thres
             if o is None:
                 continue
             a, b = repeat_samples(o), repeat_samples(m)
-            if any(len(s) < 2 for s in a + b) and not out.notes[-1:] == [BARE]:
+            if any(len(s) < 2 for s in a + b) and BARE not in out.notes:
                 out.notes.append(BARE)
             ratio, low, high = ratio_interval(a, b)
             out.changes.append(ModeChange(

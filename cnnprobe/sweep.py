@@ -56,10 +56,13 @@ def sweep(
     out = Sweep()
     done: dict[tuple[str, int], list[BenchResult]] = {}
     failed: set[str] = set()
+    fits: set[tuple[str, int]] = set()  # predicted to fit on the CPU: the same in every repeat
     largest: dict[str, int] = {}
     try:
         for repeat in range(config.repeat):
             label = on_phase
+            # the memory prediction is the same in every repeat: merge_repeats keeps the first run's
+            run_config = config if repeat == 0 else config.replace(predict=False)
             if on_phase is not None and config.repeat > 1:
                 label = functools.partial(_labelled, on_phase, f" · repeat {repeat + 1}/{config.repeat}")
             for model in models:
@@ -73,14 +76,15 @@ def sweep(
                                 out.auto[name] = auto_batch(model, config)
                             batch = out.auto[name]
                         batch = int(batch)
-                        if Device(config.device) is Device.CPU:
+                        if Device(config.device) is Device.CPU and (name, batch) not in fits:
                             ok, need, available = fits_on_cpu(model, batch, config)
                             if not ok:
                                 raise OutOfMemory(name, batch, "cpu", f"needs about {need / 2**30:.1f} GiB, "
                                                   f"{(available or 0) / 2**30:.1f} GiB available")
+                            fits.add((name, batch))
                         partial: list[BenchResult] = []
                         try:
-                            done.setdefault((name, batch), []).append(run_once(model, batch, config, label, partial))
+                            done.setdefault((name, batch), []).append(run_once(model, batch, run_config, label, partial))
                         finally:
                             done.setdefault((name, batch), []).extend(partial)
                         largest[name] = max(largest.get(name, 0), batch)
