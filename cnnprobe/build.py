@@ -160,13 +160,22 @@ def _default_inputs(spec: ModelSpec, module: nn.Module, loaded: WeightsLoad | No
         if loaded is not None and loaded.input_side:  # the loaded weights' own resolution
             return (InputSpec((shape[0], loaded.input_side, loaded.input_side)),), "weights"
         return (InputSpec(shape),), "weights" if spec.source is Source.TORCHVISION else "default"
-    stated = stated_inputs(spec.example) if spec.example is not None else stated_inputs(module)
+    stated = stated_inputs(_example_source(spec, module))
     if stated is not None:
         return stated, "stated"
     inferred = inferred_inputs(module)
     if inferred is not None and inferred != (InputSpec(DEFAULT_IMAGE),):
         return inferred, "inferred"
     return (InputSpec(DEFAULT_IMAGE),), "default"
+
+
+def _example_source(spec: ModelSpec, module: nn.Module) -> Any:
+    """Where `example_input` is read: the model built from a class (as built, on meta where it was), so that
+    an instance method or property gets its instance; a factory function states it itself."""
+    example = spec.example
+    if example is None or (isinstance(example, type) and isinstance(module, example)):
+        return module
+    return example
 
 
 def _materialize(built: Built) -> None:

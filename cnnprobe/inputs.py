@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InputSizeError
+from .errors import InputSizeError, UserFileError
 
 MAX_SIDE = 1 << 20  # no real input has a side this long; larger ones are typos or overflows
 MAX_DIMS = 6
@@ -172,17 +172,23 @@ def inferred_inputs(module: nn.Module) -> tuple[InputSpec, ...] | None:
 
 
 def stated_inputs(source: Any) -> tuple[InputSpec, ...] | None:
-    """The example input a model's class or factory states (`example_input`, a tensor or tuple of tensors,
-    batch first, or a callable returning one), as specs; None when it states none."""
-    example = getattr(source, "example_input", None)
+    """The example input a model or its factory states (`example_input`, a tensor or tuple of tensors,
+    batch first, or a callable or property giving one), as specs; None when it states none. Pass the model
+    itself where its class states it, so that an instance method or property has its instance."""
+    name = getattr(source, "__name__", type(source).__name__)
+    try:  # a property runs here; a method, classmethod or staticmethod comes back bound, ready to call
+        example = getattr(source, "example_input", None)
+        if callable(example) and not isinstance(example, torch.Tensor):
+            example = example()
+    except Exception as e:  # noqa: BLE001 - the user's code failed: say where, in one line
+        raise UserFileError(f"example_input of {name} failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}") \
+            from None
     if example is None:
         return None
-    if callable(example) and not isinstance(example, torch.Tensor):
-        example = example()
     tensors = (example,) if isinstance(example, torch.Tensor) else tuple(example) if isinstance(example, (tuple, list)) \
         else ()
     if not tensors or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in tensors):
-        raise InputSizeError(f"example_input of {getattr(source, '__name__', type(source).__name__)} must be a tensor "
+        raise InputSizeError(f"example_input of {name} must be a tensor "
                              "or a tuple of tensors, batch first")
     specs = []
     for t in tensors:

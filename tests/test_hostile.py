@@ -379,3 +379,24 @@ def test_ctrl_c_while_the_command_line_loads(delay):
     out, err = process.communicate(timeout=60)
     assert process.returncode in (130, -signal.SIGINT), (process.returncode, err)
     assert err.strip().splitlines()[-1] == "cnnprobe: interrupted"
+
+
+@pytest.mark.parametrize("name", ["StatesItsInput", "ExampleMethod", "ExampleClassmethod", "ExampleProperty",
+                                  "ExampleAttribute", "example_factory"])
+@pytest.mark.parametrize("command", ["summary", "flops", "trainable"])
+def test_example_input_in_every_form(cli, name, command):
+    """A staticmethod, classmethod, instance method, property, attribute or a factory's callable: each states
+    the input, in every command (an instance method is called on the instance, not on the class)."""
+    run = cli(command, model(name), "--json")
+    assert run.exit_code == 0, run.stderr
+    if command == "trainable":
+        return
+    r = run.json()
+    assert r["input_source" if command == "summary" else "inputs"] is not None
+    shapes = [i["shape"] for i in r["inputs"]]
+    assert shapes == ([[10], [6]] if name == "StatesItsInput" else [[3, 16, 16]])
+
+
+def test_an_example_input_that_fails_is_one_line(cli):
+    line = one_error_line(cli("summary", model("ExampleFails")))
+    assert "example_input" in line and "RuntimeError: no data here" in line

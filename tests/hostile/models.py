@@ -169,3 +169,62 @@ class FailsOnRankOne(nn.Module):
         if os.environ.get("RANK") == "1":
             raise ValueError("rank one is broken")
         return self.fc(x.flatten(1)[:, :4])
+
+
+class LazyFlat(nn.Module):
+    """Lazy layers whose size depends on the input's sides: a flatten, no pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.LazyConv2d(8, 3)
+        self.fc = nn.LazyLinear(10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+class Small(nn.Module):
+    """A conv and a linear, fed 3×16×16 by the example input its subclasses state in one way each."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 5)
+        self.side = 16
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+class ExampleMethod(Small):
+    def example_input(self):  # an instance method: needs the instance
+        return torch.zeros(2, 3, self.side, self.side, device=self.conv.weight.device)
+
+
+class ExampleClassmethod(Small):
+    @classmethod
+    def example_input(cls):
+        return torch.zeros(2, 3, 16, 16)
+
+
+class ExampleProperty(Small):
+    @property
+    def example_input(self):
+        return torch.zeros(2, 3, self.side, self.side)
+
+
+class ExampleAttribute(Small):
+    example_input = torch.zeros(2, 3, 16, 16)
+
+
+def example_factory():
+    return Small()
+
+
+example_factory.example_input = lambda: torch.zeros(2, 3, 16, 16)
+
+
+class ExampleFails(Small):
+    def example_input(self):
+        raise RuntimeError("no data here")
