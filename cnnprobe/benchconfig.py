@@ -33,6 +33,7 @@ class BenchConfig:
     freeze_except: str | Sequence[str] | None = None
     freeze: str | Sequence[str] | None = None
     num_classes: int | None = None
+    head: str | None = None  # a new classifier, as `trainable --head` writes it
     input_size: Any = None  # one size or several, as build_model takes them
     input_dtype: Any = None
     input_range: Any = None

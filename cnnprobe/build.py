@@ -14,8 +14,8 @@ from torch.nn.parameter import is_lazy
 
 from . import cache, meta
 from .enums import Source
-from .errors import ForwardError, InputSizeError, UsageError
-from .head import HeadSpec, replace_head
+from .errors import ForwardError, HeadError, InputSizeError, UsageError
+from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import (
     DEFAULT_IMAGE,
     InputSpec,
@@ -44,6 +44,7 @@ class Built:
     note: str | None = None  # why the model is not where it was asked to be
     num_classes: int | None = None  # what the caller asked for, if anything
     weights: WeightsLoad | None = None  # when weights were loaded
+    head: HeadSpec | None = None  # the new head, from --head or --num-classes
 
     @property
     def name(self) -> str:
@@ -105,6 +106,7 @@ def build_model(
     weights: str | None = None,
     trust: bool = False,
     inputs: tuple[InputSpec, ...] | None = None,
+    head: "str | HeadSpec | None" = None,
 ) -> Built:
     """Resolve and construct a model, and settle its inputs.
 
@@ -115,8 +117,11 @@ def build_model(
     them, one per input; `input_dtype` one dtype for all or one per input;
     `input_range` the `(low, high)` integer inputs draw from. `inputs` states
     them outright (rebuilding a model elsewhere). Lazy layers are materialised
-    with one pass of the example input.
+    with one pass of the example input, before the head is replaced. `head`
+    (`dropout(0.3),linear(10)`) replaces the final classifier; it and a head
+    built for `num_classes` are new heads, which freezing leaves trainable.
     """
+    head_spec = head_of(head, num_classes)
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or not 0 < num_classes <= MAX_CLASSES):
         raise InputSizeError(f"--num-classes must be a positive integer up to {MAX_CLASSES:,}, got {num_classes}")
@@ -137,8 +142,6 @@ def build_model(
             note = loaded.describe()
         else:
             module, where, note = construct(spec, num_classes, device)
-    if num_classes is not None and not spec.accepts_num_classes:
-        replace_head(module, HeadSpec.linear(num_classes))
     if inputs is not None:
         settled, source = inputs, "user"
     else:
@@ -149,7 +152,32 @@ def build_model(
         source = "user" if given else source
     built = Built(module, spec, settled, source, where, note, num_classes, loaded)
     _materialize(built)
+    if head_spec is not None:  # a builder that takes num_classes made the head at that width
+        new_head(built, head_spec, replace=head is not None or not spec.accepts_num_classes)
     return built
+
+
+def new_head(built: Built, spec: HeadSpec, *, replace: bool = True) -> tuple[str, "nn.Module", "nn.Module"]:
+    """Give `built` the head `spec`, the one way every command makes one: replace the final classifier (or,
+    with `replace=False`, take the one the builder made at that width), marked new, so that freezing leaves
+    it trainable. Returns (name, old, new)."""
+    if replace:
+        name, old, made = replace_head(built.module, spec, built.spec.num_classes)
+    else:
+        name, made = find_head(built.module, spec.num_classes)
+        old = mark_new(made)
+    built.head = spec
+    return name, old, made
+
+
+def head_of(head: "str | HeadSpec | None", num_classes: int | None) -> HeadSpec | None:
+    """The new head `--head` and `--num-classes` ask for (`--num-classes` alone: one linear layer)."""
+    if isinstance(head, str) and not head.strip():
+        raise HeadError("--head is empty: write layers like dropout(0.3),linear(256),relu,linear(10)")
+    spec = parse_head(head) if isinstance(head, str) else head
+    if spec is not None and num_classes is not None and spec.num_classes != num_classes:
+        raise HeadError(f"--head ends with {spec.num_classes} classes but --num-classes says {num_classes}")
+    return spec if spec is not None else HeadSpec.linear(num_classes) if num_classes is not None else None
 
 
 def _default_inputs(spec: ModelSpec, module: nn.Module, loaded: WeightsLoad | None) -> tuple[tuple[InputSpec, ...], str]:
@@ -198,8 +226,10 @@ def _materialize(built: Built) -> None:
 
 def rebuild(built: Built, device: str) -> Built:
     """The same model, inputs and head built again on a real `device` (for what meta tensors cannot do)."""
-    again = build_model(built.spec if built.spec.source is not Source.MODULE else built.module,
-                        num_classes=built.num_classes, inputs=built.inputs, device=device)
+    module = built.spec.source is Source.MODULE  # a module passed in already holds its head
+    again = build_model(built.spec if not module else built.module, num_classes=None if module else built.num_classes,
+                        inputs=built.inputs, device=device, head=None if module else built.head)
+    again.head = built.head
     again.input_source = built.input_source
     return again
 

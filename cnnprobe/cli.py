@@ -168,6 +168,11 @@ FreezeExcept = Annotated[
 ]
 FreezeAll = Annotated[bool, typer.Option("--freeze-all", help="Freeze every parameter (feature extraction).")]
 Freeze = Annotated[str | None, typer.Option("--freeze", help="Freeze only these modules; globs allowed: layer1,layer2.")]
+Head = Annotated[
+    str | None,
+    typer.Option("--head", help="Replace the final classifier with these layers, as trainable --head; a new head stays "
+                 "trainable under --freeze-all and --freeze-except."),
+]
 
 
 @app.command("list")
@@ -271,6 +276,7 @@ def flops(
     freeze_except: FreezeExcept = None,
     freeze_all: FreezeAll = False,
     freeze: Freeze = None,
+    head: Head = None,
     counter: Annotated[Counter, typer.Option("--counter", help="torch: formulas of torch.utils.flop_counter on meta (exact, no weights); fvcore: fvcore on real tensors.")] = Counter.TORCH,
     weights: Weights = None,
     trust: Trust = False,
@@ -285,7 +291,7 @@ def flops(
             model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch, depth=depth,
             num_classes=num_classes, backward=backward,
             freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, counter=counter, weights=weights,
-            trust=trust,
+            trust=trust, head=head,
         )
     if json:
         emit_json(report.to_dict())
@@ -311,6 +317,7 @@ def bench(
     freeze_all: FreezeAll = False,
     freeze: Freeze = None,
     num_classes: NumClasses = None,
+    head: Head = None,
     input_size: InputSize = None,
     input_dtype: InputDtype = None,
     input_range: InputRange = None,
@@ -361,7 +368,7 @@ def bench(
     config = BenchConfig(
         device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile, threads=threads,
         min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer, freeze_all=freeze_all,
-        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
+        freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, head=head, input_size=input_size,
         input_dtype=input_dtype, input_range=input_range, weights=weights, trust=trust,
     )
     if nproc is not None or ddp:
@@ -435,7 +442,7 @@ def memory(
     freeze_except: FreezeExcept = None,
     freeze_all: FreezeAll = False,
     freeze: Freeze = None,
-    head: Annotated[str | None, typer.Option("--head", help="Replace the final classifier with these layers, as trainable --head.")] = None,
+    head: Head = None,
     freeze_bn: Annotated[bool, typer.Option("--freeze-bn", help="BatchNorm layers in eval mode, as trainable --freeze-bn.")] = False,
     optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer of train_step, whose state is counted.")] = Optimizer.ADAM,
     dtype: Annotated[DType, typer.Option("--dtype", help="float32, or bfloat16/float16 under autocast.")] = DType.FLOAT32,

@@ -207,6 +207,7 @@ def flops(
     counter: Counter | str = Counter.TORCH,
     weights: str | None = None,
     trust: bool = False,
+    head: str | None = None,
 ) -> FlopReport:
     """MACs (and FLOPs = 2 × MACs) of one forward pass, by module and operator; optionally the backward pass.
 
@@ -222,7 +223,7 @@ def flops(
         raise PatternError("freezing changes only the backward pass: add --backward")
     with paused_gc():
         built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
-                            input_range=input_range, inputs=inputs, weights=weights, trust=trust)
+                            input_range=input_range, inputs=inputs, weights=weights, trust=trust, head=head)
         plan.apply(built.module)  # a pattern that matches nothing fails here, before any counting
         engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
         macs, rows, ops, uncounted, built = engine(built, batch, depth)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .errors import PatternError
+from .head import new_head_parameters
 
 _COMPONENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_*?[]!-")
 
@@ -89,8 +90,15 @@ class FreezePlan:
         return not (self.freeze_all or self.freeze_except or self.freeze)
 
     def apply(self, model: "nn.Module") -> int:
-        """Set requires_grad accordingly; returns the number of parameter tensors frozen."""
+        """Set requires_grad accordingly; returns the number of parameter tensors frozen.
+
+        Every command freezes through this one method, after the new head (if any) is in place, so that
+        patterns are matched against the model as it trains. A new head (`--head`, `--num-classes`) stays
+        trainable under --freeze-all and --freeze-except, as the fine-tuning recipes train it; only a
+        --freeze pattern that names it freezes it.
+        """
         keep = {n for hits in select(model, self.freeze_except, "--freeze-except pattern").values() for n in hits}
+        keep |= new_head_parameters(model)
         drop = {n for hits in select(model, self.freeze, "--freeze pattern").values() for n in hits}
         frozen = 0
         for name, param in model.named_parameters():

@@ -127,14 +127,29 @@ def _make(spec: HeadSpec, in_width: int, conv: bool) -> "nn.Module":
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
+NEW_HEAD = "_cnnprobe_new_head"  # marks a head cnnprobe made: freezing leaves it trainable (see freezing.py)
+
+
+def mark_new(head: "nn.Module") -> "nn.Module":
+    """Mark `head` as the model's new classifier; the mark travels with deep copies and `.to()`."""
+    setattr(head, NEW_HEAD, True)
+    return head
+
+
+def new_head_parameters(model: "nn.Module") -> set[str]:
+    """Names of the parameters that belong to a head cnnprobe made (`--head`, `--num-classes`)."""
+    return {f"{name}.{p}" if name else p for name, m in model.named_modules() if getattr(m, NEW_HEAD, False)
+            for p, _ in m.named_parameters()}
+
+
 def replace_head(model: "nn.Module", spec: HeadSpec, num_classes: int | None = None) -> tuple[str, "nn.Module", "nn.Module"]:
-    """Swap the final classifier for `spec`, on the old head's device; returns (name, old, new)."""
+    """Swap the final classifier for `spec`, on the old head's device, marked new; returns (name, old, new)."""
     name, old = find_head(model, num_classes)
     conv = isinstance(old, nn.Conv2d)
     in_width = old.in_channels if conv else old.in_features
     device = next(old.parameters()).device
     with torch.device(device):
-        new = _make(spec, int(in_width), conv)
+        new = mark_new(_make(spec, int(in_width), conv))
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     return name, old, new

@@ -34,7 +34,6 @@ from .enums import Device, DType, Mode, Optimizer
 from .errors import CnnprobeError, UsageError
 from .formatting import nbytes
 from .freezing import freeze_batchnorm
-from .head import parse_head, replace_head
 from .meta import paused_gc
 from .runners import RUNNERS, BenchSetup
 from .search import search_batch
@@ -187,9 +186,8 @@ class Predictor:
             if isinstance(model, nn.Module):  # predict on a meta copy: the caller's module stays as it is
                 model = copy.deepcopy(model).to("meta")
             self.built: Built = build_model(model, num_classes=config.num_classes, input_size=config.input_size,
-                                            input_dtype=config.input_dtype, input_range=config.input_range)
-        if head:
-            replace_head(self.built.module, parse_head(head), self.built.spec.num_classes)
+                                            input_dtype=config.input_dtype, input_range=config.input_range,
+                                            head=head if head is not None else config.head)
 
     def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True) -> MemoryReport:
         check_batch(batch)
@@ -278,9 +276,9 @@ def memory(model: "str | nn.Module", *, batch: int = 1, mode: Mode | str = Mode.
         raise UsageError("--head is empty: write layers like dropout(0.3),linear(256),relu,linear(10)")
     config = BenchConfig(device=device, dtype=dtype, mode=mode, optimizer=optimizer, freeze_all=freeze_all,
                          freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
-                         input_dtype=input_dtype, input_range=input_range)
+                         input_dtype=input_dtype, input_range=input_range, head=head)
     limit = parse_budget(budget) if budget is not None else None
-    predictor = Predictor(model, config, head=head, freeze_bn=freeze_bn)
+    predictor = Predictor(model, config, freeze_bn=freeze_bn)
     report = predictor.at(batch)
     if limit is not None:
         answer = predictor.largest_batch(limit)

@@ -74,7 +74,7 @@ class BenchSetup:
         config = self.config
         self.built = build_model(model, num_classes=config.num_classes, input_size=config.input_size,
                                  input_dtype=config.input_dtype, input_range=config.input_range, device=self.device,
-                                 weights=config.weights, trust=config.trust)
+                                 weights=config.weights, trust=config.trust, head=config.head)
         module = self.built.module
         self.inputs = self.built.example_inputs(self.batch, random=True)
         self.target = torch.randint(0, 1000, (self.batch,), device=self.device)
@@ -103,8 +103,8 @@ class BenchSetup:
             if not any(True for _ in self.raw.parameters()):
                 raise CnnprobeError(f"{self.built.name if self.built else 'the model'} has no parameters: there is "
                                     "nothing to train; use --mode forward")
-            raise CnnprobeError("nothing is trainable after freezing: give the model a new head (--num-classes) "
-                                "or freeze less")
+            raise CnnprobeError("nothing is trainable after freezing: give the model a new head (--num-classes "
+                                "or --head) or freeze less")
 
     def trainable(self) -> list[nn.Parameter]:
         assert self.raw is not None

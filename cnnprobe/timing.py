@@ -41,8 +41,10 @@ def step_flops(setup: BenchSetup, config: BenchConfig) -> dict[str, int | None]:
     assert built is not None and setup.raw is not None
     if not config.count_flops:
         return {}
-    ref: Any = copy_to_meta(setup.raw) if built.spec.source is Source.MODULE else built.spec
-    kwargs: dict[str, Any] = dict(batch=setup.batch, inputs=built.inputs, num_classes=config.num_classes, depth=0)
+    module = built.spec.source is Source.MODULE  # a module passed in holds its new head already
+    ref: Any = copy_to_meta(setup.raw) if module else built.spec
+    kwargs: dict[str, Any] = dict(batch=setup.batch, inputs=built.inputs, depth=0,
+                                  num_classes=None if module else config.num_classes, head=None if module else config.head)
     if not config.training:
         return {"forward": flops(ref, **kwargs).flops}
     full = flops(ref, backward=True, **kwargs)

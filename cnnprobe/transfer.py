@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .build import build_model
+from .build import build_model, head_of, new_head
 from .enums import Optimizer
 from .errors import HeadError
 from .formatting import first_few
@@ -18,7 +18,7 @@ from .freezing import (
     param_groups,
     parse_lr,
 )
-from .head import HeadSpec, describe, parse_head, replace_head
+from .head import describe
 
 if TYPE_CHECKING:
     from torch import nn
@@ -145,6 +145,9 @@ def trainable(
     optimizer: Optimizer | str = Optimizer.ADAM,
     weights: str | None = None,
     trust: bool = False,
+    input_size: Any = None,
+    input_dtype: Any = None,
+    input_range: Any = None,
 ) -> TrainableReport:
     """Total and trainable parameters before and after freezing (and a new head).
 
@@ -154,26 +157,23 @@ def trainable(
     """
     optimizer = Optimizer(optimizer)
     plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
-    if head is not None and not head.strip():
-        raise HeadError("--head is empty: write layers like dropout(0.3),linear(256),relu,linear(10)")
-    head_spec = parse_head(head) if head else (HeadSpec.linear(num_classes) if num_classes is not None else None)
-    if head_spec is not None and num_classes is not None and head_spec.num_classes != num_classes:
-        raise HeadError(f"--head ends with {head_spec.num_classes} classes but --num-classes says {num_classes}")
     if num_classes is not None and num_classes <= 0:
         raise HeadError(f"--num-classes must be positive, got {num_classes}")
+    head_spec = head_of(head, num_classes)
     lrs = lr if isinstance(lr, dict) else parse_lr(lr or [])
 
-    built = build_model(model, weights=weights, trust=trust)
+    built = build_model(model, weights=weights, trust=trust, input_size=input_size, input_dtype=input_dtype,
+                        input_range=input_range)
     module = built.module
     before = _snapshot(module, optimizer)
     blocks_before = _blocks(module)
 
-    plan.apply(module)
     change = None
-    if head_spec is not None:
-        name, old, new = replace_head(module, head_spec, built.spec.num_classes)
+    if head_spec is not None:  # the head first, then the plan: as every command does (build.new_head)
+        name, old, new = new_head(built, head_spec)
         change = HeadChange(name, describe(old), describe(new),
                             sum(p.numel() for p in old.parameters()), sum(p.numel() for p in new.parameters()))
+    plan.apply(module)
     after = _snapshot(module, optimizer)
     blocks_after = _blocks(module)
     rows = [

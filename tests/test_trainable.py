@@ -195,3 +195,34 @@ def test_cli_lr_groups(cli):
 )
 def test_cli_bad_input_is_one_line(cli, args, message):
     assert message in one_error_line(cli(*args))
+
+
+# resnet18's layer4, counted by hand: block 1 (256->512, stride 2, with its 1x1 downsample) and block 2 (512->512);
+# each conv 3x3 without bias, each BatchNorm a weight and a bias per channel.
+LAYER4 = (256 * 512 * 9 + 512 * 512 * 9 + 256 * 512 + 3 * 2 * 512) + 2 * (512 * 512 * 9 + 2 * 512)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options, expected", [
+    (["--freeze-all", "--head", "dropout(0.3),linear(256),relu,linear(10)"], 512 * 256 + 256 + 256 * 10 + 10),
+    (["--freeze-except", "layer4", "--head", "linear(10)"], LAYER4 + 512 * 10 + 10),
+    (["--freeze-all", "--num-classes", "10"], 512 * 10 + 10),
+    (["--freeze", "layer1,layer2,layer3", "--head", "linear(10)"], None),
+])
+def test_every_command_freezes_the_same_way(cli, options, expected):
+    """trainable, memory, bench and flops --backward apply one plan the same way, a new head trainable; the
+    count is held against a hand count where one is written."""
+    counts = {}
+    for command, extra, key in [
+        ("trainable", [], lambda r: r["after"]["trainable_params"]),
+        ("memory", ["--mode", "train_step"], lambda r: r["trainable_params"]),
+        ("flops", ["--backward"], lambda r: r["trainable_params"]),
+        ("bench", ["--mode", "train_step", "--min-time", "0.02", "--max-time", "0.05", "--warmup", "0",
+                   "--threads", "1"], lambda r: r["trainable_params"]),
+    ]:
+        run = cli(command, "resnet18", *options, *extra, "--json")
+        assert run.exit_code == 0, f"{command}: {run.stderr}"
+        counts[command] = key(run.json())
+    assert len(set(counts.values())) == 1, counts
+    if expected is not None:
+        assert counts["trainable"] == expected
