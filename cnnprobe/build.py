@@ -45,6 +45,7 @@ class Built:
     num_classes: int | None = None  # what the caller asked for, if anything
     weights: WeightsLoad | None = None  # when weights were loaded
     head: HeadSpec | None = None  # the new head, from --head or --num-classes
+    materialized: str | None = None  # which input gave lazy layers their shapes, when the model has some
 
     @property
     def name(self) -> str:
@@ -54,6 +55,11 @@ class Built:
     def input_shape(self) -> tuple[int, ...]:
         """The first input's shape, without the batch."""
         return self.inputs[0].shape
+
+    @property
+    def notes(self) -> list[str]:
+        """What a report says about how the model was built: where it lives, which input sized lazy layers."""
+        return [n for n in (self.note, self.materialized) if n]
 
     def example_inputs(self, batch: int = 1, *, random: bool = False) -> tuple[torch.Tensor, ...]:
         """A batch of every input: storage-free on meta, zeros (or noise) and in-range integers otherwise."""
@@ -222,6 +228,18 @@ def _materialize(built: Built) -> None:
                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     finally:
         module.train(was_training)
+    built.materialized = (f"lazy layers took their shapes from an input of "
+                          f"{', '.join(_described(s) for s in built.inputs)} ({_WHY.get(built.input_source, 'given')})")
+
+
+_WHY = {"user": "as given", "default": "the default; --input-size sets it",
+        "inferred": "inferred from the first layer; --input-size sets it", "stated": "the model's example_input",
+        "weights": "the weights' resolution"}
+
+
+def _described(spec: InputSpec) -> str:
+    text = "×".join(str(d) for d in spec.shape)
+    return text if spec.dtype == "float32" else f"{text} {spec.dtype}"
 
 
 def rebuild(built: Built, device: str) -> Built:
@@ -230,6 +248,7 @@ def rebuild(built: Built, device: str) -> Built:
     again = build_model(built.spec if not module else built.module, num_classes=None if module else built.num_classes,
                         inputs=built.inputs, device=device, head=None if module else built.head)
     again.head = built.head
+    again.materialized = built.materialized
     again.input_source = built.input_source
     return again
 

@@ -102,6 +102,7 @@ class CheckpointInfo:
     pickled_class: str | None = None
     trusted: bool = False
     compatibility: Compatibility | None = None
+    model_notes: list[str] = field(default_factory=list)  # how --model was built: which input sized lazy layers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +115,8 @@ def _plain(value: Any) -> Any:
 
 
 def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | None" = None, num_classes: int | None = None,
-                       trust: bool = False) -> CheckpointInfo:
+                       trust: bool = False, input_size: Any = None, input_dtype: Any = None,
+                       input_range: Any = None) -> CheckpointInfo:
     """Detect a file's format and describe what it holds; with `model`, check it fits that model."""
     p = Path(path).expanduser()
     loaded = safe_load(p, trust=trust, mmap=True)
@@ -137,6 +139,8 @@ def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | None" = No
             info.format = "torchvision_weights"
             info.torchvision, info.hash_ok = found
     if model is not None:
-        built = build_model(model, num_classes=num_classes)
+        built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
+                            input_range=input_range)
         info.compatibility = check_compatible(built.module, state, built.name)[0]
+        info.model_notes = [n for n in [built.materialized] if n]
     return info

@@ -244,9 +244,13 @@ def trainable(
     optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose state memory to count.")] = Optimizer.ADAM,
     weights: Weights = None,
     trust: Trust = False,
+    input_size: InputSize = None,
+    input_dtype: InputDtype = None,
+    input_range: InputRange = None,
     json: Json = False,
 ) -> None:
-    """Total and trainable parameters before and after freezing, per top-level block."""
+    """Total and trainable parameters before and after freezing, per top-level block (a model with lazy layers
+    is sized by one pass of its input)."""
     from . import transfer as api
     from .render import emit_json, print_pieces, trainable_lines, warn
 
@@ -254,6 +258,7 @@ def trainable(
         report = api.trainable(
             model, freeze_all=freeze_all, freeze_except=freeze_except, freeze=freeze, num_classes=num_classes,
             head=head, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer, weights=weights, trust=trust,
+            input_size=input_size, input_dtype=input_dtype, input_range=input_range,
         )
     for w in report.warnings:
         warn(w)
@@ -477,6 +482,9 @@ def checkpoint(
     model: Annotated[str | None, typer.Option("--model", help="Also check that the weights fit this model.")] = None,
     num_classes: Annotated[int | None, typer.Option("--num-classes", help="Width of --model's head, for fine-tuned checkpoints.")] = None,
     trust: Trust = False,
+    input_size: InputSize = None,
+    input_dtype: InputDtype = None,
+    input_range: InputRange = None,
     json: Json = False,
 ) -> None:
     """What a weights or checkpoint file holds, read safely (weights_only): format, tensors, dtypes, devices, training state."""
@@ -484,7 +492,8 @@ def checkpoint(
     from .render import checkpoint_lines, emit_json, print_pieces
 
     with _model_output(json):
-        info = inspect_checkpoint(file, model=model, num_classes=num_classes, trust=trust)
+        info = inspect_checkpoint(file, model=model, num_classes=num_classes, trust=trust, input_size=input_size,
+                                  input_dtype=input_dtype, input_range=input_range)
     if json:
         emit_json(info.to_dict())
     else:

@@ -229,7 +229,7 @@ def flops(
         macs, rows, ops, uncounted, built = engine(built, batch, depth)
         plan.apply(built.module)  # the engine may have rebuilt the model (fvcore, or the CPU fallback)
         train_macs, backward_macs, backward_ops = _torch_backward(built, batch) if backward else (None, None, [])
-    notes = [built.note] if built.note else []
+    notes = list(built.notes)
     if counter is Counter.FVCORE:
         notes.append("fvcore counts one per multiply-accumulate, adds normalisation, pooling and upsampling "
                      "(one per element), and skips operators it has no handle for, listed as not counted")

@@ -127,7 +127,7 @@ def compare_models(
         built_b = build_model(b, inputs=built_a.inputs, weights=weights_b, trust=trust)
         sa = summarize(probe(built_a, batch, torchinfo_pass), 99)
         sb = summarize(probe(built_b, batch, torchinfo_pass), 99)
-    notes = []
+    notes = [f"{b.name}: {b.materialized}" for b in (built_a, built_b) if b.materialized]
     if input_size is None and built_b.spec.input_shape not in (None, built_a.input_shape):
         notes.append(f"both at {built_a.name}'s input {shape(built_a.input_shape)}; "
                      f"{built_b.name} defaults to {shape(built_b.spec.input_shape)}")

@@ -199,6 +199,7 @@ class Predictor:
             total_params=sum(p.numel() for p in built.module.parameters()), trainable_params=0,
             plan={"freeze_all": config.freeze_all, "freeze_except": config.freeze_except, "freeze": config.freeze,
                   "freeze_bn": self.freeze_bn},
+            notes=[n for n in [built.materialized] if n],
         )
         wanted = modes or config.modes
         run_config = config.replace(mode=wanted[0] if len(wanted) == 1 else Mode.ALL)

@@ -462,6 +462,7 @@ def checkpoint_lines(info: "CheckpointInfo") -> list[Any]:
     pieces: list[Any] = [header, grid]
     if info.compatibility:
         pieces.append(compatibility_line(info.compatibility, "these weights"))
+    pieces += [Text(f"note: --model: {n}", style="dim") for n in info.model_notes]
     return pieces
 
 
@@ -555,6 +556,7 @@ def trainable_lines(r: "TrainableReport") -> list[Any]:
         for g in r.groups:
             groups.add_row(g.modules, f"{g.lr:g}", str(g.tensors), count(g.params), count(g.frozen_params))
         pieces.append(groups)
+    pieces += [Text(f"note: {n}", style="dim") for n in r.notes]
     return pieces
 
 

@@ -129,6 +129,8 @@ class Bench:
                 self._share(result, sheet)
         if setup.built.weights is not None:
             result.notes.append(setup.built.weights.describe())
+        if setup.built.materialized:
+            result.notes.append(setup.built.materialized)
         if DType(config.dtype) is DType.FLOAT16 and config.training:
             result.notes.append("float16 training is timed without a GradScaler")
         if config.compile and config.memory and setup.device == "cpu":

@@ -89,6 +89,8 @@ class TrainableReport:
     ungrouped: list[str] = field(default_factory=list)  # trainable parameters in no --lr group
     warnings: list[str] = field(default_factory=list)
     weights: str | None = None  # what was loaded, when --weights was given
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # what lazy layers were sized with, if any
+    notes: list[str] = field(default_factory=list)
 
     @property
     def total_params(self) -> int:
@@ -217,4 +219,6 @@ def trainable(
         ungrouped=orphans if lrs else [],
         warnings=warnings,
         weights=built.weights.describe() if built.weights else None,
+        inputs=[s.to_dict() for s in built.inputs],
+        notes=[n for n in [built.materialized] if n],
     )

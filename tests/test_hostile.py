@@ -400,3 +400,43 @@ def test_example_input_in_every_form(cli, name, command):
 def test_an_example_input_that_fails_is_one_line(cli):
     line = one_error_line(cli("summary", model("ExampleFails")))
     assert "example_input" in line and "RuntimeError: no data here" in line
+
+
+# LazyFlat by hand: a 3x3 conv 3->8 with bias, then a linear from 8 x (side-2)^2 features to 10.
+def lazy_flat_params(side: int) -> int:
+    return 3 * 8 * 9 + 8 + 8 * (side - 2) ** 2 * 10 + 10
+
+
+@pytest.mark.parametrize("command, extra, total", [
+    ("summary", [], lambda r: r["total_params"]),
+    ("trainable", [], lambda r: r["total_params"]),
+    ("flops", [], lambda r: r["macs"] and None),
+    ("memory", ["--mode", "forward"], lambda r: r["total_params"]),
+    ("bench", ["--mode", "forward", *FAST], lambda r: r["total_params"]),
+])
+def test_every_command_sizes_lazy_layers_with_the_input_given(cli, command, extra, total):
+    """Each command that gives lazy layers their shapes takes the input options and says which input it used."""
+    assert lazy_flat_params(32) == 72_234 and lazy_flat_params(224) == 3_942_954
+    for size, side in ((["--input-size", "3,32,32"], 32), ([], 224)):
+        run = cli(command, model("LazyFlat"), *size, *extra, "--json")
+        assert run.exit_code == 0, run.stderr
+        r = run.json()
+        if total(r) is not None:
+            assert total(r) == lazy_flat_params(side)
+        said = [n for n in r["notes"] if "lazy layers" in n]
+        assert len(said) == 1 and f"3×{side}×{side}" in said[0], r["notes"]
+        assert ("--input-size sets it" in said[0]) is (not size)
+
+
+def test_compare_and_checkpoint_size_lazy_layers_with_the_input_given(cli, tmp_path):
+    from cnnprobe.build import build_model
+
+    path = tmp_path / "lazy32.pt"
+    torch.save(build_model(model("LazyFlat"), input_size="3,32,32", device="cpu").module.state_dict(), path)
+    fits = cli("checkpoint", str(path), "--model", model("LazyFlat"), "--input-size", "3,32,32", "--json").json()
+    assert fits["compatibility"]["compatible"] and "3×32×32" in fits["model_notes"][0]
+    default = cli("checkpoint", str(path), "--model", model("LazyFlat"), "--json").json()
+    assert not default["compatibility"]["compatible"] and "3×224×224" in default["model_notes"][0]
+    r = cli("compare", model("LazyFlat"), model("LazyFlat"), "--input-size", "3,32,32", "--json").json()
+    assert r["a"]["params"] == r["b"]["params"] == lazy_flat_params(32)
+    assert sum("lazy layers" in n and "3×32×32" in n for n in r["notes"]) == 2
