@@ -226,3 +226,24 @@ def test_every_command_freezes_the_same_way(cli, options, expected):
     assert len(set(counts.values())) == 1, counts
     if expected is not None:
         assert counts["trainable"] == expected
+
+
+def test_a_new_head_is_frozen_only_by_a_freeze_pattern_that_names_it():
+    """--freeze-all spares the new head; --freeze fc names it, so it is frozen, in trainable and flops alike."""
+    total = 11_689_512 - 513_000 + 512 * 10 + 10  # resnet18 with a 10-class fc
+    spared = cnnprobe.trainable("resnet18", freeze_all=True, head="linear(10)")
+    assert spared.after.trainable_params == 5130 and spared.after.total_params == total
+    named = cnnprobe.trainable("resnet18", freeze="fc", head="linear(10)")
+    assert named.after.trainable_params == total - 5130
+    from cnnprobe.flopcount import flops
+
+    assert flops("resnet18", backward=True, freeze="fc", head="linear(10)").trainable_params == total - 5130
+    assert flops("resnet18", backward=True, freeze_all=True, num_classes=10).trainable_params == 5130
+
+
+def test_freeze_options_are_matched_against_the_new_head():
+    """The head is in place before the plan: --freeze-except names the new head's own layers."""
+    r = cnnprobe.trainable("resnet18", freeze_except="fc.2", head="linear(256),relu,linear(10)")
+    assert r.after.trainable_params == 256 * 10 + 10 + 512 * 256 + 256  # all of the new head
+    with pytest.raises(PatternError, match="fc.weight"):
+        cnnprobe.trainable("resnet18", freeze_except="fc.weight", head="linear(256),relu,linear(10)")
