@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .build import Built, build_model, check_batch, check_depth, rebuild
+from .devices import is_oom
 from .enums import Counter
-from .errors import CnnprobeError, ForwardError, PatternError
+from .errors import CnnprobeError, ForwardError, PatternError, UsageError
 from .failures import explain_failure
+from .formatting import shape
 from .freezing import FreezePlan
 from .inputs import InputSpec
 from .inspect import FLOPS_CONVENTION
@@ -174,15 +176,23 @@ def _fvcore_forward(built: Built, batch: int, depth: int) -> tuple[int, list[Mod
         built = rebuild(built, "cpu")
     analysis_cls = _quiet_fvcore()
     module = built.module.eval()
-    xs = built.example_inputs(batch)
-    with warnings.catch_warnings(), torch.no_grad(), no_mha_fastpath():
-        warnings.simplefilter("ignore")
-        analysis = analysis_cls(module, xs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        analysis.tracer_warnings("none")
-        total = int(analysis.total())
-        by_module = analysis.by_module()
-        by_op = analysis.by_operator()
-        unsupported = dict(analysis.unsupported_ops())
+    try:
+        xs = built.example_inputs(batch)
+        with warnings.catch_warnings(), torch.no_grad(), no_mha_fastpath():
+            warnings.simplefilter("ignore")
+            analysis = analysis_cls(module, xs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            total = int(analysis.total())
+            by_module = analysis.by_module()
+            by_op = analysis.by_operator()
+            unsupported = dict(analysis.unsupported_ops())
+    except RuntimeError as e:
+        if not is_oom(e):
+            raise
+        sizes = ", ".join(shape((batch, *s.shape)) for s in built.inputs)
+        raise UsageError(f"--counter fvcore runs {built.name} on the CPU, which cannot hold it at input {sizes}: "
+                         "use --counter torch (on meta: nothing is allocated), or a smaller --input-size or --batch") \
+            from None
     types = {n: type(m).__name__ for n, m in module.named_modules()}
     rows = [ModuleFlops(n, types.get(n, "?"), n.count(".") + 1, int(v)) for n, v in by_module.items()
             if n and n.count(".") + 1 <= depth]

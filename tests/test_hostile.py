@@ -440,3 +440,16 @@ def test_compare_and_checkpoint_size_lazy_layers_with_the_input_given(cli, tmp_p
     r = cli("compare", model("LazyFlat"), model("LazyFlat"), "--input-size", "3,32,32", "--json").json()
     assert r["a"]["params"] == r["b"]["params"] == lazy_flat_params(32)
     assert sum("lazy layers" in n and "3×32×32" in n for n in r["notes"]) == 2
+
+
+@pytest.mark.parametrize("head", ["linear(99999999999999999999)", "linear(1e30)", "linear(512,99999999999)"])
+def test_a_head_too_wide_is_a_usage_error(cli, head):
+    line = one_error_line(cli("trainable", "resnet18", "--head", head))
+    assert "--head" in line and "wide" in line
+
+
+def test_fvcore_on_an_input_the_cpu_cannot_hold_is_a_usage_error(cli):
+    run = cli("flops", "lenet", "--counter", "fvcore", "--input-size", "1,200000,200000")
+    assert run.exit_code == 2, run.stderr
+    line = one_error_line(run)
+    assert "--counter torch" in line and "1×1×200000×200000" in line
