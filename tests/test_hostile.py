@@ -453,3 +453,11 @@ def test_fvcore_on_an_input_the_cpu_cannot_hold_is_a_usage_error(cli):
     assert run.exit_code == 2, run.stderr
     line = one_error_line(run)
     assert "--counter torch" in line and "1×1×200000×200000" in line
+
+
+@pytest.mark.parametrize("command", ["summary", "trainable", "memory"])
+def test_num_classes_on_a_lazy_model_replaces_the_head_once_it_has_its_shape(cli, command):
+    """The lazy layers are sized first, then the head is replaced: a LazyLinear's input width is known."""
+    run = cli(command, model("Lazy"), "--num-classes", "3", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["total_params"] == 3 * 8 * 9 + 8 + 8 * 3 + 3
