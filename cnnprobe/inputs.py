@@ -192,7 +192,10 @@ def stated_inputs(source: Any) -> tuple[InputSpec, ...] | None:
                              "or a tuple of tensors, batch first")
     specs = []
     for t in tensors:
-        dtype = next(k for k, v in DTYPES.items() if v is t.dtype)
+        dtype = next((k for k, v in DTYPES.items() if v is t.dtype), None)
+        if dtype is None:
+            raise InputSizeError(f"example_input of {name} is of dtype {str(t.dtype).removeprefix('torch.')}, which "
+                                 f"cnnprobe cannot make inputs of; use one of {', '.join({v: k for k, v in reversed(DTYPES.items())}.values())}")
         spec = InputSpec(tuple(int(d) for d in t.shape[1:]), dtype)
         if spec.integer and t.numel() and t.device.type != "meta":
             spec = InputSpec(spec.shape, dtype, int(t.min()), int(t.max()) + 1)

@@ -461,3 +461,8 @@ def test_num_classes_on_a_lazy_model_replaces_the_head_once_it_has_its_shape(cli
     run = cli(command, model("Lazy"), "--num-classes", "3", "--json")
     assert run.exit_code == 0, run.stderr
     assert run.json()["total_params"] == 3 * 8 * 9 + 8 + 8 * 3 + 3
+
+
+def test_an_example_input_of_a_dtype_cnnprobe_cannot_make_is_one_line(cli):
+    line = one_error_line(cli("summary", model("ExampleComplex")))
+    assert "example_input of ExampleComplex" in line and "complex64" in line

@@ -228,3 +228,7 @@ example_factory.example_input = lambda: torch.zeros(2, 3, 16, 16)
 class ExampleFails(Small):
     def example_input(self):
         raise RuntimeError("no data here")
+
+
+class ExampleComplex(Small):
+    example_input = torch.zeros(2, 3, 16, 16, dtype=torch.complex64)
