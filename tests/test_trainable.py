@@ -247,3 +247,19 @@ def test_freeze_options_are_matched_against_the_new_head():
     assert r.after.trainable_params == 256 * 10 + 10 + 512 * 256 + 256  # all of the new head
     with pytest.raises(PatternError, match="fc.weight"):
         cnnprobe.trainable("resnet18", freeze_except="fc.weight", head="linear(256),relu,linear(10)")
+
+
+def test_a_module_passed_in_gets_its_head_once_in_bench_and_memory():
+    """A module handed to the API is copied, given the head once, and frozen the same way as a name."""
+    from cnnprobe.benchconfig import BenchConfig
+    from cnnprobe.predict import memory
+    from cnnprobe.timing import bench
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    config = BenchConfig(mode="train_step", freeze_all=True, head="linear(8),relu,linear(3)", min_time=0.02,
+                         max_time=0.05, warmup=0, threads=1, input_size="3,8,8")
+    run = bench(model, 2, config)
+    head = 4 * 8 + 8 + 8 * 3 + 3
+    assert run.trainable_params == head and run.total_params == 3 * 4 * 9 + 4 + head
+    assert memory(model, head=config.head, freeze_all=True, input_size="3,8,8").trainable_params == head
+    assert isinstance(model[3], nn.Linear) and all(p.requires_grad for p in model.parameters())  # untouched
