@@ -389,10 +389,8 @@ def test_example_input_in_every_form(cli, name, command):
     the input, in every command (an instance method is called on the instance, not on the class)."""
     run = cli(command, model(name), "--json")
     assert run.exit_code == 0, run.stderr
-    if command == "trainable":
-        return
     r = run.json()
-    assert r["input_source" if command == "summary" else "inputs"] is not None
+    assert command != "summary" or r["input_source"] == "stated"
     shapes = [i["shape"] for i in r["inputs"]]
     assert shapes == ([[10], [6]] if name == "StatesItsInput" else [[3, 16, 16]])
 
