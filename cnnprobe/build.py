@@ -218,18 +218,28 @@ def _materialize(built: Built) -> None:
     module = built.module
     if not any(is_lazy(t) for t in (*module.parameters(), *module.buffers())):
         return
+    try:
+        _size_lazy(module, built.example_inputs(1))
+    except Exception as e:  # noqa: BLE001 - the model's own failure, reported as such
+        if not (built.device == "meta" and meta.is_meta_error(e) and built.spec.source is not Source.MODULE):
+            raise ForwardError(f"{built.name} has lazy layers, and the pass that gives them their shapes failed "
+                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        with torch.device("cpu"):  # it reads tensor values: size it on a real copy, then keep the shapes on meta
+            real = built.spec.build(built.num_classes)
+        _size_lazy(real, tuple(s.make(1, "cpu") for s in built.inputs))
+        built.module = real.to("meta")
+    built.materialized = (f"lazy layers took their shapes from an input of "
+                          f"{', '.join(_described(s) for s in built.inputs)} ({_WHY.get(built.input_source, 'given')})")
+
+
+def _size_lazy(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            module(*built.example_inputs(1))
-    except Exception as e:  # noqa: BLE001 - the model's own failure, reported as such
-        raise ForwardError(f"{built.name} has lazy layers, and the pass that gives them their shapes failed "
-                           f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+            module(*inputs)
     finally:
         module.train(was_training)
-    built.materialized = (f"lazy layers took their shapes from an input of "
-                          f"{', '.join(_described(s) for s in built.inputs)} ({_WHY.get(built.input_source, 'given')})")
 
 
 _WHY = {"user": "as given", "default": "the default; --input-size sets it",

@@ -464,3 +464,11 @@ def test_num_classes_on_a_lazy_model_replaces_the_head_once_it_has_its_shape(cli
 def test_an_example_input_of_a_dtype_cnnprobe_cannot_make_is_one_line(cli):
     line = one_error_line(cli("summary", model("ExampleComplex")))
     assert "example_input of ExampleComplex" in line and "complex64" in line
+
+
+@pytest.mark.parametrize("command", ["summary", "trainable"])
+def test_lazy_layers_of_a_model_that_reads_values_are_sized_for_real(cli, command):
+    """Meta tensors hold no values: the lazy layers are sized on a real CPU copy, with the input given."""
+    run = cli(command, model("LazyReadsValues"), "--input-size", "3,8,8", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["total_params"] == 3 * 4 * 9 + 4 + 4 * 6 * 6 * 3 + 3

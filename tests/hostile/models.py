@@ -232,3 +232,18 @@ class ExampleFails(Small):
 
 class ExampleComplex(Small):
     example_input = torch.zeros(2, 3, 16, 16, dtype=torch.complex64)
+
+
+class LazyReadsValues(nn.Module):
+    """Lazy layers in a forward pass that reads a value, which meta tensors cannot give."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.LazyConv2d(4, 3)
+        self.fc = nn.LazyLinear(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.abs().sum().item() < 0:  # never, but it must be read
+            return y
+        return self.fc(y.flatten(1))
