@@ -14,22 +14,53 @@ import io
 import pickle
 import pickletools
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
+
+from .formatting import count, nbytes
 
 STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 PICKLE_BUDGET = 256 * 2**20  # a pickle (not tensor data) larger than this is not a checkpoint's
+BUDGET_BASE = 64 * 2**20  # what reading any file may cost, plus BUDGET_MULTIPLE times its size
+BUDGET_MULTIPLE = 8
+MEMO_COST = 64  # bytes one memo entry costs an unpickler (its dict slot and key), beyond the object itself
+OBJECT_COST = {"EMPTY_DICT": 64, "DICT": 64, "EMPTY_LIST": 56, "LIST": 56, "EMPTY_SET": 216, "FROZENSET": 216}
+OP_COST = 32  # bytes at least of what any other opcode pushes (an int, a float, a reference)
+ELEMENT_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
+                 "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1}
+_CODES = {op.code: op for op in pickletools.opcodes}
 
 
 class TooLarge(Exception):
-    """A pickle that runs past the reading budget."""
+    """A pickle that runs past the reading budget; its message names what was too large."""
+
+
+class Budget:
+    """The bytes reading one file may cost: memo entries, objects, declared lengths, storages and members alike,
+    each charged before it is read or allocated, so that a crafted file is refused before it can grow."""
+
+    def __init__(self, limit: int, file_bytes: int = 0) -> None:
+        self.limit, self.left, self.file_bytes = limit, limit, file_bytes
+
+    def spend(self, amount: int, what: str | Callable[[], str]) -> None:
+        if amount > self.left:
+            raise TooLarge(what() if callable(what) else what)
+        self.left -= amount
+
+
+def file_budget(file_bytes: int) -> Budget:
+    """What reading a file of `file_bytes` may cost: BUDGET_BASE plus BUDGET_MULTIPLE times its size."""
+    return Budget(BUDGET_BASE + BUDGET_MULTIPLE * file_bytes, file_bytes)
 
 
 class _Bounded(io.RawIOBase):
-    """A reader that fails past `budget` bytes, so a crafted stream cannot make us read without end."""
+    """A reader that refuses a read past `budget` bytes before making it, naming the opcode that asked, so a
+    declared length cannot make us allocate or read without end."""
 
-    def __init__(self, stream: IO[bytes], budget: int) -> None:
-        self.stream, self.left, self.used = stream, budget, 0
+    def __init__(self, stream: IO[bytes], budget: int | Budget) -> None:
+        self.stream, self.used = stream, 0
+        self.budget = budget if isinstance(budget, Budget) else Budget(budget)
+        self.op, self.at = "pickle", 0
 
     def readable(self) -> bool:
         return True
@@ -37,28 +68,43 @@ class _Bounded(io.RawIOBase):
     def tell(self) -> int:  # pickletools asks where each opcode lies
         return self.used
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0 or size > self.left:
-            size = self.left + 1
+    def _spend(self, size: int) -> None:
+        self.budget.spend(size, lambda: f"a {self.op} at byte {self.at} declaring {nbytes(size)}"
+                          if size > 1 else f"a pickle that builds more than {nbytes(self.budget.limit)}")
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.budget.left + 1
+        self._spend(size)
         data = self.stream.read(size)
-        self.left -= len(data)
+        self.budget.left += size - len(data)  # what the stream did not hold was not spent
         self.used += len(data)
-        if self.left < 0:
-            raise TooLarge()
         return data
 
     def readline(self, size: int | None = -1) -> bytes:  # protocol 0 reads lines
-        data = self.stream.readline(self.left + 1)
-        self.left -= len(data)
+        data = self.stream.readline(self.budget.left + 1)
+        self._spend(len(data))
         self.used += len(data)
-        if self.left < 0:
-            raise TooLarge()
         return data
 
 
-def ops(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> Iterator[tuple[Any, Any, int | None]]:
-    """The opcodes of one pickle, up to and including STOP."""
-    return pickletools.genops(_Bounded(stream, budget))
+def ops(stream: IO[bytes], budget: int | Budget = PICKLE_BUDGET) -> Iterator[tuple[Any, Any, int | None]]:
+    """The opcodes of one pickle, up to and including STOP, each argument's declared length checked against
+    `budget` before it is read."""
+    reader = _Bounded(stream, budget)
+    while True:
+        at = reader.used
+        code = reader.read(1)
+        if not code:
+            raise ValueError("pickle exhausted before seeing STOP")
+        op = _CODES.get(code.decode("latin-1"))
+        if op is None:
+            raise ValueError(f"at position {at}, opcode {code!r} unknown")
+        reader.op, reader.at = op.name, at
+        arg = None if op.arg is None else op.arg.reader(reader)
+        yield op, arg, at
+        if op.name == "STOP":
+            return
 
 
 def globals_in(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> list[str]:
@@ -91,6 +137,97 @@ def globals_in(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> list[str]:
     return found
 
 
+class _Global(str):
+    """A global's name on the modelled stack."""
+
+
+_UNKNOWN = object()  # a value the model does not follow (anything built at load time)
+_MARK = pickletools.markobject
+
+
+def audit(stream: IO[bytes], budget: Budget, storages: dict[Any, int]) -> None:
+    """Walk one pickle as an unpickler would, without building anything, charging `budget` for every byte read,
+    object pushed and memo entry made, and recording in `storages` the bytes each persistent storage declares
+    (key -> bytes), which torch allocates before reading a byte of it. Raises TooLarge naming the excess."""
+    memo: dict[int, Any] = {}
+    puts = 0
+    stack: list[Any] = []
+    frames: list[list[Any]] = []
+
+    def too_many() -> str:
+        return f"a pickle that memoizes more than {count(puts)} objects"
+
+    for op, arg, _ in ops(stream, budget):
+        name = op.name
+        if name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+            puts += 1
+            budget.spend(MEMO_COST, too_many)
+            if stack and isinstance(stack[-1], (str, int, tuple)):
+                memo[puts - 1 if name == "MEMOIZE" else int(arg)] = stack[-1]
+            continue
+        budget.spend(OBJECT_COST.get(name, OP_COST), "the objects a pickle builds")
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(int(arg), _UNKNOWN))
+        elif name in ("GLOBAL", "INST"):
+            _pop(op, stack, frames)
+            stack.append(_Global(str(arg).replace(" ", ".")))
+        elif name == "STACK_GLOBAL":
+            attr, module = (stack.pop() if stack else _UNKNOWN), (stack.pop() if stack else _UNKNOWN)
+            stack.append(_Global(f"{module}.{attr}") if isinstance(module, str) and isinstance(attr, str)
+                         else _UNKNOWN)
+        elif name == "MARK":
+            frames.append(stack)
+            stack = []
+        elif name == "TUPLE":
+            items = tuple(stack)
+            stack = frames.pop() if frames else []
+            stack.append(items)
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"):
+            n = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(name, 0)
+            items = tuple(stack[len(stack) - n:]) if n and len(stack) >= n else ()
+            del stack[len(stack) - n:]
+            stack.append(items)
+        elif name in ("BINPERSID", "PERSID"):
+            saved = stack.pop() if name == "BINPERSID" and stack else arg
+            _charge_storage(saved, budget, storages)
+            stack.append(_UNKNOWN)
+        elif name == "POP":
+            if stack:
+                stack.pop()
+        elif name == "DUP":
+            stack.append(stack[-1] if stack else _UNKNOWN)
+        elif name in ("STOP", "PROTO", "FRAME"):
+            pass
+        elif op.arg is not None and not op.stack_before and len(op.stack_after) == 1:  # a literal
+            stack.append(arg if isinstance(arg, (str, int)) and not isinstance(arg, bool) else _UNKNOWN)
+        else:
+            _pop(op, stack, frames)
+            stack.extend(_UNKNOWN for _ in op.stack_after)
+        if name == "STOP":
+            return
+
+
+def _pop(op: Any, stack: list[Any], frames: list[list[Any]]) -> None:
+    """Take what `op` consumes off the modelled stack: everything back to the mark, or its fixed count."""
+    if _MARK in op.stack_before:
+        stack[:] = frames.pop() if frames else []
+    else:
+        del stack[max(0, len(stack) - len(op.stack_before)):]
+
+
+def _charge_storage(saved: Any, budget: Budget, storages: dict[Any, int]) -> None:
+    """A persistent id `('storage', torch.XStorage, key, location, numel, ...)`: charge its bytes once per key."""
+    if not (isinstance(saved, tuple) and len(saved) >= 5 and saved[0] == "storage"):
+        return
+    kind, key, numel = saved[1], saved[2], saved[4]
+    if not isinstance(numel, int) or numel <= 0 or not isinstance(key, (str, int)) or key in storages:
+        return
+    element = ELEMENT_BYTES.get(str(kind).rsplit(".", 1)[-1].removesuffix("Storage"), 8)
+    size = numel * element
+    budget.spend(size, f"a storage declaring {nbytes(size)} ({count(numel)} elements of {str(kind)[:40]})")
+    storages[key] = size
+
+
 def protocol(data: bytes) -> int:
     """A pickle's protocol: its PROTO opcode's argument, 0 to 1 without one."""
     return data[1] if len(data) > 1 and data[0] == pickle.PROTO[0] else 0
@@ -102,6 +239,7 @@ def as_protocol_2(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> bytes:
     are taken back off the output, and spelled out again where the memo is read for them later). The
     objects it builds are the same; nothing is executed."""
     out: list[tuple[bytes, Any, int | None]] = []  # (bytes, the string it pushes or None, its memo slot)
+    written = io.BytesIO()  # what no later opcode can reach back to: only the last two entries are rewritten
     memo: dict[int, Any] = {}
     unwritten: set[int] = set()  # memo slots whose string went into a GLOBAL instead
 
@@ -145,9 +283,13 @@ def as_protocol_2(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> bytes:
                         + string("latin1") + pickle.TUPLE2 + pickle.REDUCE, None, None))
         else:
             out.append((_encode(op, arg), None, None))
+        while len(out) > 2:
+            written.write(out.pop(0)[0])
         if name == "STOP":
             break
-    return b"".join(data for data, _, _ in out)
+    for data, _, _ in out:
+        written.write(data)
+    return written.getvalue()
 
 
 def _put(slot: int) -> bytes:
