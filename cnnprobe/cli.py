@@ -398,6 +398,7 @@ def bench(
     verdict = None
     if baseline is not None and result.runs and not result.interrupted:
         verdict = regression.compare(baseline, [r.to_dict() for r in result.runs], threshold)
+        verdict.notes += regression.thinning_notes(baseline)
     data = result.report()
     if verdict is not None:
         data["comparison"] = verdict.to_dict()

@@ -101,7 +101,7 @@ def ops(stream: IO[bytes], budget: int | Budget = PICKLE_BUDGET) -> Iterator[tup
         if op is None:
             raise ValueError(f"at position {at}, opcode {code!r} unknown")
         reader.op, reader.at = op.name, at
-        arg = None if op.arg is None else op.arg.reader(reader)
+        arg = None if op.arg is None else op.arg.reader(reader)  # type: ignore[arg-type]
         yield op, arg, at
         if op.name == "STOP":
             return

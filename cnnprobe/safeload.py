@@ -23,7 +23,16 @@ import torch
 
 from .errors import WeightsError
 from .formatting import count, first_few, nbytes
-from .pickles import PICKLE_BUDGET, Budget, TooLarge, as_protocol_2, audit, file_budget, globals_in, protocol
+from .pickles import (
+    PICKLE_BUDGET,
+    Budget,
+    TooLarge,
+    as_protocol_2,
+    audit,
+    file_budget,
+    globals_in,
+    protocol,
+)
 
 BOMB_SIZE = 16 * 2**20
 BOMB_RATIO = 100
