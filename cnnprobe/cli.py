@@ -590,8 +590,8 @@ class _progress:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)
+        self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn(),
+                            console=Console(stderr=True, markup=False, emoji=False), transient=True)
         self.bar.__enter__()
         task = self.bar.add_task("starting", total=self.total)
         first = [True]

@@ -21,6 +21,7 @@ _ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh", 
                 "hardswish": "Hardswish", "identity": "Identity", "flatten": "Flatten"}
 _ALIASES = {"bn": "batchnorm", "batchnorm1d": "batchnorm", "fc": "linear", "drop": "dropout"}
 _ITEM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+MAX_WIDTH = 1 << 24  # 16,777,216 classes: no head is wider; a larger width is a typo or an overflow
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def parse_head(text: str) -> HeadSpec:
             raise HeadError(f"head layer '{item.strip()}' takes finite numbers only: {usage}")
         if kind == "linear" and (len(args) not in (1, 2) or any(a <= 0 or a != int(a) for a in args)):
             raise HeadError(f"'{item.strip()}' needs a positive output width: linear(OUT) or linear(IN,OUT)")
+        if kind == "linear" and any(a > MAX_WIDTH for a in args):
+            raise HeadError(f"'{item.strip()}' in --head: a width above {MAX_WIDTH:,} is not a layer this can build")
         if kind == "dropout" and (len(args) > 1 or any(not 0 <= a < 1 for a in args)):
             raise HeadError(f"'{item.strip()}' needs a probability in [0, 1): dropout(0.3)")
         if kind not in ("linear", "dropout", "batchnorm") and kind not in _ACTIVATIONS:
