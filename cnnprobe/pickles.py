@@ -26,6 +26,7 @@ BUDGET_MULTIPLE = 8
 MEMO_COST = 64  # bytes one memo entry costs an unpickler (its dict slot and key), beyond the object itself
 OBJECT_COST = {"EMPTY_DICT": 64, "DICT": 64, "EMPTY_LIST": 56, "LIST": 56, "EMPTY_SET": 216, "FROZENSET": 216}
 OP_COST = 32  # bytes at least of what any other opcode pushes (an int, a float, a reference)
+MAX_NESTING = 1000  # a checkpoint nests a dozen levels; hashing a tuple nested 100,000 deep overflows the C stack
 ELEMENT_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
                  "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1}
 _CODES = {op.code: op for op in pickletools.opcodes}
@@ -33,6 +34,10 @@ _CODES = {op.code: op for op in pickletools.opcodes}
 
 class TooLarge(Exception):
     """A pickle that runs past the reading budget; its message names what was too large."""
+
+
+class TooDeep(TooLarge):
+    """A pickle whose values nest deeper than MAX_NESTING."""
 
 
 class Budget:
@@ -148,11 +153,10 @@ _MARK = pickletools.markobject
 def audit(stream: IO[bytes], budget: Budget, storages: dict[Any, int]) -> None:
     """Walk one pickle as an unpickler would, without building anything, charging `budget` for every byte read,
     object pushed and memo entry made, and recording in `storages` the bytes each persistent storage declares
-    (key -> bytes), which torch allocates before reading a byte of it. Raises TooLarge naming the excess."""
-    memo: dict[int, Any] = {}
+    (key -> bytes), which torch allocates before reading a byte of it. Raises TooLarge naming the excess, also
+    for a value nested deeper than MAX_NESTING (hashing or printing one recurses in C, past the stack)."""
+    walk = _Walk()
     puts = 0
-    stack: list[Any] = []
-    frames: list[list[Any]] = []
 
     def too_many() -> str:
         return f"a pickle that memoizes more than {count(puts)} objects"
@@ -162,57 +166,99 @@ def audit(stream: IO[bytes], budget: Budget, storages: dict[Any, int]) -> None:
         if name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
             puts += 1
             budget.spend(MEMO_COST, too_many)
-            if stack and isinstance(stack[-1], (str, int, tuple)):
-                memo[puts - 1 if name == "MEMOIZE" else int(arg)] = stack[-1]
+            walk.put(puts - 1 if name == "MEMOIZE" else int(arg))
             continue
         budget.spend(OBJECT_COST.get(name, OP_COST), "the objects a pickle builds")
-        if name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(memo.get(int(arg), _UNKNOWN))
-        elif name in ("GLOBAL", "INST"):
-            _pop(op, stack, frames)
-            stack.append(_Global(str(arg).replace(" ", ".")))
-        elif name == "STACK_GLOBAL":
-            attr, module = (stack.pop() if stack else _UNKNOWN), (stack.pop() if stack else _UNKNOWN)
-            stack.append(_Global(f"{module}.{attr}") if isinstance(module, str) and isinstance(attr, str)
-                         else _UNKNOWN)
-        elif name == "MARK":
-            frames.append(stack)
-            stack = []
-        elif name == "TUPLE":
-            items = tuple(stack)
-            stack = frames.pop() if frames else []
-            stack.append(items)
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"):
-            n = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(name, 0)
-            items = tuple(stack[len(stack) - n:]) if n and len(stack) >= n else ()
-            del stack[len(stack) - n:]
-            stack.append(items)
-        elif name in ("BINPERSID", "PERSID"):
-            saved = stack.pop() if name == "BINPERSID" and stack else arg
+        if name in ("BINPERSID", "PERSID"):
+            saved = walk.pop(1)[0][0] if name == "BINPERSID" else arg
             _charge_storage(saved, budget, storages)
-            stack.append(_UNKNOWN)
-        elif name == "POP":
-            if stack:
-                stack.pop()
-        elif name == "DUP":
-            stack.append(stack[-1] if stack else _UNKNOWN)
-        elif name in ("STOP", "PROTO", "FRAME"):
-            pass
-        elif op.arg is not None and not op.stack_before and len(op.stack_after) == 1:  # a literal
-            stack.append(arg if isinstance(arg, (str, int)) and not isinstance(arg, bool) else _UNKNOWN)
+            walk.push(_UNKNOWN, 0)
         else:
-            _pop(op, stack, frames)
-            stack.extend(_UNKNOWN for _ in op.stack_after)
+            walk.step(op, arg)
+        if walk.deepest > MAX_NESTING:
+            raise TooDeep(f"a value nested more than {count(MAX_NESTING)} deep")
         if name == "STOP":
             return
 
 
-def _pop(op: Any, stack: list[Any], frames: list[list[Any]]) -> None:
-    """Take what `op` consumes off the modelled stack: everything back to the mark, or its fixed count."""
-    if _MARK in op.stack_before:
-        stack[:] = frames.pop() if frames else []
-    else:
-        del stack[max(0, len(stack) - len(op.stack_before)):]
+class _Walk:
+    """The unpickler's stack, modelled: literal values where they matter (the strings and numbers of globals
+    and persistent ids), and how deep each item nests."""
+
+    INPLACE = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})  # keep their first item
+
+    def __init__(self) -> None:
+        self.stack: list[Any] = []
+        self.depths: list[int] = []
+        self.frames: list[tuple[list[Any], list[int]]] = []
+        self.memo: dict[int, tuple[Any, int]] = {}
+        self.deepest = 0
+
+    def push(self, value: Any, depth: int) -> None:
+        self.stack.append(value)
+        self.depths.append(depth)
+        if depth > self.deepest:
+            self.deepest = depth
+
+    def pop(self, n: int) -> tuple[list[Any], list[int]]:
+        n = min(n, len(self.stack))
+        cut = len(self.stack) - n
+        values, depths = self.stack[cut:], self.depths[cut:]
+        del self.stack[cut:], self.depths[cut:]
+        return values or [_UNKNOWN], depths
+
+    def to_mark(self) -> tuple[list[Any], list[int]]:
+        values, depths = self.stack, self.depths
+        self.stack, self.depths = self.frames.pop() if self.frames else ([], [])
+        return values, depths
+
+    def put(self, slot: int) -> None:
+        if self.stack and (self.depths[-1] or isinstance(self.stack[-1], (str, int, tuple))):
+            self.memo[slot] = (self.stack[-1], self.depths[-1])
+
+    def step(self, op: Any, arg: Any) -> None:
+        name = op.name
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            self.push(*self.memo.get(int(arg), (_UNKNOWN, 0)))
+        elif name == "GLOBAL":
+            self.push(_Global(str(arg).replace(" ", ".")), 0)
+        elif name == "STACK_GLOBAL":
+            (module, attr), _ = self.pop(2) if len(self.stack) >= 2 else ([_UNKNOWN, _UNKNOWN], [])
+            self.push(_Global(f"{module}.{attr}") if isinstance(module, str) and isinstance(attr, str)
+                      else _UNKNOWN, 0)
+        elif name == "MARK":
+            self.frames.append((self.stack, self.depths))
+            self.stack, self.depths = [], []
+        elif name in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"):
+            n = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3, "EMPTY_TUPLE": 0}.get(name)
+            values, depths = self.to_mark() if n is None else self.pop(n) if n else ([], [])
+            self.push(tuple(values), max(depths, default=0) + 1)
+        elif name == "DUP":
+            self.push(self.stack[-1] if self.stack else _UNKNOWN, self.depths[-1] if self.depths else 0)
+        elif name in ("STOP", "PROTO", "FRAME"):
+            pass
+        elif op.arg is not None and not op.stack_before and len(op.stack_after) == 1:  # a literal
+            self.push(arg if isinstance(arg, (str, int)) and not isinstance(arg, bool) else _UNKNOWN, 0)
+        else:
+            self._generic(op)
+
+    def _generic(self, op: Any) -> None:
+        """Any other opcode: take what it consumes, push what it makes, nested one deeper than its parts."""
+        marked: list[int] = []
+        before = list(op.stack_before)
+        if _MARK in before:
+            _, marked = self.to_mark()
+            before = before[: before.index(_MARK)]
+        _, fixed = self.pop(len(before)) if before else ([], [])
+        if not op.stack_after:
+            return
+        parts = fixed + marked
+        if op.name in self.INPLACE and fixed:
+            depth = max([fixed[0], *(d + 1 for d in parts[1:])])
+        else:
+            depth = max(parts) + 1 if parts else 0
+        for _ in op.stack_after:
+            self.push(_UNKNOWN, depth)
 
 
 def _charge_storage(saved: Any, budget: Budget, storages: dict[Any, int]) -> None:

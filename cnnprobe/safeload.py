@@ -26,6 +26,7 @@ from .formatting import count, first_few, nbytes
 from .pickles import (
     PICKLE_BUDGET,
     Budget,
+    TooDeep,
     TooLarge,
     as_protocol_2,
     audit,
@@ -145,6 +146,8 @@ def _audit(stream: IO[bytes], budget: Budget, storages: dict[Any, int]) -> bool:
 
 
 def _too_large(path: Path, what: str, error: TooLarge, budget: Budget) -> WeightsError:
+    if isinstance(error, TooDeep):
+        return WeightsError(f"{what} '{path}' holds {error}; no checkpoint nests so: refusing to read it")
     return WeightsError(f"{what} '{path}' holds {error}, more than reading a {nbytes(budget.file_bytes)} file may "
                         f"take ({nbytes(budget.limit)}): refusing to read it")
 

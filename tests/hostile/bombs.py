@@ -149,3 +149,30 @@ def overlapping(folder: Path, copies: int = 2000, size: int = 2**20) -> Path:
     path = folder / "overlapping.pth"
     path.write_bytes(body + cd + _end(len(centrals), len(cd), len(body)))
     return path
+
+
+def _deep_list(depth: int) -> bytes:
+    """Opcodes of a list nested `depth` deep: [[[...]]]."""
+    return b"]" * depth + b"a" * (depth - 1)
+
+
+def nested(folder: Path, field: str, depth: int = 100_000) -> Path:
+    """A training checkpoint of LeNet whose `field` (loss, epoch, lr, param_groups or state) is a list nested
+    `depth` deep: torch.save cannot write one (pickling recurses), so a marker string is swapped for it."""
+    from .files import lenet_state
+
+    marker = f"NESTED_{field.upper()}"
+    groups = [{"lr": marker if field == "lr" else 0.1, "params": [0]}]
+    optimizer = {"state": marker if field == "state" else {},
+                 "param_groups": marker if field == "param_groups" else groups}
+    data = {"epoch": marker if field == "epoch" else 1, "model_state_dict": lenet_state(),
+            "loss": marker if field == "loss" else 0.5, "optimizer_state_dict": optimizer}
+    saved = io.BytesIO()
+    torch.save(data, saved, pickle_protocol=2)
+    with zipfile.ZipFile(saved) as z:
+        members = {info.filename: z.read(info) for info in z.infolist()}
+    name = next(n for n in members if n.endswith("data.pkl"))
+    encoded = b"X" + struct.pack("<I", len(marker)) + marker.encode()
+    assert members[name].count(encoded) == 1
+    members[name] = members[name].replace(encoded, _deep_list(depth))
+    return _zip(folder / f"nested_{field}.pth", members)
