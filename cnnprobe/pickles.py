@@ -165,7 +165,7 @@ def audit(stream: IO[bytes], budget: Budget, storages: dict[Any, int]) -> None:
         name = op.name
         if name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
             puts += 1
-            budget.spend(MEMO_COST, too_many)
+            budget.spend(MEMO_COST if name == "MEMOIZE" else 2 * MEMO_COST, too_many)  # a PUT's slot: a dict entry
             walk.put(puts - 1 if name == "MEMOIZE" else int(arg))
             continue
         budget.spend(OBJECT_COST.get(name, OP_COST), "the objects a pickle builds")
@@ -191,7 +191,9 @@ class _Walk:
         self.stack: list[Any] = []
         self.depths: list[int] = []
         self.frames: list[tuple[list[Any], list[int]]] = []
-        self.memo: dict[int, tuple[Any, int]] = {}
+        self.values: list[Any] = []  # memo slots 0, 1, 2... as MEMOIZE fills them: 16 bytes a slot in all
+        self.nesting: list[int] = []
+        self.memo: dict[int, tuple[Any, int]] = {}  # slots an explicit PUT names out of order
         self.deepest = 0
 
     def push(self, value: Any, depth: int) -> None:
@@ -213,13 +215,25 @@ class _Walk:
         return values, depths
 
     def put(self, slot: int) -> None:
-        if self.stack and (self.depths[-1] or isinstance(self.stack[-1], (str, int, tuple))):
-            self.memo[slot] = (self.stack[-1], self.depths[-1])
+        value = self.stack[-1] if self.stack and isinstance(self.stack[-1], (str, int, tuple)) else _UNKNOWN
+        depth = self.depths[-1] if self.depths else 0
+        if slot == len(self.values):
+            self.values.append(value)
+            self.nesting.append(depth)
+        elif slot < len(self.values):
+            self.values[slot], self.nesting[slot] = value, depth
+        elif depth or value is not _UNKNOWN:
+            self.memo[slot] = (value, depth)
+
+    def get(self, slot: int) -> tuple[Any, int]:
+        if 0 <= slot < len(self.values):
+            return self.values[slot], self.nesting[slot]
+        return self.memo.get(slot, (_UNKNOWN, 0))
 
     def step(self, op: Any, arg: Any) -> None:
         name = op.name
         if name in ("GET", "BINGET", "LONG_BINGET"):
-            self.push(*self.memo.get(int(arg), (_UNKNOWN, 0)))
+            self.push(*self.get(int(arg)))
         elif name == "GLOBAL":
             self.push(_Global(str(arg).replace(" ", ".")), 0)
         elif name == "STACK_GLOBAL":
