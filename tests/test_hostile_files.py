@@ -59,7 +59,7 @@ BOMBS = {
 def test_a_memory_bomb_is_refused_in_one_line_under_1_gb(tmp_path, name):
     make, message = BOMBS[name]
     path = make(tmp_path)
-    assert path.stat().st_size < 32 * 2**20
+    assert path.stat().st_blocks * 512 < 32 * 2**20  # what the file holds on disk
     if name == "storages_legacy_sparse":  # the file claims 3 GiB, its disk blocks hold a few kilobytes
         assert path.stat().st_size > 3 * bombs.GiB and path.stat().st_blocks * 512 < 2**20
     for args in (["checkpoint", str(path)], ["summary", "lenet", "--weights", str(path)]):
@@ -244,7 +244,7 @@ def test_a_baseline_nested_100000_deep_is_refused(cli, tmp_path):
 @pytest.mark.slow
 def test_a_baseline_of_a_million_samples_is_thinned_not_bootstrapped_whole(cli, tmp_path):
     data = _baseline(tmp_path, cli)
-    result = data["runs"][0]["results"][0]
+    result = data.get("runs", [data])[0]["results"][0]
     median = result["median_ms"]
     million = [median * (1 + 0.01 * ((i % 7) - 3)) for i in range(1_000_000)]
     for r in [result, *result.get("repeats", [])]:
