@@ -1,7 +1,7 @@
 """Files that would exhaust memory, the stack or the terminal if read naively, crafted at run time.
 
-Every bomb goes through the real command line in a child process whose peak resident memory the kernel
-reports (wait4's ru_maxrss): each must end in one clean line, exit 2, under 1 GB. The budget is the file's
+Every bomb goes through the real command line in a child process that reports its own peak resident memory
+(VmHWM): each must end in one clean line, exit 2, under 1 GB. The budget is the file's
 own size (64 MiB plus 8 times what it holds on disk), so an ordinary checkpoint is never refused.
 """
 
@@ -25,17 +25,25 @@ GB = 10**9
 FAST = ["--min-time", "0.02", "--max-time", "0.1", "--warmup", "1", "--threads", "1"]
 
 
+# The child reports its own high-water mark (VmHWM, reset at exec) as it exits: wait4's ru_maxrss would also
+# count the pages of the forking test process, torch and all.
+_MEASURED = """import os, runpy, sys
+try:
+    sys.argv[0] = "cnnprobe"
+    runpy.run_module("cnnprobe", run_name="__main__")
+finally:
+    with open("/proc/self/status") as status, open(os.environ["CNNPROBE_TEST_HWM"], "w") as out:
+        out.write(next(line for line in status if line.startswith("VmHWM")).split()[1])
+"""
+
+
 def run_measured(*args: str) -> tuple[int, str, str, int]:
-    """(exit status, stdout, stderr, peak RSS in bytes) of `python -m cnnprobe ARGS` in a child of its own,
-    reaped with wait4 so that the kernel's high-water mark is this child's alone."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen([sys.executable, "-m", "cnnprobe", *args], stdout=out, stderr=err, text=True,
-                                 cwd=ROOT)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return child.returncode, out.read(), err.read(), usage.ru_maxrss * 1024
+    """(exit status, stdout, stderr, peak RSS in bytes) of `python -m cnnprobe ARGS` in a child of its own."""
+    with tempfile.TemporaryDirectory() as folder:
+        hwm = Path(folder) / "hwm"
+        run = subprocess.run([sys.executable, "-c", _MEASURED, *args], capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "CNNPROBE_TEST_HWM": str(hwm)}, timeout=600)
+        return run.returncode, run.stdout, run.stderr, int(hwm.read_text()) * 1024
 
 
 BOMBS = {
