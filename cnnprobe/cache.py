@@ -1,7 +1,8 @@
 """Figures cnnprobe measured or computed once and keeps: `$CNNPROBE_CACHE`, else `~/.cache/cnnprobe`.
 
-A cache file that is missing, unreadable or malformed is an empty cache, never an error; writes go
-through a temporary file, so a reader never sees half a file; a read-only home only costs recomputing.
+A cache file that is missing, unreadable, malformed, too large or too deeply nested is an empty cache (the
+next store rewrites it), never an error; writes go through a temporary file, so a reader never sees half a
+file; a read-only home only costs recomputing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from .jsonio import JsonRefused, read_json
+
+LIMIT = 4 * 2**20  # a cache file holds a few figures per device and model; a larger one is not ours: ignored
 
 
 def cache_dir() -> Path:
@@ -20,8 +25,8 @@ def cache_dir() -> Path:
 
 def load(name: str) -> dict[str, Any]:
     try:
-        data = json.loads((cache_dir() / name).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = read_json(cache_dir() / name, LIMIT)
+    except (OSError, JsonRefused):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -17,11 +17,14 @@ import torch
 from .build import build_model
 from .errors import WeightsError
 from .safeload import safe_load
+from .formatting import brief
 from .statedict import (
     Compatibility,
     TensorStats,
     check_compatible,
     state_dict_of,
+    tensor_bytes,
+    tensor_numel,
     tensor_stats,
 )
 from .weights import torchvision_weights_of
@@ -63,23 +66,24 @@ def optimizer_info(state: Any, path: str = "the file") -> OptimizerInfo | None:
     where = f"the optimizer state in '{path}'"
     groups = state.get("param_groups")
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in groups):
-        raise WeightsError(f"{where} is malformed: param_groups is {repr(groups)[:40]}, not a list of groups")
+        raise WeightsError(f"{where} is malformed: param_groups is {brief(groups, 40)}, not a list of groups")
     for i, g in enumerate(groups):
         lr = g.get("lr", 0.0)
-        if isinstance(lr, torch.Tensor) and lr.numel() == 1:
+        if isinstance(lr, torch.Tensor) and tensor_numel(lr) == 1:
             lr = lr.item()
         if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-            raise WeightsError(f"{where} is malformed: param group {i} has lr {lr!r}, not a number")
+            shown = brief(repr(lr) if isinstance(lr, str) else lr, 40)
+            raise WeightsError(f"{where} is malformed: param group {i} has lr {shown}, not a number")
     per_param = state.get("state") or {}
     if not isinstance(per_param, Mapping):
-        raise WeightsError(f"{where} is malformed: state is {repr(per_param)[:40]}, not a mapping")
+        raise WeightsError(f"{where} is malformed: state is {brief(per_param, 40)}, not a mapping")
     tensors = [v for s in per_param.values() if isinstance(s, Mapping) for v in s.values() if isinstance(v, torch.Tensor)]
     return OptimizerInfo(
         type=optimizer_type(groups),
         param_groups=len(groups),
         params=len(per_param),
         state_tensors=len(tensors),
-        state_bytes=sum(t.numel() * t.element_size() for t in tensors),
+        state_bytes=sum(tensor_bytes(t) for t in tensors),
         lr=[float(g["lr"].item() if isinstance(g["lr"], torch.Tensor) else g["lr"]) for g in groups if "lr" in g],
     )
 
@@ -109,9 +113,15 @@ class CheckpointInfo:
 
 
 def _plain(value: Any) -> Any:
+    """A field of a checkpoint (loss, epoch) as JSON can hold it: a number, a shape, or a bounded repr."""
     if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else list(value.shape)
-    return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)[:80]
+        try:
+            return value.item() if tensor_numel(value) == 1 else list(value.shape)
+        except Exception:  # noqa: BLE001 - a tensor subclass from a trusted pickle that misbehaves
+            return brief(value)
+    if isinstance(value, str):
+        return brief(value, 200)
+    return value if isinstance(value, (int, float, bool, type(None))) else brief(value)
 
 
 def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | None" = None, num_classes: int | None = None,
@@ -129,7 +139,7 @@ def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | None" = No
     if kind == "pickled_model":
         info.pickled_class = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if kind == "training_checkpoint":
-        info.keys = [str(k) for k in obj]
+        info.keys = [k if isinstance(k, str) else brief(k) for k in obj]
         info.epoch = _plain(obj.get("epoch", obj.get("step", obj.get("global_step"))))
         info.loss = _plain(obj.get("loss"))
         info.optimizer = optimizer_info(obj.get("optimizer_state_dict", obj.get("optimizer")), str(p))

@@ -410,6 +410,7 @@ def bench(
     verdict = None
     if baseline is not None and result.runs and not result.interrupted:
         verdict = regression.compare(baseline, [r.to_dict() for r in result.runs], threshold)
+        verdict.notes += regression.thinning_notes(baseline)
     data = result.report()
     if verdict is not None:
         data["comparison"] = verdict.to_dict()
@@ -605,8 +606,8 @@ class _progress:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)
+        self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn(),
+                            console=Console(stderr=True, markup=False, emoji=False), transient=True)
         self.bar.__enter__()
         task = self.bar.add_task("starting", total=self.total)
         first = [True]

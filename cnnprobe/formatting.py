@@ -3,7 +3,9 @@ renderers and messages format them here."""
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
+from typing import Any
 
 ARROW = " → "
 
@@ -48,6 +50,20 @@ def ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlist, _BRIEF.maxdict = 3, 60, 60, 4, 4
+
+
+def brief(value: Any, width: int = 80) -> str:
+    """A value from a file, shown within `width` characters whatever it is: nested a million deep, a repr that
+    raises, or one that would print a gigabyte."""
+    try:
+        text = value if isinstance(value, str) else _BRIEF.repr(value)
+    except Exception:  # noqa: BLE001 - a repr from a trusted pickle that fails
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def first_few(items: list[str], shown: int = 3) -> str:

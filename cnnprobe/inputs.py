@@ -12,6 +12,7 @@ tensor or a tuple of tensors, batch first.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .errors import InputSizeError, UserFileError
 
 MAX_SIDE = 1 << 20  # no real input has a side this long; larger ones are typos or overflows
 MAX_DIMS = 6
+MAX_ELEMENTS = 1 << 36  # in one sample: 256 GiB of float32; a product above is an overflow, not an input
+MAX_BYTES = 1 << 60  # a batch whose bytes pass this overflows torch's storage size (a signed 64-bit count)
 DEFAULT_IMAGE = (3, 224, 224)
 # Customary inputs for user models whose first layer says only the channels: a second of 16 kHz audio for a
 # Conv1d, a 16-frame clip for a Conv3d, and a sequence of 128 tokens for an Embedding.
@@ -58,13 +61,23 @@ class InputSpec:
         """A batch of this input: storage-free on meta; values in range for integers; zeros, or normal
         noise when `random`, for floats."""
         size = (batch, *self.shape)
+        total = math.prod(size) * self.torch_dtype.itemsize
+        what = f"an input of {'×'.join(map(str, size))} {self.dtype} ({total / 2**30:,.1f} GiB)"
+        if total > MAX_BYTES:
+            raise InputSizeError(f"{what} overflows a tensor's storage: use a smaller --input-size or --batch")
         if device == "meta":
             return torch.empty(size, dtype=self.torch_dtype, device="meta")
-        if self.integer:
-            return torch.randint(self.low, self.high, size, dtype=self.torch_dtype, device=device)
-        if random:
-            return torch.randn(size, device=device).to(self.torch_dtype)
-        return torch.zeros(size, dtype=self.torch_dtype, device=device)
+        try:
+            if self.integer:
+                return torch.randint(self.low, self.high, size, dtype=self.torch_dtype, device=device)
+            if random:
+                return torch.randn(size, device=device).to(self.torch_dtype)
+            return torch.zeros(size, dtype=self.torch_dtype, device=device)
+        except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            if "alloc" not in str(e).lower() and "out of memory" not in str(e).lower():
+                raise
+            raise InputSizeError(f"{what} cannot be allocated on {device}: use a smaller --input-size or "
+                                 "--batch") from None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"shape": list(self.shape), "dtype": self.dtype}
@@ -87,6 +100,9 @@ def parse_size(text: str | Sequence[int | str] | None) -> tuple[int, ...] | None
         raise InputSizeError(f"malformed --input-size '{text}': every size must be positive")
     if any(s > MAX_SIDE for s in sizes):
         raise InputSizeError(f"--input-size '{text}': a size above {MAX_SIDE:,} is not an input this can build")
+    if math.prod(sizes) > MAX_ELEMENTS:
+        raise InputSizeError(f"--input-size '{text}': {math.prod(sizes):,} values in one sample, above the "
+                             f"{MAX_ELEMENTS:,} an input can hold")
     return sizes
 
 

@@ -14,22 +14,58 @@ import io
 import pickle
 import pickletools
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
+
+from .formatting import count, nbytes
 
 STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 PICKLE_BUDGET = 256 * 2**20  # a pickle (not tensor data) larger than this is not a checkpoint's
+BUDGET_BASE = 64 * 2**20  # what reading any file may cost, plus BUDGET_MULTIPLE times its size
+BUDGET_MULTIPLE = 8
+MEMO_COST = 64  # bytes one memo entry costs an unpickler (its dict slot and key), beyond the object itself
+OBJECT_COST = {"EMPTY_DICT": 64, "DICT": 64, "EMPTY_LIST": 56, "LIST": 56, "EMPTY_SET": 216, "FROZENSET": 216}
+OP_COST = 32  # bytes at least of what any other opcode pushes (an int, a float, a reference)
+MAX_NESTING = 1000  # a checkpoint nests a dozen levels; hashing a tuple nested 100,000 deep overflows the C stack
+ELEMENT_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
+                 "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1}
+_CODES = {op.code: op for op in pickletools.opcodes}
 
 
 class TooLarge(Exception):
-    """A pickle that runs past the reading budget."""
+    """A pickle that runs past the reading budget; its message names what was too large."""
+
+
+class TooDeep(TooLarge):
+    """A pickle whose values nest deeper than MAX_NESTING."""
+
+
+class Budget:
+    """The bytes reading one file may cost: memo entries, objects, declared lengths, storages and members alike,
+    each charged before it is read or allocated, so that a crafted file is refused before it can grow."""
+
+    def __init__(self, limit: int, file_bytes: int = 0) -> None:
+        self.limit, self.left, self.file_bytes = limit, limit, file_bytes
+
+    def spend(self, amount: int, what: str | Callable[[], str]) -> None:
+        if amount > self.left:
+            raise TooLarge(what() if callable(what) else what)
+        self.left -= amount
+
+
+def file_budget(file_bytes: int) -> Budget:
+    """What reading a file of `file_bytes` may cost: BUDGET_BASE plus BUDGET_MULTIPLE times its size."""
+    return Budget(BUDGET_BASE + BUDGET_MULTIPLE * file_bytes, file_bytes)
 
 
 class _Bounded(io.RawIOBase):
-    """A reader that fails past `budget` bytes, so a crafted stream cannot make us read without end."""
+    """A reader that refuses a read past `budget` bytes before making it, naming the opcode that asked, so a
+    declared length cannot make us allocate or read without end."""
 
-    def __init__(self, stream: IO[bytes], budget: int) -> None:
-        self.stream, self.left, self.used = stream, budget, 0
+    def __init__(self, stream: IO[bytes], budget: int | Budget) -> None:
+        self.stream, self.used = stream, 0
+        self.budget = budget if isinstance(budget, Budget) else Budget(budget)
+        self.op, self.at = "pickle", 0
 
     def readable(self) -> bool:
         return True
@@ -37,28 +73,43 @@ class _Bounded(io.RawIOBase):
     def tell(self) -> int:  # pickletools asks where each opcode lies
         return self.used
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0 or size > self.left:
-            size = self.left + 1
+    def _spend(self, size: int) -> None:
+        self.budget.spend(size, lambda: f"a {self.op} at byte {self.at} declaring {nbytes(size)}"
+                          if size > 1 else f"a pickle that builds more than {nbytes(self.budget.limit)}")
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.budget.left + 1
+        self._spend(size)
         data = self.stream.read(size)
-        self.left -= len(data)
+        self.budget.left += size - len(data)  # what the stream did not hold was not spent
         self.used += len(data)
-        if self.left < 0:
-            raise TooLarge()
         return data
 
     def readline(self, size: int | None = -1) -> bytes:  # protocol 0 reads lines
-        data = self.stream.readline(self.left + 1)
-        self.left -= len(data)
+        data = self.stream.readline(self.budget.left + 1)
+        self._spend(len(data))
         self.used += len(data)
-        if self.left < 0:
-            raise TooLarge()
         return data
 
 
-def ops(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> Iterator[tuple[Any, Any, int | None]]:
-    """The opcodes of one pickle, up to and including STOP."""
-    return pickletools.genops(_Bounded(stream, budget))
+def ops(stream: IO[bytes], budget: int | Budget = PICKLE_BUDGET) -> Iterator[tuple[Any, Any, int | None]]:
+    """The opcodes of one pickle, up to and including STOP, each argument's declared length checked against
+    `budget` before it is read."""
+    reader = _Bounded(stream, budget)
+    while True:
+        at = reader.used
+        code = reader.read(1)
+        if not code:
+            raise ValueError("pickle exhausted before seeing STOP")
+        op = _CODES.get(code.decode("latin-1"))
+        if op is None:
+            raise ValueError(f"at position {at}, opcode {code!r} unknown")
+        reader.op, reader.at = op.name, at
+        arg = None if op.arg is None else op.arg.reader(reader)  # type: ignore[arg-type]
+        yield op, arg, at
+        if op.name == "STOP":
+            return
 
 
 def globals_in(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> list[str]:
@@ -91,6 +142,152 @@ def globals_in(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> list[str]:
     return found
 
 
+class _Global(str):
+    """A global's name on the modelled stack."""
+
+
+_UNKNOWN = object()  # a value the model does not follow (anything built at load time)
+_MARK = pickletools.markobject
+
+
+def audit(stream: IO[bytes], budget: Budget, storages: dict[Any, int]) -> None:
+    """Walk one pickle as an unpickler would, without building anything, charging `budget` for every byte read,
+    object pushed and memo entry made, and recording in `storages` the bytes each persistent storage declares
+    (key -> bytes), which torch allocates before reading a byte of it. Raises TooLarge naming the excess, also
+    for a value nested deeper than MAX_NESTING (hashing or printing one recurses in C, past the stack)."""
+    walk = _Walk()
+    puts = 0
+
+    def too_many() -> str:
+        return f"a pickle that memoizes more than {count(puts)} objects"
+
+    for op, arg, _ in ops(stream, budget):
+        name = op.name
+        if name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+            puts += 1
+            budget.spend(MEMO_COST if name == "MEMOIZE" else 2 * MEMO_COST, too_many)  # a PUT's slot: a dict entry
+            walk.put(puts - 1 if name == "MEMOIZE" else int(arg))
+            continue
+        budget.spend(OBJECT_COST.get(name, OP_COST), "the objects a pickle builds")
+        if name in ("BINPERSID", "PERSID"):
+            saved = walk.pop(1)[0][0] if name == "BINPERSID" else arg
+            _charge_storage(saved, budget, storages)
+            walk.push(_UNKNOWN, 0)
+        else:
+            walk.step(op, arg)
+        if walk.deepest > MAX_NESTING:
+            raise TooDeep(f"a value nested more than {count(MAX_NESTING)} deep")
+        if name == "STOP":
+            return
+
+
+class _Walk:
+    """The unpickler's stack, modelled: literal values where they matter (the strings and numbers of globals
+    and persistent ids), and how deep each item nests."""
+
+    INPLACE = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})  # keep their first item
+
+    def __init__(self) -> None:
+        self.stack: list[Any] = []
+        self.depths: list[int] = []
+        self.frames: list[tuple[list[Any], list[int]]] = []
+        self.values: list[Any] = []  # memo slots 0, 1, 2... as MEMOIZE fills them: 16 bytes a slot in all
+        self.nesting: list[int] = []
+        self.memo: dict[int, tuple[Any, int]] = {}  # slots an explicit PUT names out of order
+        self.deepest = 0
+
+    def push(self, value: Any, depth: int) -> None:
+        self.stack.append(value)
+        self.depths.append(depth)
+        if depth > self.deepest:
+            self.deepest = depth
+
+    def pop(self, n: int) -> tuple[list[Any], list[int]]:
+        n = min(n, len(self.stack))
+        cut = len(self.stack) - n
+        values, depths = self.stack[cut:], self.depths[cut:]
+        del self.stack[cut:], self.depths[cut:]
+        return values or [_UNKNOWN], depths
+
+    def to_mark(self) -> tuple[list[Any], list[int]]:
+        values, depths = self.stack, self.depths
+        self.stack, self.depths = self.frames.pop() if self.frames else ([], [])
+        return values, depths
+
+    def put(self, slot: int) -> None:
+        value = self.stack[-1] if self.stack and isinstance(self.stack[-1], (str, int, tuple)) else _UNKNOWN
+        depth = self.depths[-1] if self.depths else 0
+        if slot == len(self.values):
+            self.values.append(value)
+            self.nesting.append(depth)
+        elif slot < len(self.values):
+            self.values[slot], self.nesting[slot] = value, depth
+        elif depth or value is not _UNKNOWN:
+            self.memo[slot] = (value, depth)
+
+    def get(self, slot: int) -> tuple[Any, int]:
+        if 0 <= slot < len(self.values):
+            return self.values[slot], self.nesting[slot]
+        return self.memo.get(slot, (_UNKNOWN, 0))
+
+    def step(self, op: Any, arg: Any) -> None:
+        name = op.name
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            self.push(*self.get(int(arg)))
+        elif name == "GLOBAL":
+            self.push(_Global(str(arg).replace(" ", ".")), 0)
+        elif name == "STACK_GLOBAL":
+            (module, attr), _ = self.pop(2) if len(self.stack) >= 2 else ([_UNKNOWN, _UNKNOWN], [])
+            self.push(_Global(f"{module}.{attr}") if isinstance(module, str) and isinstance(attr, str)
+                      else _UNKNOWN, 0)
+        elif name == "MARK":
+            self.frames.append((self.stack, self.depths))
+            self.stack, self.depths = [], []
+        elif name in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"):
+            n = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3, "EMPTY_TUPLE": 0}.get(name)
+            values, depths = self.to_mark() if n is None else self.pop(n) if n else ([], [])
+            self.push(tuple(values), max(depths, default=0) + 1)
+        elif name == "DUP":
+            self.push(self.stack[-1] if self.stack else _UNKNOWN, self.depths[-1] if self.depths else 0)
+        elif name in ("STOP", "PROTO", "FRAME"):
+            pass
+        elif op.arg is not None and not op.stack_before and len(op.stack_after) == 1:  # a literal
+            self.push(arg if isinstance(arg, (str, int)) and not isinstance(arg, bool) else _UNKNOWN, 0)
+        else:
+            self._generic(op)
+
+    def _generic(self, op: Any) -> None:
+        """Any other opcode: take what it consumes, push what it makes, nested one deeper than its parts."""
+        marked: list[int] = []
+        before = list(op.stack_before)
+        if _MARK in before:
+            _, marked = self.to_mark()
+            before = before[: before.index(_MARK)]
+        _, fixed = self.pop(len(before)) if before else ([], [])
+        if not op.stack_after:
+            return
+        parts = fixed + marked
+        if op.name in self.INPLACE and fixed:
+            depth = max([fixed[0], *(d + 1 for d in parts[1:])])
+        else:
+            depth = max(parts) + 1 if parts else 0
+        for _ in op.stack_after:
+            self.push(_UNKNOWN, depth)
+
+
+def _charge_storage(saved: Any, budget: Budget, storages: dict[Any, int]) -> None:
+    """A persistent id `('storage', torch.XStorage, key, location, numel, ...)`: charge its bytes once per key."""
+    if not (isinstance(saved, tuple) and len(saved) >= 5 and saved[0] == "storage"):
+        return
+    kind, key, numel = saved[1], saved[2], saved[4]
+    if not isinstance(numel, int) or numel <= 0 or not isinstance(key, (str, int)) or key in storages:
+        return
+    element = ELEMENT_BYTES.get(str(kind).rsplit(".", 1)[-1].removesuffix("Storage"), 8)
+    size = numel * element
+    budget.spend(size, f"a storage declaring {nbytes(size)} ({count(numel)} elements of {str(kind)[:40]})")
+    storages[key] = size
+
+
 def protocol(data: bytes) -> int:
     """A pickle's protocol: its PROTO opcode's argument, 0 to 1 without one."""
     return data[1] if len(data) > 1 and data[0] == pickle.PROTO[0] else 0
@@ -102,6 +299,7 @@ def as_protocol_2(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> bytes:
     are taken back off the output, and spelled out again where the memo is read for them later). The
     objects it builds are the same; nothing is executed."""
     out: list[tuple[bytes, Any, int | None]] = []  # (bytes, the string it pushes or None, its memo slot)
+    written = io.BytesIO()  # what no later opcode can reach back to: only the last two entries are rewritten
     memo: dict[int, Any] = {}
     unwritten: set[int] = set()  # memo slots whose string went into a GLOBAL instead
 
@@ -145,9 +343,13 @@ def as_protocol_2(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> bytes:
                         + string("latin1") + pickle.TUPLE2 + pickle.REDUCE, None, None))
         else:
             out.append((_encode(op, arg), None, None))
+        while len(out) > 2:
+            written.write(out.pop(0)[0])
         if name == "STOP":
             break
-    return b"".join(data for data, _, _ in out)
+    for data, _, _ in out:
+        written.write(data)
+    return written.getvalue()
 
 
 def _put(slot: int) -> bytes:

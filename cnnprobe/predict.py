@@ -19,6 +19,7 @@ CUDA context, the allocator's cached free blocks) is left out and said so.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from .benchconfig import BenchConfig
 from .build import Built, build_model, check_batch, check_depth
 from .enums import Device, DType, Mode, Optimizer
 from .errors import CnnprobeError, UsageError
+from .failures import explain_failure
 from .formatting import nbytes
 from .freezing import freeze_batchnorm
 from .meta import paused_gc
@@ -228,6 +230,9 @@ class Predictor:
         fn = runner.step()
         if self.freeze_bn:
             freeze_batchnorm(setup.raw)  # after the step's train(): running statistics stay fixed
+        fake_log = logging.getLogger("torch._subclasses.fake_tensor")  # logs each failure with a traceback
+        level = fake_log.level
+        fake_log.setLevel(logging.CRITICAL)
         try:
             if mode is not Mode.FORWARD:
                 fn()  # the first step makes the gradients and optimizer state the measured one starts with
@@ -235,6 +240,12 @@ class Predictor:
         except DataDependentOutputException as e:
             raise CnnprobeError(f"cannot predict {self.built.name}: its forward pass reads tensor values "
                                 f"({e}); measure it with `cnnprobe bench` instead") from None
+        except CnnprobeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the model fails on this input: one line saying why
+            raise explain_failure(None, e, model=self.built.name, input_shape=list(self.built.input_shape)) from None
+        finally:
+            fake_log.setLevel(level)
         return ModePrediction(mode.value, frozen, counted.peak_bytes, counted.breakdown, counted.saved_by_module)
 
     def peak(self, batch: int, mode: Mode) -> int:

@@ -13,7 +13,6 @@ cannot judge the run: both are found before any timing.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CnnprobeError
+from .formatting import count
+from .jsonio import JsonRefused, read_json
 
 DEFAULT_THRESHOLD = 30.0  # percent; README "Tracking regressions" says how it was chosen
 LEVEL = 0.95
@@ -28,6 +29,8 @@ DRAWS = 2000
 IDENTITY = ("model", "batch", "device", "dtype")
 MODES = ("forward", "forward_backward", "train_step")
 BARE = "a file without timed samples is judged on its medians alone"
+BASELINE_LIMIT = 64 * 2**20  # bytes: a baseline of every model and batch cnnprobe knows is far smaller
+MAX_SAMPLES = 4096  # per repeat: the bootstrap holds DRAWS × samples indices, so more are thinned to this
 
 
 class BaselineError(CnnprobeError):
@@ -160,9 +163,11 @@ def load_baseline(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         raise BaselineError(f"baseline '{path}' does not exist" + (" as a file" if p.exists() else ""))
     try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        data = read_json(p, BASELINE_LIMIT)
+    except JsonRefused as e:
         raise BaselineError(f"baseline '{path}' is not a bench JSON file: {e}") from None
+    except OSError as e:
+        raise BaselineError(f"cannot read baseline '{path}': {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise BaselineError(f"baseline '{path}' is not a bench JSON file: it holds a {type(data).__name__}, "
                             "not an object")
@@ -185,7 +190,29 @@ def load_baseline(path: str | Path) -> list[dict[str, Any]]:
             raise BaselineError(f"{where} has results that are not a non-empty list")
         for j, m in enumerate(run["results"], 1):
             _check_result(m, f"{where}, result {j}")
+            for r in [m, *m.get("repeats", [])]:
+                _thin(r)
     return runs
+
+
+def _thin(repeat: dict[str, Any]) -> None:
+    """At most MAX_SAMPLES of a repeat's samples, evenly spaced in the order they were timed (so drift within
+    the run is kept), with the count they were thinned from: a million samples would ask the bootstrap for
+    gigabytes."""
+    samples = repeat.get("samples_ms") or []
+    if len(samples) > MAX_SAMPLES:
+        repeat["samples_thinned_from"] = len(samples)
+        repeat["samples_ms"] = [samples[i * len(samples) // MAX_SAMPLES] for i in range(MAX_SAMPLES)]
+
+
+def thinning_notes(baseline: list[dict[str, Any]]) -> list[str]:
+    """What `_thin` did to a baseline, said once."""
+    most = max((r.get("samples_thinned_from", 0) for run in baseline for m in run["results"]
+                for r in [m, *m.get("repeats", [])]), default=0)
+    if not most:
+        return []
+    return [(f"the baseline holds up to {count(most)} samples in a repeat; {count(MAX_SAMPLES)} of them, evenly "
+             "spaced, are judged")]
 
 
 def _describe(run: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .formatting import ARROW, count, inputs, macs, ms, nbytes, shape, share
+from .formatting import ARROW, brief, count, inputs, macs, ms, nbytes, shape, share
 
 if TYPE_CHECKING:
     from .benchresult import BenchResult, Sweep
@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 
 
 def console(stderr: bool = False) -> Console:
-    """A console that keeps its width when piped, so saved output reads like the terminal's."""
+    """A console that keeps its width when piped, so saved output reads like the terminal's. Markup and emoji
+    codes are off: text from a file or a model (`[/bold]`, `[red]`, `:warning:`) prints literally, never
+    restyling or hiding what cnnprobe prints; styles come from Text objects alone."""
     stream = sys.stderr if stderr else sys.stdout
     width = None
     if not stream.isatty():
         columns = os.environ.get("COLUMNS", "")
         width = int(columns) if columns.isdigit() and int(columns) >= 40 else 120
-    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False, markup=False, emoji=False)
 
 
 def json_text(data: Any) -> str:
@@ -51,8 +53,8 @@ def _standard(value: Any) -> Any:
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, complex):
         return str(value)
-    if isinstance(value, dict):
-        return {k: _standard(v) for k, v in value.items()}
+    if isinstance(value, dict):  # keys a file chose (tuples, numbers) are written as text
+        return {k if isinstance(k, str) else brief(k): _standard(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_standard(v) for v in value]
     return value

@@ -22,12 +22,24 @@ from typing import IO, Any
 import torch
 
 from .errors import WeightsError
-from .formatting import first_few, nbytes
-from .pickles import PICKLE_BUDGET, TooLarge, as_protocol_2, globals_in, protocol
+from .formatting import count, first_few, nbytes
+from .pickles import (
+    PICKLE_BUDGET,
+    Budget,
+    TooDeep,
+    TooLarge,
+    as_protocol_2,
+    audit,
+    file_budget,
+    globals_in,
+    protocol,
+)
 
 BOMB_SIZE = 16 * 2**20
 BOMB_RATIO = 100
 LEGACY_PICKLES = 5  # magic number, protocol version, system info, the object, its storage keys
+MEMBER_COST = 4096  # bytes one zip member may cost the readers' indexes (zipfile's ZipInfo, torch's, ours)
+LOCAL_HEADER = 30  # bytes of a zip member's local header before its name
 
 
 def _check_file(path: Path, what: str) -> None:
@@ -39,22 +51,105 @@ def _check_file(path: Path, what: str) -> None:
         raise WeightsError(f"{what} '{path}' is empty")
 
 
-def check_archive(path: Path, what: str = "checkpoint") -> None:
+def file_bytes(path: Path) -> int:
+    """A file's own size for its reading budget: what it holds on disk, where that is less than its length (a
+    sparse file claims gigabytes of zeros it does not hold)."""
+    st = path.stat()
+    on_disk = getattr(st, "st_blocks", 0) * 512
+    return min(st.st_size, on_disk) if on_disk else st.st_size
+
+
+def check_archive(path: Path, what: str = "checkpoint", budget: Budget | None = None) -> list[zipfile.ZipInfo]:
     """Refuse a zip whose members declare sizes no checkpoint has, before anything inflates them: torch.save
-    stores members uncompressed, so a member that would inflate a hundredfold to many megabytes is a zip bomb."""
+    stores members uncompressed, so a member that would inflate a hundredfold to many megabytes is a zip bomb;
+    members that overlap, or more of them or more bytes in all than the file's budget, are refused too."""
+    budget = budget or file_budget(file_bytes(path))
+    declared = _declared_members(path)
+    if declared * MEMBER_COST > budget.left:
+        raise WeightsError(f"{what} '{path}' declares {count(declared)} zip members, more than reading a "
+                           f"{nbytes(budget.file_bytes)} file may index: refusing to read it")
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise WeightsError(f"cannot read {what} '{path}': a damaged zip archive ({e})") from None
-    for info in members:
-        inflated, packed = info.file_size, max(info.compress_size, 1)
-        if info.compress_type != zipfile.ZIP_STORED and inflated > BOMB_SIZE and inflated > BOMB_RATIO * packed:
-            raise WeightsError(f"{what} '{path}' holds {info.filename}, which would inflate from {nbytes(packed)} to "
-                               f"{nbytes(inflated)}: refusing what looks like a zip bomb")
-        if info.filename.endswith(".pkl") and inflated > PICKLE_BUDGET:
-            raise WeightsError(f"{what} '{path}' holds a {nbytes(inflated)} pickle ({info.filename}); a checkpoint's "
-                               f"is far smaller: refusing to read it")
+    _check_overlap(path, what, members, path.stat().st_size)
+    try:
+        budget.spend(len(members) * MEMBER_COST, f"{count(len(members))} zip members")
+        for info in members:
+            inflated, packed = info.file_size, max(info.compress_size, 1)
+            if info.compress_type != zipfile.ZIP_STORED and inflated > BOMB_SIZE and inflated > BOMB_RATIO * packed:
+                raise WeightsError(f"{what} '{path}' holds {info.filename}, which would inflate from {nbytes(packed)} "
+                                   f"to {nbytes(inflated)}: refusing what looks like a zip bomb")
+            if info.filename.endswith(".pkl") and inflated > PICKLE_BUDGET:
+                raise WeightsError(f"{what} '{path}' holds a {nbytes(inflated)} pickle ({info.filename}); a "
+                                   "checkpoint's is far smaller: refusing to read it")
+            budget.spend(inflated, lambda: f"zip members inflating to more than {nbytes(budget.limit)} in all")
+    except TooLarge as e:
+        raise _too_large(path, what, e, budget) from None
+    return members
+
+
+def _declared_members(path: Path) -> int:
+    """The member count a zip's end record declares, read before zipfile indexes every member."""
+    try:
+        with path.open("rb") as f:
+            end = zipfile._EndRecData(f)  # type: ignore[attr-defined] # private, but in every Python 3
+        return int(end[zipfile._ECD_ENTRIES_TOTAL]) if end else 0  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - zipfile's own reading below says what is wrong
+        return 0
+
+
+def _check_overlap(path: Path, what: str, members: list[zipfile.ZipInfo], length: int) -> None:
+    """Members whose data overlap (a few kilobytes inflated again and again) or run past the file's end."""
+    spans = sorted((m.header_offset, m.header_offset + LOCAL_HEADER + m.compress_size, m.filename) for m in members)
+    for (start, stop, name), following in zip(spans, [*spans[1:], None]):
+        if stop > length:
+            raise WeightsError(f"{what} '{path}' holds zip member {name!r}, which runs past the end of the file: "
+                               "refusing a damaged or crafted archive")
+        if following is not None and following[0] < stop:
+            raise WeightsError(f"{what} '{path}' holds zip members that overlap ({name!r} and {following[2]!r}): "
+                               "refusing what looks like a zip bomb")
+
+
+def preflight(path: Path, what: str = "checkpoint") -> None:
+    """Refuse, before torch reads it, a file whose reading would cost more than its budget: walk every pickle
+    it holds without building anything, charging memo entries, objects, declared lengths and storages."""
+    budget = file_budget(file_bytes(path))
+    storages: dict[Any, int] = {}
+    try:
+        if zipfile.is_zipfile(path):
+            members = check_archive(path, what, budget)
+            with zipfile.ZipFile(path) as archive:
+                for info in members:
+                    if info.filename.endswith(".pkl"):
+                        with archive.open(info) as f:
+                            _audit(f, budget, storages)
+        else:
+            with path.open("rb") as f:
+                for _ in range(LEGACY_PICKLES):
+                    if not _audit(f, budget, storages):
+                        break
+    except TooLarge as e:
+        raise _too_large(path, what, e, budget) from None
+
+
+def _audit(stream: IO[bytes], budget: Budget, storages: dict[Any, int]) -> bool:
+    """Walk one pickle; False where the stream holds no (whole) pickle: torch's own reading says what is wrong."""
+    try:
+        audit(stream, budget, storages)
+    except TooLarge:
+        raise
+    except Exception:  # noqa: BLE001 - not a pickle, or a broken one
+        return False
+    return True
+
+
+def _too_large(path: Path, what: str, error: TooLarge, budget: Budget) -> WeightsError:
+    if isinstance(error, TooDeep):
+        return WeightsError(f"{what} '{path}' holds {error}; no checkpoint nests so: refusing to read it")
+    return WeightsError(f"{what} '{path}' holds {error}, more than reading a {nbytes(budget.file_bytes)} file may "
+                        f"take ({nbytes(budget.limit)}): refusing to read it")
 
 
 def pickle_globals(path: str | Path) -> list[str]:
@@ -174,8 +269,7 @@ def safe_load(path: str | Path, *, device: str = "cpu", trust: bool = False, mma
         return storage if device == "cpu" else storage.to(device=device)
 
     zip_format = zipfile.is_zipfile(path)
-    if zip_format:
-        check_archive(path, what)
+    preflight(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols; the errors below say more

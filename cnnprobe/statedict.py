@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .formatting import first_few, shape
+from .formatting import brief, first_few, shape
 
 SHOWN = 3  # mismatched keys shown by name; the rest are counted
 STATE_KEYS = ("model_state_dict", "state_dict", "model", "net", "weights")
@@ -53,12 +53,29 @@ class TensorStats:
     meta: int = 0  # tensors with shapes but no values (saved from the meta device)
 
 
+def tensor_numel(t: "torch.Tensor") -> int:
+    """A tensor's element count from torch itself, not from a method a trusted pickle's subclass overrides."""
+    try:
+        n = torch.Tensor.numel(t)
+    except Exception:  # noqa: BLE001 - a subclass whose dispatch fails
+        n = None
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise WeightsError(f"the file holds a {type(t).__name__} whose element count is {brief(n, 40)}, not a "
+                           "tensor's")
+    return n
+
+
+def tensor_bytes(t: "torch.Tensor") -> int:
+    """A tensor's bytes: its element count times its dtype's size (not a method a subclass overrides)."""
+    return tensor_numel(t) * t.dtype.itemsize if isinstance(t.dtype, torch.dtype) else 0
+
+
 def tensor_stats(state: Mapping[str, Any]) -> TensorStats:
     tensors = [v for v in state.values() if isinstance(v, torch.Tensor)]
     return TensorStats(
         tensors=len(tensors),
-        params=sum(t.numel() for t in tensors),
-        bytes=sum(t.numel() * t.element_size() for t in tensors),
+        params=sum(tensor_numel(t) for t in tensors),
+        bytes=sum(tensor_bytes(t) for t in tensors),
         dtypes=dict(Counter(str(t.dtype).replace("torch.", "") for t in tensors).most_common()),
         meta=sum(1 for t in tensors if t.is_meta),
     )

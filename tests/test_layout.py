@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cnnprobe"
 
 # Lowest first. A module may import from its own layer or any layer below, never above.
 LAYERS = [
-    {"enums", "errors", "formatting", "cache", "signals", "search"},
+    {"enums", "errors", "formatting", "jsonio", "cache", "signals", "search"},
     {"models.catalog", "models.lenet", "models.alexnet", "models.vgg", "models.resnet", "models"},
     {"registry", "inputs"},
     {"pickles"},
