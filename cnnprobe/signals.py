@@ -71,6 +71,11 @@ def guard_rank(launcher: int | None = None, poll: float = 0.5) -> None:
     `launcher`: the pid the parent must have; None: any parent but init."""
     global _guarded
     _set_parent_death_signal(signal.SIGKILL)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C reaches every rank with its launcher, and the launcher's agent passes it on: a rank ends at
+        # once and silently (no traceback from a half-done import, no wait on a blocked collective); the
+        # launcher alone says "interrupted"
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     parent = os.getppid()
     if (launcher is not None and parent != launcher) or parent == 1:
         os._exit(1)  # orphaned before we could ask to die with the parent
