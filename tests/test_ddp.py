@@ -45,7 +45,9 @@ def _check(data: dict, world: int, batch: int) -> None:
     assert data["comm_exposed_noise"] == (data["comm_exposed_ms"] < 0)
     if data["comm_exposed_noise"]:
         assert head_result(data)["noisy"]
-    assert head["rounds"] >= 5 and head_result(data)["runs"] == head["rounds"]
+    assert head_result(data)["runs"] == head["rounds"] >= 2
+    if head["rounds"] < 5:  # --max-time cut the rounds short: too few for an interval to judge
+        assert head_result(data)["noisy"]
     assert head["median_ms"] >= max(r["modes"]["train_step"]["median_ms"] for r in data["per_rank"]) * 0.9
 
 
@@ -241,6 +243,7 @@ def test_the_table_never_shows_an_efficiency_above_100():
     assert _efficiency(figures) == "80.0% [80–80%]" and _exposed(figures).startswith("1.000")
 
 
+@pytest.mark.slow
 def test_unused_parameters_are_named_and_the_option_lets_them_through(cli):
     run = cli("bench", f"{MODELS}:UnusedLayer", "--input-size", "4", "--nproc", "2", "--mode", "train_step", *FAST)
     line = one_error_line(run)
@@ -252,6 +255,7 @@ def test_unused_parameters_are_named_and_the_option_lets_them_through(cli):
     assert data["gradients_match"]
 
 
+@pytest.mark.slow
 def test_differing_gradients_are_named_and_fail_the_run(cli):
     run = cli("bench", f"{MODELS}:IgnoredByDDP", "--input-size", "4", "--nproc", "2", "--mode", "train_step", *FAST,
               "--json")
