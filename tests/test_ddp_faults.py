@@ -230,7 +230,7 @@ def test_sigterm_exits_143_and_stops_every_rank():
     _wait_for_phase(process, "timing")
     everything = _children(process.pid) | ranks
     process.terminate()
-    out, err = process.communicate(timeout=90)
+    _, err = process.communicate(timeout=90)
     assert process.returncode == 143, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert _all_gone(everything)
@@ -241,6 +241,6 @@ def test_sigterm_before_any_rank_exits_143():
     process = _cnnprobe("bench", "lenet", "--nproc", "2")
     time.sleep(0.5)  # the command line is still loading
     process.terminate()
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 143 and "Traceback" not in err, err
     assert err.strip().splitlines() == ["cnnprobe: terminated"]
