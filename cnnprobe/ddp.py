@@ -247,7 +247,7 @@ def report_failure(error: BaseException, progress: Progress) -> RankFailure:
         text = message[4:] if message.startswith("job:") else f"rank {rank} failed: {message}"
     else:
         text = _culprits(progress, statuses, own)
-    reporter = me == min(statuses, default=me)
+    reporter = me == min(statuses, default=me) and _claim(store)
     stopped = isinstance(error, signals.Terminated) or term[0]
     with contextlib.suppress(Exception):
         if reporter:
@@ -258,6 +258,14 @@ def report_failure(error: BaseException, progress: Progress) -> RankFailure:
     if reporter:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the line is about to be printed: let nothing cut it
     return RankFailure(text, reporter, terminated=stopped and not causes and text.startswith("stopped"))
+
+
+def _claim(store: Any) -> bool:
+    """Whether this rank is the first to claim the report (one line, one JSON object, whoever gets there)."""
+    try:
+        return int(store.add("cnnprobe/reporter", 1)) == 1
+    except Exception:  # noqa: BLE001 - no store: say it rather than say nothing
+        return True
 
 
 def _statuses(store: Any, world: int, causes_wanted: bool) -> dict[int, str]:

@@ -102,7 +102,9 @@ def launch(model: Any, batch: int, config: BenchConfig, nproc: int, options: Dis
         env = {"OMP_NUM_THREADS": str(config.threads or max(1, (os.cpu_count() or 1) // nproc)),
                LAUNCHER_PID_ENV: str(os.getpid()), PROGRESS_ENV: str(progress)}
         try:
-            with _quiet_launcher(), _environment(env), _errorfiles_in(logs), _show_progress(progress, nproc):
+            terminal = sys.stderr.isatty()
+            with _quiet_launcher(), _environment(env), _errorfiles_in(logs), _ranks_stderr(logs) as own, \
+                    _show_progress(progress, nproc, own if terminal else None):
                 outputs = elastic_launch(launch_config, worker)(model, batch, config, options)
         except ChildFailedError as e:
             raise RunError(failure_text(e, Path(logs))) from None
@@ -200,16 +202,39 @@ def _errorfiles_in(path: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _show_progress(path: Path, nproc: int) -> Iterator[None]:
+def _ranks_stderr(logs: str) -> Iterator[int | None]:
+    """While the ranks run, file descriptor 2 (which they inherit) points at a file in our directory: a rank
+    that Ctrl-C catches while Python itself starts, before any handler of ours, writes its fatal error there
+    and not on the user's terminal. Yields a descriptor of the real stderr, for the launcher's own use."""
+    try:
+        saved = os.dup(2)
+        target = os.open(os.path.join(logs, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        yield None
+        return
+    sys.stderr.flush()
+    os.dup2(target, 2)
+    os.close(target)
+    try:
+        yield saved
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _show_progress(path: Path, nproc: int, fd: int | None) -> Iterator[None]:
     """What rank 0 is doing, on a terminal's stderr, while the ranks work (a 9-minute silence is no answer)."""
-    if not sys.stderr.isatty():
+    if fd is None:
         yield
         return
     from rich.console import Console
 
     done = threading.Event()
     start = time.monotonic()
-    with Console(stderr=True).status(f"starting {nproc} ranks") as status:
+    stream = os.fdopen(os.dup(fd), "w", encoding=sys.stderr.encoding or "utf-8", errors="replace")
+    with stream, Console(file=stream, force_terminal=True).status(f"starting {nproc} ranks") as status:
         def update() -> None:
             while not done.wait(0.5):
                 try:
