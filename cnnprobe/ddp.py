@@ -336,14 +336,14 @@ def interleaved_time(fns: dict[str, Callable[[], None]], config: BenchConfig, de
     --max-time. Every decision is made from all-reduced numbers, so every rank takes it alike."""
     timers, number = {}, {}
     for name, fn in fns.items():
-        mine = name != "single" or rank == 0
+        here = name != "single" or rank == 0
         progress.at(f"warming up {label}{'' if name == 'ddp' else ' (' + name + ')'}")
-        if mine:
+        if here:
             for _ in range(config.warmup):
                 fn()
         timers[name] = timer_module().Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
         sync()
-        once = _all_max(timers[name].timeit(1).median if mine else 0.0, device)
+        once = _all_max(timers[name].timeit(1).median if here else 0.0, device)
         number[name] = max(1, int(BLOCK_SECONDS / max(once, 1e-6)))
     out = Interleaved()
     max_time = config.max_time or 10 * config.min_time
@@ -453,6 +453,8 @@ def worker(model: Any, batch: int, config: BenchConfig, options: DistOptions) ->
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=options.timeout),
                                 **({"device_id": torch.device(rank_device)} if backend == "nccl" else {}))
     except Exception as e:  # noqa: BLE001 - the launcher's environment points at nothing that answers
+        if signals.seen():  # Ctrl-C while waiting for the others, turned into an error on the way
+            raise KeyboardInterrupt from None
         raise RunError(f"rank {rank} could not join the process group at {os.environ.get('MASTER_ADDR')}:"
                        f"{os.environ.get('MASTER_PORT')} ({_one_line(e)}); under torchrun, is every rank "
                        "started? Outside it, RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT may be left over "

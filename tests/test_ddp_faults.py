@@ -244,3 +244,22 @@ def test_sigterm_before_any_rank_exits_143():
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143 and "Traceback" not in err, err
     assert err.strip().splitlines() == ["cnnprobe: terminated"]
+
+
+@pytest.mark.slow
+def test_ranks_leave_when_torchruns_agent_is_killed():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(FAULT_ENV, None)
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "cnnprobe",
+                              "bench", "resnet18", "--ddp", "--min-time", "300"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    ranks: set[int] = set()
+    while len(ranks) < 2 and time.monotonic() < deadline:
+        ranks = {p for p in _children(agent.pid) if b"cnnprobe" in _cmdline(p)}
+        time.sleep(0.05)
+    assert len(ranks) == 2, agent.communicate(timeout=5)
+    time.sleep(3)  # the ranks are importing torch or joining the group
+    agent.kill()
+    agent.communicate(timeout=30)
+    assert _all_gone(ranks), [p for p in ranks if _running(p)]
