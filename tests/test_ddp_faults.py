@@ -263,3 +263,15 @@ def test_ranks_leave_when_torchruns_agent_is_killed():
     agent.kill()
     agent.communicate(timeout=30)
     assert _all_gone(ranks), [p for p in ranks if _running(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/script").exists(), reason="needs script(1) for a terminal")
+def test_long_work_shows_what_rank_0_is_doing_on_a_terminal():
+    command = " ".join([sys.executable, "-m", "cnnprobe", "bench", "lenet", "--nproc", "2", *FAST])
+    run = subprocess.run(["script", "-qfec", command, "/dev/null"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert run.returncode == 0, run.stdout[-2000:]
+    for phase in ("starting 2 ranks", "timing forward_backward (round 1)", "timing train_step"):
+        assert phase in run.stdout
+    assert "DistributedDataParallel · 2 ranks" in run.stdout
