@@ -272,6 +272,6 @@ def test_long_work_shows_what_rank_0_is_doing_on_a_terminal():
     run = subprocess.run(["script", "-qfec", command, "/dev/null"], capture_output=True, text=True, cwd=ROOT,
                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert run.returncode == 0, run.stdout[-2000:]
-    for phase in ("starting 2 ranks", "timing forward_backward (round 1)", "timing train_step"):
+    for phase in ("starting 2 ranks", "timing forward_backward (round", "timing train_step (round"):
         assert phase in run.stdout
     assert "DistributedDataParallel · 2 ranks" in run.stdout
