@@ -287,3 +287,27 @@ def test_the_memory_check_counts_the_step_against_a_hand_count():
     launch.check_memory("lenet", 4, config, 2, available=fits)  # exactly enough: runs
     with pytest.raises(CnnprobeError, match="--nproc 2 needs about"):
         launch.check_memory("lenet", 4, config, 2, available=fits - 1)
+
+
+def test_a_ctrl_c_an_import_turned_into_another_error_is_still_an_interrupt(cli, monkeypatch):
+    """numpy, interrupted half-way through its import under torch, raises 'cannot load module more than once'
+    on the next import: the Ctrl-C the handler saw wins, exit 130, not an internal error."""
+    from cnnprobe import launch, signals
+
+    def interrupted_import(*args, **kwargs):
+        monkeypatch.setattr(signals, "_seen", True)
+        raise ImportError("cannot load module more than once per process")
+
+    monkeypatch.setattr(launch, "launch", interrupted_import)
+    run = cli("bench", "lenet", "--nproc", "2")
+    assert run.exit_code == 130 and run.stderr.strip() == "cnnprobe: interrupted"
+
+
+def test_a_ctrl_c_an_import_swallowed_stops_before_the_ranks_start(cli, monkeypatch):
+    from cnnprobe import launch, signals
+
+    started = []
+    monkeypatch.setattr(launch, "launch", lambda *a, **k: started.append(1))
+    monkeypatch.setattr(signals, "_seen", True)  # seen while torch loaded, and swallowed there
+    run = cli("bench", "lenet", "--nproc", "2", "--json")
+    assert run.exit_code == 130 and not started and run.stdout.count("{") <= 1
