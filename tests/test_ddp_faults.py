@@ -180,7 +180,7 @@ def test_stale_launcher_environment_is_one_line(cli, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["ranks starting", "ranks timing"])
 def test_a_killed_launcher_leaves_no_rank_and_no_directory(moment):
-    process = _cnnprobe("bench", "resnet18", "--nproc", "2", "--min-time", "300")
+    process = _cnnprobe("bench", "lenet", "--nproc", "2", "--min-time", "300")
     ranks = _wait_for_ranks(process)
     if moment == "ranks timing":
         _wait_for_phase(process, "timing")
@@ -210,7 +210,7 @@ def _wait_for_phase(process: subprocess.Popen, word: str, timeout: float = 180) 
 @pytest.mark.parametrize("moment", ["ranks starting", "ranks timing"])
 def test_ctrl_c_exits_130_with_one_line_and_no_rank_left(moment):
     """Ctrl-C reaches the whole foreground process group: the launcher and every rank at once."""
-    process = _cnnprobe("bench", "resnet18", "--nproc", "2", "--min-time", "300")
+    process = _cnnprobe("bench", "lenet", "--nproc", "2", "--min-time", "300")
     ranks = _wait_for_ranks(process)
     if moment == "ranks timing":
         _wait_for_phase(process, "timing")
@@ -225,7 +225,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_rank_left(moment):
 
 @pytest.mark.slow
 def test_sigterm_exits_143_and_stops_every_rank():
-    process = _cnnprobe("bench", "resnet18", "--nproc", "2", "--min-time", "300")
+    process = _cnnprobe("bench", "lenet", "--nproc", "2", "--min-time", "300")
     ranks = _wait_for_ranks(process)
     _wait_for_phase(process, "timing")
     everything = _children(process.pid) | ranks
@@ -251,7 +251,7 @@ def test_ranks_leave_when_torchruns_agent_is_killed():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(FAULT_ENV, None)
     agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "cnnprobe",
-                              "bench", "resnet18", "--ddp", "--min-time", "300"], stdout=subprocess.PIPE,
+                              "bench", "lenet", "--ddp", "--min-time", "300"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
     ranks: set[int] = set()
