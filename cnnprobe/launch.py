@@ -159,10 +159,7 @@ def check_memory(model: Any, batch: int, config: BenchConfig, nproc: int, availa
     available = available_memory() if available is None else available
     if available is None or nproc == 1:
         return
-    if nproc * RANK_PROCESS_BYTES <= available:
-        process, step, mode = rank_memory(model, batch, config)
-    else:
-        process, step, mode = RANK_PROCESS_BYTES, 0, "its step"
+    process, step, mode = rank_memory(model, batch, config)
     need = nproc * (process + step)
     if need > available:
         raise CnnprobeError(
