@@ -39,12 +39,15 @@ def main() -> None:
             print(f"  {model} b{batch} × {ranks} rank(s)", flush=True)
             result = launch(model, batch, config, ranks, DistOptions())
             rows.append((model, batch, ranks, result))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# Data-parallel on the CPU (gloo)",
         "",
         f"`python -m benchmarks.ddp_report` on {datetime.date.today().isoformat()}: {cpu_name()}, "
         f"{os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}; each rank one "
-        "thread, started by torch's elastic launcher (`cnnprobe bench MODEL --nproc N --threads 1`).",
+        "thread, started by torch's elastic launcher (`cnnprobe bench MODEL --nproc N --threads 1`); load average "
+        f"{load:.1f} at the end of the run. Rows with fewer than 5 rounds (cut by `--max-time`) rest on too few "
+        "rounds to judge and are marked noisy.",
         "",
         "| model | batch per rank | ranks | rounds | train_step ms (slowest rank) | IQR ms | one process ms | "
         "samples/s in all | efficiency [95% interval] | exposed comm ms [95% interval] | gradients all-reduced | "
