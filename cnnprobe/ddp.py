@@ -460,6 +460,7 @@ def worker(model: Any, batch: int, config: BenchConfig, options: DistOptions) ->
                        "started? Outside it, RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT may be left over "
                        "from an earlier job") from None
     progress.attach()
+    signals.raise_on_terminate()
     try:
         progress.at("building the model")
         inject_fault("after_init", rank)

@@ -101,6 +101,13 @@ def guard_spawned_rank() -> None:
         guard_rank(int(launcher))
 
 
+def raise_on_terminate() -> None:
+    """SIGTERM raises `Terminated` here: a rank the launcher stops (because another rank died) still says
+    which rank that was before it leaves."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_terminate)
+
+
 def defer_terminate() -> list[bool]:
     """From now on SIGTERM is only noted (the returned flag), not acted on: a rank that is reporting a failure
     finishes its one line before it leaves."""
