@@ -14,6 +14,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from . import signals as _signals
+
+_signals.guard_spawned_rank()  # a rank `bench --nproc` started dies with it, from the first import on
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -7,8 +7,12 @@ import sys
 
 
 def main() -> None:
+    import os
+
     from . import signals
 
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank torchrun started: it dies with torchrun's agent
+        signals.guard_rank()
     signals.install()
     try:
         from .cli import main as run
@@ -17,6 +21,9 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("cnnprobe: interrupted\n")
         sys.exit(130)
+    except signals.Terminated:
+        sys.stderr.write("cnnprobe: terminated\n")
+        sys.exit(signals.TERMINATED_EXIT)
 
 
 if __name__ == "__main__":

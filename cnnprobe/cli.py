@@ -95,6 +95,8 @@ class _OneLineErrors(TyperGroup):
         except (typer.Abort, Interrupted, KeyboardInterrupt) as e:
             detail = f": {e}" if isinstance(e, Interrupted) and str(e) else ""
             _fail(f"interrupted{detail}", 130, json_mode and not detail, prefix="cnnprobe: ")
+        except signals.Terminated:
+            _fail("terminated", signals.TERMINATED_EXIT, json_mode, prefix="cnnprobe: ")
         except ModelExited as e:
             _fail(f"the model called sys.exit({e.args[0]}) while cnnprobe was running it", 1, json_mode)
         except CnnprobeError as e:
@@ -104,6 +106,8 @@ class _OneLineErrors(TyperGroup):
                 _output_failed(e, json_mode)
             _internal(e, json_mode)
         except Exception as e:  # noqa: BLE001 - the last line of defence
+            if signals.seen():  # a Ctrl-C some library turned into another error (an import half done)
+                _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
             _internal(e, json_mode)
         if rv == 130 or signals.seen():  # typer turns Ctrl-C into a silent exit 130; imports may swallow it
             _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
@@ -341,6 +345,7 @@ def bench(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds a rank waits for the others (init_process_group's timeout).")] = 300.0,
     bucket_mb: Annotated[float | None, typer.Option("--bucket-mb", help="DDP's gradient bucket size in MB; default DDP's own (25).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="With --nproc: the rendezvous port on 127.0.0.1; default a free one.")] = None,
+    find_unused_parameters: Annotated[bool, typer.Option("--find-unused-parameters", help="With --nproc/--ddp: DDP's find_unused_parameters, for a model with trainable parameters a step does not use.")] = False,
 ) -> None:
     """Time forward, backward and train steps with warm-up, synchronised timers and stable medians; with
     --nproc or --ddp, data-parallel across processes, GPUs and nodes."""
@@ -378,7 +383,7 @@ def bench(
     )
     if nproc is not None or ddp:
         _distributed(models, batch, nproc, ddp, json, [csv, plot, save, compare], config.replace(predict=False),
-                     backend, timeout, bucket_mb, port)
+                     backend, timeout, bucket_mb, port, find_unused_parameters)
         return
     for path in (csv, plot, save):  # fail before timing, not after
         if path is not None:
@@ -531,7 +536,8 @@ def compare(
 
 
 def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, json_mode: bool, files: list[Any],
-                 config: Any, backend: str | None, timeout: float, bucket_mb: float | None, port: int | None) -> None:
+                 config: Any, backend: str | None, timeout: float, bucket_mb: float | None, port: int | None,
+                 find_unused: bool = False) -> None:
     """`bench --nproc N` (ranks started here) or `bench --ddp` (this process is one rank of a torchrun job)."""
     import math
 
@@ -552,13 +558,21 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
     per_rank = int(_parse_one_batch(batch))
     check_device(config.device)
     backend_for(config.device.value, backend)
-    options = DistOptions(backend, timeout, bucket_mb)
+    options = DistOptions(backend, timeout, bucket_mb, find_unused)
+    if signals.seen():  # a Ctrl-C while torch loaded, which an import swallowed
+        raise KeyboardInterrupt
     if ddp:
         if not in_launcher():
             raise CnnprobeError("--ddp joins a job started by torchrun, but RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "
                                 "and MASTER_PORT are not set: run it under torchrun, or use --nproc N")
-        with _model_output(json_mode):
-            data = worker(models[0], per_rank, config, options)
+        from .ddp import RankFailure
+
+        try:
+            with _model_output(json_mode):
+                data = worker(models[0], per_rank, config, options)
+        except RankFailure as e:  # one line and one JSON object, from one rank; the others leave quietly
+            e.args = (str(e),) if e.reporter else ("",)
+            raise
         if data is None:
             return  # only rank 0 prints
         from .ddp import from_dict
@@ -573,6 +587,11 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
         emit_json(result.to_dict())
     else:
         print_pieces(ddp_lines(result))
+    if result.gradients_differ:
+        raise _printed(RunError("gradients differ between ranks after a synchronised step, in "
+                                + ", ".join(result.gradients_differ[:8])
+                                + (f" and {len(result.gradients_differ) - 8} more" if len(result.gradients_differ) > 8
+                                   else "") + " (the results are printed above)"))
 
 
 def _parse_one_batch(text: str) -> int:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .formatting import ARROW, brief, count, inputs, macs, ms, nbytes, shape, share
+from .formatting import ARROW, brief, count, first_few, inputs, macs, ms, nbytes, shape, share
 
 if TYPE_CHECKING:
     from .benchresult import BenchResult, Sweep
@@ -377,17 +377,15 @@ def ddp_lines(d: "DistResult") -> list[Any]:
     ]
     table = styled_table()
     table.collapse_padding = True
-    for col in ("mode", "step ms", "IQR", "samples/s", "one process ms", "efficiency", "exposed comm ms",
+    for col in ("mode", "step ms", "IQR", "samples/s", "1-process ms", "efficiency", "exposed comm ms",
                 "no_sync ms", "peak mem"):
         table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
     by_mode = {r.mode: r for r in run.results}
     for mode, f in d.modes.items():
         r = by_mode[mode]
-        efficiency = "-" if f.get("scaling_efficiency") is None else share(f["scaling_efficiency"])
         table.add_row(_MODE_LABELS.get(mode, mode), ms(f["median_ms"]), ms(r.iqr_ms) + ("!" if r.noisy else ""),
-                      f"{f['aggregate_samples_per_s']:,.1f}", ms(f["single_process_ms"]), efficiency,
-                      f"{ms(f['comm_exposed_ms'])} ({share(f['comm_exposed_share'])})", ms(f["no_sync_ms"]),
-                      nbytes(r.peak_memory_bytes) if r.memory_method else "-")
+                      f"{f['aggregate_samples_per_s']:,.1f}", ms(f["single_process_ms"]), _efficiency(f),
+                      _exposed(f), ms(f["no_sync_ms"]), nbytes(r.peak_memory_bytes) if r.memory_method else "-")
     pieces.append(table)
     ranks = styled_table()
     for col in ("rank", "host", "device", "threads", *(f"{_MODE_LABELS.get(m, m)} ms" for m in d.modes), "peak mem"):
@@ -402,12 +400,36 @@ def ddp_lines(d: "DistResult") -> list[Any]:
     pieces.append(Text(f"all-reduce: {nbytes(d.allreduce_bytes)} of gradients per step (trainable parameters only; "
                        f"{count(run.trainable_params)} of {count(run.total_params)}), one all-reduce of that size "
                        f"{ms(d.allreduce_ms)} ms{bandwidth}"))
-    pieces.append(Text("gradients after a synchronised step: " + ("identical on every rank" if d.gradients_match
-                                                                  else "DIFFERENT between ranks")))
-    pieces.append(Text("step ms: the slowest rank's median; samples/s: the global batch over it; efficiency: against "
+    pieces.append(Text("gradients after a synchronised step: " + (
+        "identical on every rank" if d.gradients_match else "DIFFERENT between ranks in "
+        + first_few(d.gradients_differ, 8))))
+    if d.unused_parameters:
+        pieces.append(Text(f"unused parameters (--find-unused-parameters): {first_few(d.unused_parameters, 8)}"))
+    if d.ignored_parameters:
+        pieces.append(Text(f"not all-reduced (DDP ignores them): {first_few(d.ignored_parameters, 8)}"))
+    rounds = min((f.get("rounds", 0) for f in d.modes.values()), default=0)
+    pieces.append(Text(f"step ms: the slowest rank's median; samples/s: the global batch over it; efficiency: against "
                        "one process at the same per-rank batch on rank 0's device; exposed comm: the step less the "
-                       "same step under no_sync()", style="dim"))
+                       f"same step under no_sync(); the three timed in turn, {rounds} rounds, figures paired per round "
+                       "with 95% intervals; 'noise': a figure noise alone could make (efficiency above 100%, "
+                       "exposed comm below zero), not a result", style="dim"))
     return pieces
+
+
+def _efficiency(f: dict[str, Any]) -> str:
+    low, high = f.get("scaling_efficiency_interval") or (None, None)
+    span = f" [{100 * low:.0f}–{100 * high:.0f}%]" if low is not None and high is not None else ""
+    if f.get("scaling_efficiency_noise"):
+        return f"noise{span}!"
+    return "-" if f.get("scaling_efficiency") is None else share(f["scaling_efficiency"]) + span
+
+
+def _exposed(f: dict[str, Any]) -> str:
+    low, high = f.get("comm_exposed_interval_ms") or (None, None)
+    span = f" [{ms(low)}, {ms(high)}]" if low is not None and high is not None else ""
+    if f.get("comm_exposed_noise"):
+        return f"noise{span}!"
+    return f"{ms(f['comm_exposed_ms'])}{span}"
 
 
 def comparison_lines(c: "Comparison") -> list[Any]:

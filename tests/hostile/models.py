@@ -247,3 +247,28 @@ class LazyReadsValues(nn.Module):
         if y.abs().sum().item() < 0:  # never, but it must be read
             return y
         return self.fc(y.flatten(1))
+
+
+class UnusedLayer(nn.Module):
+    """A trainable layer the forward pass never calls: DDP cannot finish its reduction without help."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.spare = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)[:, :4])
+
+
+class IgnoredByDDP(nn.Module):
+    """A layer DDP is told to leave alone: each rank keeps its own gradients for it, which then differ."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+        self._ddp_params_and_buffers_to_ignore = ["head.weight", "head.bias"]
+
+    def forward(self, x):
+        return self.head(self.fc(x.flatten(1)[:, :4]))
