@@ -422,6 +422,11 @@ def bench(
         raise _printed(RunError(result.failure_text(config.device.value)))
     if verdict is not None and not verdict.ok:
         raise _printed(RunError(f"regressed against {compare}: {verdict.regression_text()}"))
+    if verdict is not None and verdict.blind:
+        raise _printed(regression.BlindError(
+            f"cannot judge against {compare}: the interval is too wide to tell a {threshold:g}% slowdown from none "
+            f"for {verdict.blind_text()}; save the baseline again with more --repeat or --min-time, or on a "
+            "quieter machine"))
 
 
 @app.command()

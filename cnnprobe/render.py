@@ -417,11 +417,16 @@ def comparison_lines(c: "Comparison") -> list[Any]:
                          ("verdict", "left")):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for ch in c.changes:
-        verdict = "REGRESSED" if ch.regressed else ("faster" if ch.improved else "same")
+        verdict = "REGRESSED" if ch.regressed else ("cannot tell" if ch.blind else ("faster" if ch.improved else "same"))
         table.add_row(ch.model, str(ch.batch), _MODE_LABELS.get(ch.mode, ch.mode) + (" frozen" if ch.frozen else ""),
                       ms(ch.before_ms), ms(ch.after_ms), f"×{ch.ratio:.3f}",
                       f"×{ch.ratio_low:.3f} to ×{ch.ratio_high:.3f}", verdict)
-    return [table] + [Text(f"note: {n}", style="dim") for n in c.notes]
+    pieces: list[Any] = [table]
+    if any(ch.judged_on == "normalized" for ch in c.changes):
+        pieces.append(Text("new/old: of each step ÷ a reference matrix product timed beside it, so that the "
+                           "machine's own change of speed cancels; the step's own new/old is raw_ratio in the JSON",
+                           style="dim"))
+    return pieces + [Text(f"note: {n}", style="dim") for n in c.notes]
 
 
 # --------------------------------------------------------------------------- checkpoints and comparisons
