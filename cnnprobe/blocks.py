@@ -5,8 +5,9 @@ is taken, the clock is throttled. A step's time alone cannot tell that from a
 slower model. So every block of timed steps is followed by a block of a fixed
 matrix product (`Reference`, its size derived from the step's counted FLOPs,
 so that the same model and batch always get the same one), and each block
-yields two figures: seconds per step and seconds per reference call. Their
-ratio, block by block, is what the regression gate judges.
+yields two figures: seconds per step and seconds per reference call (the mean
+of the reference blocks on either side). Their ratio, block by block, is what
+the regression gate judges.
 
 The phase clock runs inside the same timed steps; each phase, like the step,
 gets one figure per block (its mean over the block's steps), and the medians
@@ -28,7 +29,7 @@ import torch
 from .benchresult import NOISY
 from .devices import NoClock, PhaseClock, iqr, synchronize
 
-MIN_BLOCKS = 5  # fewer blocks than this cannot show a spread worth judging
+MIN_BLOCKS = 10  # fewer blocks than this cannot show a spread worth judging
 BLOCK_SHARE = 20  # a block lasts about --min-time / BLOCK_SHARE ...
 MIN_BLOCK_S = 0.01  # ... and at least this long
 REFERENCE_SHARE = 0.5  # a reference block lasts about this share of a step block
@@ -111,14 +112,19 @@ def _per_block(seconds: float, target: float) -> int:
 
 def time_blocks(fn: Callable[[], None], reference: Reference, arm: Callable[[Any], None], device: str,
                 min_time: float, max_time: float, threshold: float = NOISY) -> Timed:
-    """Blocks of steps, each followed by a block of the reference, until `min_time` seconds of steps and
-    MIN_BLOCKS blocks with an IQR within `threshold` of the median, or `max_time` seconds of steps.
-    `arm(marks)` sets where the step reports its phases: a PhaseClock inside the timed blocks only."""
+    """Blocks of steps with a block of the reference before, between and after them, until `min_time`
+    seconds of steps and MIN_BLOCKS blocks with an IQR within `threshold` of the median, or `max_time`
+    seconds of steps. A step block's reference figure is the mean of the reference blocks on either side
+    of it. `arm(marks)` sets where the step reports its phases: a PhaseClock inside the timed blocks only."""
     target = max(MIN_BLOCK_S, min_time / BLOCK_SHARE)
-    number = _per_block(_block(fn, 1, device), target)  # calibration: not timed, not clocked
-    ref_number = _per_block(_block(reference, 1, device), REFERENCE_SHARE * target)
+    once = _block(fn, 1, device)  # calibration: not timed, not clocked
+    number = _per_block(once, target)
+    # a reference block lasts about half a step block, however long the step, so that a preemption moves
+    # it no more than it moves the steps
+    ref_number = _per_block(_block(reference, 1, device), REFERENCE_SHARE * max(target, number * once))
     clock = PhaseClock(device)
     timed = Timed([], [], number, reference.n)
+    before = _block(reference, ref_number, device) / ref_number
     spent = 0.0
     while True:
         arm(clock)
@@ -126,10 +132,12 @@ def time_blocks(fn: Callable[[], None], reference: Reference, arm: Callable[[Any
             seconds = _block(fn, number, device)
         finally:
             arm(NoClock())
+        after = _block(reference, ref_number, device) / ref_number
         for name, mean in clock.close_block().items():
             timed.phases.setdefault(name, []).append(mean)
         timed.samples.append(seconds / number)
-        timed.reference.append(_block(reference, ref_number, device) / ref_number)
+        timed.reference.append((before + after) / 2)
+        before = after
         spent += seconds
         if spent >= max_time:
             return timed
