@@ -352,6 +352,7 @@ def bench(
         emit_json,
         json_text,
         print_pieces,
+        warn,
     )
     from .sweep import parse_batches, sweep
 
@@ -391,9 +392,15 @@ def bench(
         regression.check_comparable(baseline, names, batches, config.device.value, config.dtype.value, threshold,
                                     config.planned())
 
-    with _progress(enabled=not json, total=len(models) * len(batches) * len(config.planned()) * repeat) as advance:
+    from .devices import machine_load
+
+    load = machine_load(config.threads)
+    if load:
+        warn(load)
+    with _progress(enabled=True, total=len(models) * len(batches) * len(config.planned()) * repeat) as advance:
         with _model_output(json):
-            result = sweep(models, batches, config, on_phase=advance)
+            result = sweep(models, batches, config, on_phase=advance,
+                           on_search=lambda text: advance(text, advance=False))
 
     verdict = None
     if baseline is not None and result.runs and not result.interrupted:
@@ -582,7 +589,9 @@ def _model_output(json_mode: bool) -> contextlib.AbstractContextManager[Any]:
 
 
 class _progress:
-    """A rich progress bar on stderr, only for a terminal and never in --json mode."""
+    """A rich progress bar on stderr, only for a terminal (with --json too: stdout keeps the JSON alone).
+    The callable it gives takes a description; `advance=False` says what is happening without counting a
+    step (a batch search's probes)."""
 
     def __init__(self, enabled: bool, total: int) -> None:
         self.enabled = enabled and sys.stderr.isatty()
@@ -590,7 +599,7 @@ class _progress:
 
     def __enter__(self) -> Any:
         if not self.enabled:
-            return lambda description: None
+            return lambda description, advance=True: None
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -600,10 +609,10 @@ class _progress:
         task = self.bar.add_task("starting", total=self.total)
         first = [True]
 
-        def advance(description: str) -> None:
-            if not first[0]:
+        def advance(description: str, advance: bool = True) -> None:
+            if advance and not first[0]:
                 self.bar.advance(task)
-            first[0] = False
+            first[0] = first[0] and not advance
             self.bar.update(task, description=description)
 
         return advance

@@ -31,7 +31,7 @@ from cnnprobe.runners import (
 from cnnprobe.search import search_batch as find_max_batch
 from cnnprobe.sweep import parse_batches, sweep
 
-from .conftest import one_error_line, table_rows
+from .conftest import one_error_line, stderr_lines, table_rows
 
 FAST = dict(min_time=0.02, max_time=0.2, warmup=1, threads=1)
 FAST_ARGS = ["--min-time", "0.02", "--max-time", "0.2", "--warmup", "1", "--threads", "1"]
@@ -502,8 +502,9 @@ def test_cli_oom_in_a_sweep_names_the_batch_and_the_largest_that_fit(cli, monkey
     assert run.exit_code == 1
     rows = table_rows(run.stdout, until=BENCH_FOOTER)
     assert [row[:2] for row in rows] == [["lenet", "1"], ["lenet", "2"]]  # what fitted is still shown
-    line = run.stderr.strip()
-    assert "\n" not in line and "batch 4 ran out of memory" in line and "largest batch that fit was 2" in line
+    lines = stderr_lines(run.stderr)
+    line = lines[0]
+    assert len(lines) == 1 and "batch 4 ran out of memory" in line and "largest batch that fit was 2" in line
 
 
 def test_cli_ctrl_c_prints_what_was_measured(cli, ctrl_c_at_train_step):

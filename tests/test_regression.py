@@ -13,7 +13,7 @@ from cnnprobe.regression import check_comparable, compare, load_baseline, ratio_
 from cnnprobe.blocks import Timed
 from cnnprobe.runners import ModeRunner
 
-from .conftest import one_error_line, table_rows
+from .conftest import one_error_line, stderr_lines, table_rows
 
 
 def samples(median: float, spread: float = 0.02, n: int = 41, seed: int = 0) -> list[float]:
@@ -379,6 +379,6 @@ def test_cli_a_noisy_baseline_exits_2_with_one_line(cli, tmp_path, fixed_timings
     base.write_text(json.dumps(data))
     result = cli("bench", "lenet", *FAST, "--compare", str(base))
     assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
+    lines = stderr_lines(result.stderr)
     assert len(lines) == 1 and "cannot judge" in lines[0] and "lenet b1 forward" in lines[0], result.stderr
     assert "cannot tell" in result.stdout
