@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 NOISY = 0.10  # IQR / median above this is flagged
+MIN_BLOCKS = 10  # timed blocks: fewer cannot show a spread worth judging, and are flagged
 
 
 @dataclass

@@ -26,10 +26,9 @@ from typing import Any
 
 import torch
 
-from .benchresult import NOISY
+from .benchresult import MIN_BLOCKS, NOISY
 from .devices import NoClock, PhaseClock, iqr, synchronize
 
-MIN_BLOCKS = 10  # fewer blocks than this cannot show a spread worth judging
 BLOCK_SHARE = 20  # a block lasts about --min-time / BLOCK_SHARE ...
 MIN_BLOCK_S = 0.01  # ... and at least this long
 REFERENCE_SHARE = 0.5  # a reference block lasts about this share of a step block

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .benchresult import MIN_BLOCKS
 from .formatting import ARROW, count, inputs, macs, ms, nbytes, shape, share
 
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     table.collapse_padding = True
     columns = ([("model", "left"), ("batch", "right")] if several else []) + [("mode", "left")] + (
         [("weights", "left")] if frozen_any else [])
-    columns += [("median ms", "right"), ("IQR", "right"), ("samples/s", "right"), ("fwd", "right"),
+    columns += [("median ms", "right"), ("IQR", "right"), ("blocks", "right"), ("samples/s", "right"), ("fwd", "right"),
                 ("bwd", "right"), ("opt", "right"), ("TFLOP/s", "right"), ("% peak", "right")] + (
         [("MFU", "right")] if mfu else []) + [("peak mem", "right")]
     for col, justify in columns:
@@ -264,7 +265,8 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
             cells = ([run.model, str(run.batch)] if several else []) + [_MODE_LABELS.get(r.mode, r.mode)]
             if frozen_any:
                 cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
-            cells += [ms(r.median_ms), ms(r.iqr_ms) + ("!" if r.noisy else ""), f"{r.samples_per_s:,.1f}",
+            cells += [ms(r.median_ms), ms(r.iqr_ms) + ("!" if r.noisy else "") + ("?" if r.few_blocks else ""),
+                      f"{r.blocks}×{r.steps_per_block}" if r.blocks else "-", f"{r.samples_per_s:,.1f}",
                       ms(r.forward_ms), ms(r.backward_ms), ms(r.optimizer_ms),
                       "-" if r.tflops is None else f"{r.tflops:.3f}",
                       "-" if r.peak_share is None else share(r.peak_share)]
@@ -304,9 +306,12 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     if any(r.noisy for r in results):
         pieces.append(Text("!: noisy, IQR above 10% of the median; the machine is busy or --min-time is too short",
                            style="dim"))
-    pieces.append(Text("times in ms; fwd, bwd, opt: medians of each phase, timed inside the same steps; TFLOP/s "
-                       "from counted FLOPs; peak mem: most tensor memory live at once in a steady-state step",
-                       style="dim"))
+    if any(r.few_blocks for r in results):
+        pieces.append(Text(f"?: rests on fewer than {MIN_BLOCKS} timed blocks, too few to judge its spread; give "
+                           "--max-time more seconds", style="dim"))
+    pieces.append(Text("times in ms; blocks: timed blocks × steps in each, the median is over blocks; fwd, bwd, opt: "
+                       "medians of each phase over the same blocks; TFLOP/s from counted FLOPs; peak mem: most "
+                       "tensor memory live at once in a steady-state step", style="dim"))
     for model, batch in sweep.auto.items():
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
     notes = {n for run in sweep.runs for n in run.notes}

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from .benchconfig import BenchConfig
-from .benchresult import NOISY, ModeResult
+from .benchresult import MIN_BLOCKS, NOISY, ModeResult
 from .build import Built, build_model
-from .blocks import MIN_BLOCKS, Reference, Timed, reference_size, time_blocks
+from .blocks import Reference, Timed, reference_size, time_blocks
 from .devices import NoClock, PhaseTime, check_device, iqr
 from .enums import DType, Mode, Optimizer
 from .errors import CnnprobeError
