@@ -38,7 +38,9 @@ class ModeResult:
     tflops: float | None = None  # achieved
     peak_share: float | None = None  # of the device's peak; never above 1
     datasheet_share: float | None = None  # of the datasheet's dense peak (known GPUs only): MFU
-    forward_ms: float | None = None  # phases, timed inside the same steps: medians and IQRs over the same blocks
+    # phases, timed inside the same steps: the step's median split in the share of time each phase took over
+    # the same blocks; IQRs over those blocks
+    forward_ms: float | None = None
     forward_iqr_ms: float | None = None
     backward_ms: float | None = None
     backward_iqr_ms: float | None = None

@@ -148,9 +148,13 @@ class ModeRunner:
             reference_samples_ms=[1e3 * s for s in timed.reference],
             step_per_reference=statistics.median(timed.ratios),
         )
+        total = sum(timed.samples)
         for name in ("forward", "backward", "optimizer"):
-            if name in timed.phases:  # one figure per block, as the step's: medians of the same blocks
-                setattr(result, f"{name}_ms", 1e3 * statistics.median(timed.phases[name]))
+            if name in timed.phases:
+                # one statistic with the step: its median, split in the shares of time each phase took over
+                # the same blocks (a median per phase would drop each phase's preemptions, which the step's
+                # blocks keep, and the phases would no longer add up to the step under load)
+                setattr(result, f"{name}_ms", 1e3 * median * sum(timed.phases[name]) / total)
                 setattr(result, f"{name}_iqr_ms", 1e3 * iqr(timed.phases[name]))
                 result.phase_steps = timed.steps
         return result
