@@ -21,7 +21,6 @@ import cnnprobe
 from cnnprobe.benchconfig import BenchConfig
 from cnnprobe.devices import device_name, timer_module
 from cnnprobe.runners import RUNNERS, BenchSetup, ForwardRunner
-
 from tests.load import Load
 
 from .conftest import enabled

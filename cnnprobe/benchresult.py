@@ -172,7 +172,7 @@ def merge_repeats(runs: list[BenchResult]) -> BenchResult:
         iqr = statistics.median(m.iqr_ms for m in same)
         tflops = None if r.flops is None else r.flops / (median / 1e3) / 1e12
         sheet = (peak or {}).get("datasheet") or {}
-        phases = {f"{p}{k}": _median_of(getattr(m, f"{p}{k}") for m in same)
+        phases: dict[str, Any] = {f"{p}{k}": _median_of(getattr(m, f"{p}{k}") for m in same)
                   for p in ("forward", "backward", "optimizer") for k in ("_ms", "_iqr_ms")}
         merged.append(replace(
             r, median_ms=median, iqr_ms=iqr, runs=sum(m.runs for m in same), samples_per_s=first.batch / (median / 1e3),

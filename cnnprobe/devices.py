@@ -7,6 +7,7 @@ peak measurement read the same on the CPU and on CUDA.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import platform
@@ -160,7 +161,7 @@ class PhaseClock:
             torch.cuda.synchronize()
         sums: dict[str, list[float]] = {}
         for marks in self.steps:
-            for (name, start), (_, stop) in zip(marks, marks[1:]):
+            for (name, start), (_, stop) in itertools.pairwise(marks):
                 total = sums.setdefault(name, [0.0, 0])
                 total[0] += start.elapsed_time(stop) / 1e3 if self.cuda else stop - start
                 total[1] += 1

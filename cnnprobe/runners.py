@@ -21,8 +21,8 @@ from torch import nn
 
 from .benchconfig import BenchConfig
 from .benchresult import MIN_BLOCKS, NOISY, ModeResult
-from .build import Built, build_model
 from .blocks import Reference, Timed, reference_size, time_blocks
+from .build import Built, build_model
 from .devices import NoClock, PhaseTime, check_device, iqr
 from .enums import DType, Mode, Optimizer
 from .errors import CnnprobeError
@@ -30,6 +30,7 @@ from .freezing import FreezePlan
 from .memory import allocator_peak
 from .memtrack import MemoryPeak, MemoryTracker
 from .steps import make_optimizer, training_loss
+
 
 class BenchSetup:
     """What every mode of one model at one batch shares, on one device. `close()` lets it go."""
@@ -170,7 +171,7 @@ class ModeRunner:
         max_time = self.config.max_time or 10 * self.config.min_time
         return time_blocks(fn, reference, arm, device, self.config.min_time, max_time)
 
-    def time(self, fn: Callable[[], None]) -> tuple[float, float, int, list[float], dict[str, "PhaseTime"]]:
+    def time(self, fn: Callable[[], None]) -> tuple[float, float, int, list[float], dict[str, PhaseTime]]:
         """Timed steps until the median is stable, the phases clocked inside them:
         (median s, IQR s, steps, per-block samples s, phases)."""
         timed = self.time_blocks(fn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from types import TracebackType
+from typing import Self
 
 
 class Load:
@@ -24,8 +24,8 @@ class Load:
         proc.kill()
         proc.wait()
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.set(0)

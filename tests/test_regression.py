@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from cnnprobe.blocks import Timed
 from cnnprobe.errors import CnnprobeError
 from cnnprobe.regression import check_comparable, compare, load_baseline, ratio_interval
-from cnnprobe.blocks import Timed
 from cnnprobe.runners import ModeRunner
 
 from .conftest import one_error_line, stderr_lines, table_rows
