@@ -182,6 +182,7 @@ BENCH_COLUMNS = [
     "model", "device", "batch", "dtype", "mode", "frozen", "median_ms", "iqr_ms", "runs", "samples_per_s",
     "tflops", "peak_share", "datasheet_share", "peak_memory_bytes", "memory_method", "forward_ms", "forward_iqr_ms",
     "backward_ms", "backward_iqr_ms", "optimizer_ms", "optimizer_iqr_ms", "noisy", "threads", "repeat",
+    "blocks", "steps_per_block", "few_blocks", "reference_n", "reference_ms", "step_per_reference",
 ]
 
 

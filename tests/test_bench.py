@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import time
 
 import pytest
@@ -461,6 +462,51 @@ def test_auto_batch_finds_the_largest_that_fits(monkeypatch):
     assert result.runs[0].batch == 12
 
 
+def test_auto_batch_reports_each_batch_it_tries(monkeypatch):
+    """Issue 16 §7: `--batch auto` printed nothing for minutes. Every probe is told, and the last batch that
+    fitted is among them."""
+    _oom_above(12, monkeypatch)
+    tried, phases = [], []
+    sweep(["lenet"], ["auto"], BenchConfig(mode="forward", **FAST), on_phase=phases.append, on_search=tried.append)
+    assert tried and all(t.startswith("lenet: --batch auto, trying batch ") for t in tried)
+    batches = {int(t.rsplit(" ", 1)[1]) for t in tried}
+    assert 12 in batches and 13 in batches and phases  # the search ends between 12 (fits) and 13 (does not)
+
+
+def test_a_busy_or_oversubscribed_machine_is_said_before_timing(monkeypatch):
+    from cnnprobe import devices
+
+    n = devices.cores()
+    assert "oversubscribe" in devices.machine_load(n + 1)
+    monkeypatch.setattr(devices, "runnable_elsewhere", lambda: 0)
+    assert devices.machine_load(1) is None or n < 1
+    monkeypatch.setattr(devices, "runnable_elsewhere", lambda: n)
+    assert f"{n} other runnable thread" in devices.machine_load(1)
+
+
+def test_runnable_threads_are_counted_from_the_kernel():
+    """Independent of the code's reading: busy-loop processes started here raise the count by about as many."""
+    from cnnprobe import devices
+
+    if devices.runnable_elsewhere() is None:
+        pytest.skip("no /proc/stat here")
+    with Load() as load:
+        load.set(3)
+        time.sleep(0.2)
+        loaded = devices.runnable_elsewhere(readings=9)
+    assert loaded >= 2  # three busy loops are runnable whenever they are not running
+
+
+def test_cli_warns_of_load_on_stderr_and_keeps_json_on_stdout(cli, monkeypatch):
+    from cnnprobe import devices
+
+    monkeypatch.setattr(devices, "runnable_elsewhere", lambda: 64)
+    run = cli("bench", "lenet", "--mode", "forward", "--json", *FAST_ARGS)
+    assert run.exit_code == 0 and run.json()["model"] == "lenet"
+    assert run.stderr.startswith("warning: the machine is busy: 64 other runnable threads")
+    assert stderr_lines(run.stderr) == []
+
+
 def test_a_repeated_sweep_merges_each_model_and_batch():
     result = sweep(["lenet"], [1, 2], BenchConfig(mode="forward", repeat=2, **FAST))
     assert [(r.batch, r.repeat, len(r.results[0].repeats)) for r in result.runs] == [(1, 2, 2), (2, 2, 2)]
@@ -602,3 +648,28 @@ def test_cuda_oom_is_caught_and_freed():
     with pytest.raises(OutOfMemory):
         timing.bench("vgg16", batch=1_000_000, device="cuda", mode="forward", min_time=0.1)
     assert torch.cuda.memory_allocated() < 2**30
+
+
+# ---------------------------------------------------------------- blocks and the reference kernel
+
+
+def test_blocks_see_twice_the_work_and_the_reference_stays():
+    """A step that does the same work twice: its blocks take about twice as long as the single step's,
+    measured in the same test, while the reference kernel timed beside them does not move; so step ÷
+    reference doubles too. The same model and FLOPs always get the same reference."""
+    from cnnprobe.blocks import Reference, reference_size, time_blocks
+
+    work = Reference("cpu", 192)
+    reference = Reference("cpu", reference_size(10**8, "cpu"))
+    assert reference.n == reference_size(10**8, "cpu") == 32 * round((5 * 10**7) ** (1 / 3) / 32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        once = time_blocks(work, reference, lambda marks: None, "cpu", 0.2, 2.0)
+        twice = time_blocks(lambda: (work(), work()), reference, lambda marks: None, "cpu", 0.2, 2.0)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(once.samples) >= 10 and len(once.reference) == len(once.samples)
+    assert 1.5 < twice.median / once.median < 2.7
+    assert 1.5 < statistics.median(twice.ratios) / statistics.median(once.ratios) < 2.7
+    assert 0.6 < twice.reference_median / once.reference_median < 1.6
