@@ -256,7 +256,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     table.collapse_padding = True
     columns = ([("model", "left"), ("batch", "right")] if several else []) + [("mode", "left")] + (
         [("weights", "left")] if frozen_any else [])
-    columns += [("median ms", "right"), ("IQR", "right"), ("blocks", "right"), ("samples/s", "right"), ("fwd", "right"),
+    columns += [("median ms", "right"), ("IQR", "right"), ("samples/s", "right"), ("fwd", "right"),
                 ("bwd", "right"), ("opt", "right"), ("TFLOP/s", "right"), ("% peak", "right")] + (
         [("MFU", "right")] if mfu else []) + [("peak mem", "right")]
     for col, justify in columns:
@@ -267,7 +267,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
             if frozen_any:
                 cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
             cells += [ms(r.median_ms), ms(r.iqr_ms) + ("!" if r.noisy else "") + ("?" if r.few_blocks else ""),
-                      f"{r.blocks}×{r.steps_per_block}" if r.blocks else "-", f"{r.samples_per_s:,.1f}",
+                      f"{r.samples_per_s:,.1f}",
                       ms(r.forward_ms), ms(r.backward_ms), ms(r.optimizer_ms),
                       "-" if r.tflops is None else f"{r.tflops:.3f}",
                       "-" if r.peak_share is None else share(r.peak_share)]
@@ -310,14 +310,24 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     if any(r.few_blocks for r in results):
         pieces.append(Text(f"?: rests on fewer than {MIN_BLOCKS} timed blocks, too few to judge its spread; give "
                            "--max-time more seconds", style="dim"))
-    pieces.append(Text("times in ms; blocks: timed blocks × steps in each, the median is over blocks; fwd, bwd, opt: "
-                       "medians of each phase over the same blocks; TFLOP/s from counted FLOPs; peak mem: most "
-                       "tensor memory live at once in a steady-state step", style="dim"))
+    pieces.append(Text(f"times in ms, each the median over {_span([r.blocks for r in results])} timed blocks of "
+                       f"{_span([r.steps_per_block for r in results])} steps; fwd, bwd, opt: the step's median split "
+                       "in each phase's share of the same blocks; TFLOP/s from counted FLOPs; peak mem: most tensor "
+                       "memory live at once in a steady-state step", style="dim"))
     for model, batch in sweep.auto.items():
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
     notes = {n for run in sweep.runs for n in run.notes}
     pieces += [Text(f"note: {n}", style="dim") for n in sorted(notes)]
     return pieces
+
+
+def _span(values: list[int]) -> str:
+    """`12`, or `12 to 131` where the values differ."""
+    known = [v for v in values if v]
+    if not known:
+        return "-"
+    low, high = min(known), max(known)
+    return f"{low}" if low == high else f"{low} to {high}"
 
 
 _MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")

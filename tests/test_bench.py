@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 import time
 
@@ -138,7 +139,10 @@ def test_too_few_blocks_are_flagged(cli):
     assert m.blocks < 10 and m.few_blocks
     out = cli("bench", "lenet", "--mode", "forward", "--min-time", "0.001", "--max-time", "0.001", "--threads", "1")
     row = table_rows(out.stdout, until=BENCH_FOOTER)[0]
-    assert row[2].endswith("?") and "?: rests on fewer than 10 timed blocks" in out.stdout
+    text = " ".join(out.stdout.split())
+    assert row[2].endswith("?") and "?: rests on fewer than 10 timed blocks" in text
+    said = re.search(r"each the median over (\d+) timed blocks of (\d+) steps", text)
+    assert said is not None and int(said[1]) < 10 and int(said[2]) >= 1
 
 
 @pytest.mark.slow
