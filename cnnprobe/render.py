@@ -310,8 +310,8 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     if any(r.few_blocks for r in results):
         pieces.append(Text(f"?: rests on fewer than {MIN_BLOCKS} timed blocks, too few to judge its spread; give "
                            "--max-time more seconds", style="dim"))
-    pieces.append(Text(f"times in ms, each the median over {_span([r.blocks for r in results])} timed blocks of "
-                       f"{_span([r.steps_per_block for r in results])} steps; fwd, bwd, opt: the step's median split "
+    pieces.append(Text(f"times in ms, each the median over timed blocks (blocks: {_span([r.blocks for r in results])}, "
+                       f"steps per block: {_span([r.steps_per_block for r in results])}); fwd, bwd, opt: the step's median split "
                        "in each phase's share of the same blocks; TFLOP/s from counted FLOPs; peak mem: most tensor "
                        "memory live at once in a steady-state step", style="dim"))
     for model, batch in sweep.auto.items():
