@@ -310,8 +310,9 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     if any(r.few_blocks for r in results):
         pieces.append(Text(f"?: rests on fewer than {MIN_BLOCKS} timed blocks, too few to judge its spread; give "
                            "--max-time more seconds", style="dim"))
-    pieces.append(Text(f"times in ms, each the median over timed blocks (blocks: {_span([r.blocks for r in results])}, "
-                       f"steps per block: {_span([r.steps_per_block for r in results])}); fwd, bwd, opt: the step's median split "
+    pieces.append(Text(f"times in ms, each the median over timed blocks (at least {_least([r.blocks for r in results])} "
+                       f"blocks of at least {_least([r.steps_per_block for r in results])} steps; per mode in the JSON); "
+                       "fwd, bwd, opt: the step's median split "
                        "in each phase's share of the same blocks; TFLOP/s from counted FLOPs; peak mem: most tensor "
                        "memory live at once in a steady-state step", style="dim"))
     for model, batch in sweep.auto.items():
@@ -321,13 +322,9 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     return pieces
 
 
-def _span(values: list[int]) -> str:
-    """`12`, or `12 to 131` where the values differ."""
+def _least(values: list[int]) -> str:
     known = [v for v in values if v]
-    if not known:
-        return "-"
-    low, high = min(known), max(known)
-    return f"{low}" if low == high else f"{low} to {high}"
+    return str(min(known)) if known else "-"
 
 
 _MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")

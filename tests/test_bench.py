@@ -141,7 +141,7 @@ def test_too_few_blocks_are_flagged(cli):
     row = table_rows(out.stdout, until=BENCH_FOOTER)[0]
     text = " ".join(out.stdout.split())
     assert row[2].endswith("?") and "?: rests on fewer than 10 timed blocks" in text
-    said = re.search(r"each the median over timed blocks \(blocks: (\d+), steps per block: (\d+)\)", text)
+    said = re.search(r"each the median over timed blocks \(at least (\d+) blocks of at least (\d+) steps", text)
     assert said is not None and int(said[1]) < 10 and int(said[2]) >= 1
 
 
