@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,13 +46,16 @@ def fits_on_cpu(model: "str | nn.Module", batch: int, config: BenchConfig) -> tu
     return (available is None or need < 0.8 * available), need, available
 
 
-def auto_batch(model: "str | nn.Module", config: BenchConfig) -> int:
+def auto_batch(model: "str | nn.Module", config: BenchConfig, on_try: Callable[[str], None] | None = None) -> int:
     """The largest batch whose heaviest configured step runs without running out of memory: the search
-    starts at the batch the prediction says fits the device's free memory, not at 1."""
+    starts at the batch the prediction says fits the device's free memory, not at 1. `on_try` hears of
+    each batch tried, for progress."""
     heaviest = config.modes[-1]
     probe = config.replace(mode=heaviest, count_flops=False, peak=False, memory=False, repeat=1)
 
     def fits(batch: int) -> bool:
+        if on_try is not None:
+            on_try(f"{model if isinstance(model, str) else type(model).__name__}: --batch auto, trying batch {batch}")
         if Device(config.device) is Device.CPU and not fits_on_cpu(model, batch, config)[0]:
             return False
         setup = BenchSetup(model, batch, probe)

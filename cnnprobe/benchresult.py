@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 NOISY = 0.10  # IQR / median above this is flagged
+MIN_BLOCKS = 10  # timed blocks: fewer cannot show a spread worth judging, and are flagged
 
 
 @dataclass
@@ -17,6 +18,8 @@ class Repeat:
     iqr_ms: float
     runs: int
     samples_ms: list[float]
+    reference_samples_ms: list[float] = field(default_factory=list)  # the reference kernel, block by block
+    reference_n: int | None = None
 
 
 @dataclass
@@ -24,7 +27,7 @@ class ModeResult:
     """One mode's timings. Times are per step of the whole batch."""
 
     mode: str
-    median_ms: float  # whole step, torch.utils.benchmark
+    median_ms: float  # whole step: the median over timed blocks of each block's mean step
     iqr_ms: float
     runs: int  # timed steps
     samples_per_s: float
@@ -35,7 +38,9 @@ class ModeResult:
     tflops: float | None = None  # achieved
     peak_share: float | None = None  # of the device's peak; never above 1
     datasheet_share: float | None = None  # of the datasheet's dense peak (known GPUs only): MFU
-    forward_ms: float | None = None  # phases, timed inside the same steps: medians and IQRs
+    # phases, timed inside the same steps: the step's median split in the share of time each phase took over
+    # the same blocks; IQRs over those blocks
+    forward_ms: float | None = None
     forward_iqr_ms: float | None = None
     backward_ms: float | None = None
     backward_iqr_ms: float | None = None
@@ -47,6 +52,13 @@ class ModeResult:
     predicted_peak_bytes: int | None = None  # `cnnprobe memory`'s prediction of the same step, made on fake tensors
     samples_ms: list[float] = field(default_factory=list)  # torch.utils.benchmark's timed samples, per step
     repeats: list[Repeat] = field(default_factory=list)  # with --repeat, each run's own figures
+    blocks: int = 0  # timed blocks the median and IQR rest on (samples_ms holds one per block)
+    steps_per_block: int = 0
+    few_blocks: bool = False  # fewer blocks than blocks.MIN_BLOCKS: too few to judge the spread
+    reference_n: int | None = None  # side of the reference GEMM timed after each block
+    reference_ms: float | None = None  # its median per call
+    reference_samples_ms: list[float] = field(default_factory=list)  # per call, one per block
+    step_per_reference: float | None = None  # median over blocks of step ÷ reference: what the gate judges
 
     @property
     def phases_ms(self) -> float | None:
@@ -160,7 +172,7 @@ def merge_repeats(runs: list[BenchResult]) -> BenchResult:
         iqr = statistics.median(m.iqr_ms for m in same)
         tflops = None if r.flops is None else r.flops / (median / 1e3) / 1e12
         sheet = (peak or {}).get("datasheet") or {}
-        phases = {f"{p}{k}": _median_of(getattr(m, f"{p}{k}") for m in same)
+        phases: dict[str, Any] = {f"{p}{k}": _median_of(getattr(m, f"{p}{k}") for m in same)
                   for p in ("forward", "backward", "optimizer") for k in ("_ms", "_iqr_ms")}
         merged.append(replace(
             r, median_ms=median, iqr_ms=iqr, runs=sum(m.runs for m in same), samples_per_s=first.batch / (median / 1e3),
@@ -168,7 +180,10 @@ def merge_repeats(runs: list[BenchResult]) -> BenchResult:
             peak_share=tflops / peak["tflops"] if tflops is not None and peak else None,
             datasheet_share=tflops / sheet["tflops"] if tflops is not None and sheet else None,
             phase_steps=sum(m.phase_steps for m in same), samples_ms=[s for m in same for s in m.samples_ms],
-            repeats=[_repeat(m) for m in same], **phases,
+            repeats=[_repeat(m) for m in same], blocks=sum(m.blocks for m in same),
+            few_blocks=any(m.few_blocks for m in same), reference_ms=_median_of(m.reference_ms for m in same),
+            reference_samples_ms=[s for m in same for s in m.reference_samples_ms],
+            step_per_reference=_median_of(m.step_per_reference for m in same), **phases,
         ))
     return replace(first, results=merged, repeat=len(runs), peak=peak,
                    notes=list(dict.fromkeys(n for run in runs for n in run.notes)))
@@ -180,4 +195,4 @@ def _median_of(values: Any) -> float | None:
 
 
 def _repeat(r: ModeResult) -> Repeat:
-    return Repeat(r.median_ms, r.iqr_ms, r.runs, list(r.samples_ms))
+    return Repeat(r.median_ms, r.iqr_ms, r.runs, list(r.samples_ms), list(r.reference_samples_ms), r.reference_n)

@@ -369,6 +369,7 @@ def bench(
         emit_json,
         json_text,
         print_pieces,
+        warn,
     )
     from .sweep import parse_batches, sweep
 
@@ -408,9 +409,15 @@ def bench(
         regression.check_comparable(baseline, names, batches, config.device.value, config.dtype.value, threshold,
                                     config.planned())
 
-    with _progress(enabled=not json, total=len(models) * len(batches) * len(config.planned()) * repeat) as advance:
+    from .devices import machine_load
+
+    load = machine_load(config.threads)
+    if load:
+        warn(load)
+    with _progress(enabled=True, total=len(models) * len(batches) * len(config.planned()) * repeat) as advance:
         with _model_output(json):
-            result = sweep(models, batches, config, on_phase=advance)
+            result = sweep(models, batches, config, on_phase=advance,
+                           on_search=lambda text: advance(text, advance=False))
 
     verdict = None
     if baseline is not None and result.runs and not result.interrupted:
@@ -440,6 +447,11 @@ def bench(
         raise _printed(RunError(result.failure_text(config.device.value)))
     if verdict is not None and not verdict.ok:
         raise _printed(RunError(f"regressed against {compare}: {verdict.regression_text()}"))
+    if verdict is not None and verdict.blind:
+        raise _printed(regression.BlindError(
+            f"cannot judge against {compare}: the interval is too wide to tell a {threshold:g}% slowdown from none "
+            f"for {verdict.blind_text()}; save the baseline again with more --repeat or --min-time, or on a "
+            "quieter machine"))
 
 
 @app.command()
@@ -613,7 +625,9 @@ def _model_output(json_mode: bool) -> contextlib.AbstractContextManager[Any]:
 
 
 class _progress:
-    """A rich progress bar on stderr, only for a terminal and never in --json mode."""
+    """A rich progress bar on stderr, only for a terminal (with --json too: stdout keeps the JSON alone).
+    The callable it gives takes a description; `advance=False` says what is happening without counting a
+    step (a batch search's probes)."""
 
     def __init__(self, enabled: bool, total: int) -> None:
         self.enabled = enabled and sys.stderr.isatty()
@@ -621,7 +635,7 @@ class _progress:
 
     def __enter__(self) -> Any:
         if not self.enabled:
-            return lambda description: None
+            return lambda description, advance=True: None
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -631,10 +645,10 @@ class _progress:
         task = self.bar.add_task("starting", total=self.total)
         first = [True]
 
-        def advance(description: str) -> None:
-            if not first[0]:
+        def advance(description: str, advance: bool = True) -> None:
+            if advance and not first[0]:
                 self.bar.advance(task)
-            first[0] = False
+            first[0] = first[0] and not advance
             self.bar.update(task, description=description)
 
         return advance

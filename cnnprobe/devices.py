@@ -7,7 +7,9 @@ peak measurement read the same on the CPU and on CUDA.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
+import os
 import platform
 import statistics
 import time
@@ -45,6 +47,46 @@ def check_device(device: Device | str) -> str:
     if device is Device.CUDA and not torch.cuda.is_available():
         raise CnnprobeError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
     return device.value
+
+
+def cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def runnable_elsewhere(readings: int = 5, pause: float = 0.01) -> int | None:
+    """Runnable threads on the machine besides this one (Linux's /proc/stat procs_running), the median of a
+    few readings; None where the kernel does not say."""
+    seen = []
+    for i in range(readings):
+        try:
+            with open("/proc/stat") as f:
+                line = next(line for line in f if line.startswith("procs_running"))
+        except (OSError, StopIteration):
+            return None
+        seen.append(int(line.split()[1]) - 1)  # this process, reading
+        if i + 1 < readings:
+            time.sleep(pause)
+    return max(0, int(statistics.median(seen)))
+
+
+def machine_load(threads: int | None) -> str | None:
+    """One line when timing is about to start on a machine that is already busy (more runnable threads
+    than cores) or with more threads than cores, as pyperf warns; None on a machine fit to time on."""
+    threads = threads or torch.get_num_threads()
+    n = cores()
+    if threads > n:
+        return (f"{threads} threads on {n} core{'s' if n != 1 else ''} oversubscribe the CPU: timings will be slow "
+                f"and noisy; try --threads {n}")
+    others = runnable_elsewhere()
+    if others is not None and others + threads > n:
+        return (f"the machine is busy: {others} other runnable thread{'s' if others != 1 else ''} on {n} "
+                f"core{'s' if n != 1 else ''} before timing ({threads} more for this run); timings will be slower "
+                "and noisier than on a quiet machine")
+    return None
 
 
 def synchronize(device: str) -> None:
@@ -111,6 +153,20 @@ class PhaseClock:
         if name == "end":
             self.steps.append(self._current)
             self._current = []
+
+    def close_block(self) -> dict[str, float]:
+        """Each phase's mean seconds per step over the steps seen since the last block, which are let go:
+        one figure per phase and block, as the step itself gets."""
+        if self.cuda and self.steps:
+            torch.cuda.synchronize()
+        sums: dict[str, list[float]] = {}
+        for marks in self.steps:
+            for (name, start), (_, stop) in itertools.pairwise(marks):
+                total = sums.setdefault(name, [0.0, 0])
+                total[0] += start.elapsed_time(stop) / 1e3 if self.cuda else stop - start
+                total[1] += 1
+        self.steps = []
+        return {name: seconds / count for name, (seconds, count) in sums.items()}
 
     def stats(self) -> dict[str, PhaseTime]:
         """Median and IQR of each phase's duration, over the steps seen."""

@@ -2,8 +2,9 @@
 
 Measured: dense matrix products in the benchmark's precision at several
 sizes, the best kept, cached per (device, dtype, threads, TF32, torch release,
-this file's code). A cached figure that a model's own step beats was measured
-at a busy moment: the run measures again, and if the model still beats the
+this file's code). A cached figure that one small product, timed at the start
+of every run, beats several times over is implausible and measured again. A cached figure that a
+model's own step beats was measured at a busy moment: the run measures again, and if the model still beats the
 matrix product the model's figure is the peak, so a share is never above 100%.
 For known GPUs the datasheet's dense figure is given too, labelled as such.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,10 @@ DATASHEET: dict[str, dict[str, float]] = {
 }
 CPU_SIZES = (512, 1024, 2048)
 CUDA_SIZES = (2048, 4096, 8192)
+QUICK_SIZE_CPU = 256  # the quick check against a cached figure
+QUICK_SIZE_CUDA = 2048
+IMPLAUSIBLE = 3.0  # a cached peak the quick check beats this many times over is measured again (the check
+# takes the fastest of its calls, the measurement a median: on a loaded machine the check runs ahead by 2×)
 SLOW_PRODUCT_S = 0.5  # a product this slow (a dtype the CPU emulates) ends the search at its size
 CACHE = "peaks.json"
 _CODE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]  # a new method invalidates old figures
@@ -101,14 +107,48 @@ def measure_matmul(device: str, dtype: str, threads: int) -> Peak:
     return Peak(tflops, "measured matmul", f"{n}³ {dtype} (best of {sizes}), {threads} thread{'s' if threads != 1 else ''}")
 
 
+def quick_tflops(device: str, dtype: str, threads: int, calls: int = 10) -> float:
+    """TFLOP/s of one small square product on `threads` threads, the fastest of a few calls after one to
+    warm up: a figure the device's true peak cannot lie below, taken in a fraction of a second."""
+    n = QUICK_SIZE_CUDA if device.startswith("cuda") else QUICK_SIZE_CPU
+    torch_dtype = getattr(torch, dtype)
+    a = torch.randn(n, n, device=device).to(torch_dtype)
+    b = torch.randn(n, n, device=device).to(torch_dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    best = math.inf
+    try:
+        for _ in range(calls + 1):
+            synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            synchronize(device)
+            best = min(best, time.perf_counter() - start)
+            if best > SLOW_PRODUCT_S:  # a dtype the CPU emulates: no quick figure
+                return 0.0
+    finally:
+        torch.set_num_threads(before)
+    return 2 * n**3 / best / 1e12
+
+
 def measured(device: str, dtype: str, threads: int, *, refresh: bool = False) -> Peak:
-    """The device's measured peak, from the cache unless `refresh` (a result has beaten it)."""
+    """The device's measured peak, from the cache unless `refresh` (a result has beaten it) or the cached
+    figure is implausible: far below what one small product reaches now (a figure measured at a busy moment,
+    or a damaged cache, would otherwise stay wrong for ever when no model beats it)."""
     key = cache_key(device, dtype, threads)
+    quick = 0.0
     if not refresh:
         cached = _valid(cache.load(CACHE).get(key))
         if cached is not None:
-            return cached
+            quick = quick_tflops(device, dtype, threads)
+            if quick <= IMPLAUSIBLE * cached.tflops:
+                return cached
+            refresh = True
     peak = measure_matmul(device, dtype, threads)
+    if quick > peak.tflops:  # never below the check that found the cache implausible, or it would be again
+        n = QUICK_SIZE_CUDA if device.startswith("cuda") else QUICK_SIZE_CPU
+        peak = Peak(quick, "measured matmul", f"{n}³ {dtype} (the quick check), {threads} thread"
+                    + ("s" if threads != 1 else ""))
     if refresh:  # keep the better of the old and the new: a figure measured once is achievable
         old = _valid(cache.load(CACHE).get(key))
         if old is not None and old.tflops > peak.tflops:

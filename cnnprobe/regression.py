@@ -1,14 +1,17 @@
 """Comparing a bench run with a saved one, mode by mode, with an interval on the change.
 
 A baseline written by `bench --save` keeps, for every mode, each repeat's
-median and its timed samples. `--compare` runs as many repeats and judges each
-mode by the ratio of medians (new / old) and a 95% interval on it from a
-hierarchical bootstrap: the repeats are resampled (run-to-run drift), and the
-samples inside each repeat (within-run spread). A mode has regressed when the
-whole interval lies above 1 + threshold: slower by more than the threshold
-beyond what the measured noise explains. Comparing different models, batches,
-devices or precisions is an error, not a verdict, and so is a baseline that
-cannot judge the run: both are found before any timing.
+median and its timed samples, and beside each block of steps the time of a
+fixed reference kernel (a matrix product). `--compare` runs as many repeats
+and judges each mode by the ratio new / old of step ÷ reference, so that a
+machine that changed speed between the two runs moves both sides, with a 95%
+interval from a hierarchical bootstrap: the repeats are resampled (run-to-run
+drift), and the blocks inside each repeat (within-run spread). A mode has
+regressed when the whole interval lies above 1 + threshold. An interval too
+wide to tell a change of the threshold from none is a refusal to judge, not a
+pass. Comparing different models, batches, devices or precisions is an error,
+not a verdict, and so is a baseline that cannot judge the run: both are found
+before any timing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class BaselineError(CnnprobeError):
     """A baseline that cannot judge the run about to start."""
 
 
+class BlindError(CnnprobeError):
+    """A comparison whose interval is too wide to tell a change of the threshold from none."""
+
+
 @dataclass
 class ModeChange:
     """One mode of one run, before and after."""
@@ -56,6 +63,14 @@ class ModeChange:
     repeats_after: int
     regressed: bool
     improved: bool
+    # judged on step ÷ reference ("normalized") where both sides timed the same reference kernel, else on the
+    # step alone ("raw"); ratio, ratio_low and ratio_high are the judged figures, raw_* the step's own
+    judged_on: str = "raw"
+    raw_ratio: float = 1.0
+    raw_ratio_low: float = 1.0
+    raw_ratio_high: float = 1.0
+    machine_ratio: float | None = None  # the reference kernel's time, new / old: how the machine's speed moved
+    blind: bool = False  # the interval is too wide to tell a change of the threshold from none
 
 
 @dataclass
@@ -71,8 +86,17 @@ class Comparison:
         return [c for c in self.changes if c.regressed]
 
     @property
+    def blind(self) -> list[ModeChange]:
+        return [c for c in self.changes if c.blind]
+
+    @property
     def ok(self) -> bool:
         return not self.regressions
+
+    def blind_text(self) -> str:
+        return "; ".join(
+            f"{c.model} b{c.batch} {c.mode}{' frozen' if c.frozen else ''} ×{c.ratio:.2f} "
+            f"({100 * LEVEL:.0f}% interval ×{c.ratio_low:.2f} to ×{c.ratio_high:.2f})" for c in self.blind)
 
     def regression_text(self) -> str:
         return "; ".join(
@@ -84,6 +108,7 @@ class Comparison:
         return {"threshold_percent": self.threshold, "ok": self.ok, "level": LEVEL,
                 "regressions": [f"{c.model} b{c.batch} {c.mode}" + (" frozen" if c.frozen else "")
                                 for c in self.regressions],
+                "blind": [f"{c.model} b{c.batch} {c.mode}" + (" frozen" if c.frozen else "") for c in self.blind],
                 "changes": [asdict(c) for c in self.changes], "notes": self.notes}
 
 
@@ -94,6 +119,28 @@ def repeat_samples(result: dict[str, Any]) -> list[list[float]]:
     """Each repeat's timed samples (ms), or its median alone where a file has no samples."""
     repeats = result.get("repeats") or [result]
     return [list(r.get("samples_ms") or [r["median_ms"]]) for r in repeats]
+
+
+def repeat_ratios(result: dict[str, Any]) -> list[list[float]] | None:
+    """Each repeat's step ÷ reference, block by block; None where a repeat lacks the reference's samples."""
+    repeats = result.get("repeats") or [result]
+    out = []
+    for r in repeats:
+        steps, refs = r.get("samples_ms") or [], r.get("reference_samples_ms") or []
+        if not steps or len(steps) != len(refs):
+            return None
+        out.append([s / ref for s, ref in zip(steps, refs)])
+    return out
+
+
+def reference_sizes(result: dict[str, Any]) -> set[Any]:
+    repeats = result.get("repeats") or [result]
+    return {r.get("reference_n", result.get("reference_n")) for r in repeats}
+
+
+def repeat_references(result: dict[str, Any]) -> list[list[float]]:
+    repeats = result.get("repeats") or [result]
+    return [list(r.get("reference_samples_ms") or []) for r in repeats]
 
 
 def center(repeats: list[list[float]]) -> float:
@@ -152,9 +199,10 @@ def _check_result(m: Any, where: str) -> None:
     for r in [m, *repeats]:
         if not _number(r.get("median_ms"), positive=True):
             raise BaselineError(f"{where} ({m['mode']}) has a repeat with median_ms {r.get('median_ms')!r}")
-        samples = r.get("samples_ms", [])
-        if not isinstance(samples, list) or not all(_number(s, positive=True) for s in samples):
-            raise BaselineError(f"{where} ({m['mode']}) has samples_ms that are not a list of positive numbers")
+        for key in ("samples_ms", "reference_samples_ms"):
+            samples = r.get(key, [])
+            if not isinstance(samples, list) or not all(_number(s, positive=True) for s in samples):
+                raise BaselineError(f"{where} ({m['mode']}) has {key} that are not a list of positive numbers")
 
 
 def load_baseline(path: str | Path) -> list[dict[str, Any]]:
@@ -261,31 +309,76 @@ def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]], thres
             + "; it has nothing for " + ", ".join(_describe(r) for r in missing)
         )
     out = Comparison(threshold)
-    limit = threshold / 100
     for key, new in after.items():
         old = before[key]
         different = [k for k in IDENTITY if old[k] != new[k]]
         if different:
             raise BaselineError(f"cannot compare: the baseline is {_describe(old)}, this run is {_describe(new)}")
+        _note_setup(out, old, new)
         old_modes = {(m["mode"], m.get("frozen", False)): m for m in old["results"]}
         for m in new["results"]:
             o = old_modes.get((m["mode"], m.get("frozen", False)))
-            if o is None:
-                continue
-            a, b = repeat_samples(o), repeat_samples(m)
-            if any(len(s) < 2 for s in a + b) and BARE not in out.notes:
-                out.notes.append(BARE)
-            ratio, low, high = ratio_interval(a, b)
-            out.changes.append(ModeChange(
-                model=new["model"], batch=new["batch"], mode=m["mode"], frozen=m.get("frozen", False),
-                before_ms=o["median_ms"], after_ms=m["median_ms"],
-                noise_ms=max(o.get("iqr_ms", 0.0), m.get("iqr_ms", 0.0)), change=ratio - 1, ratio=ratio,
-                ratio_low=low, ratio_high=high, repeats_before=len(a), repeats_after=len(b),
-                regressed=low > 1 + limit, improved=high < 1 - limit,
-            ))
+            if o is not None:
+                out.changes.append(judge(o, m, new, threshold, out.notes))
     if not out.changes:
         raise BaselineError("cannot compare: the baseline and this run share no mode")
     if any(c.repeats_before < 2 or c.repeats_after < 2 for c in out.changes):
         out.notes.append("one repeat on a side: the interval holds the within-run spread only, not run-to-run "
                          "drift; save and compare with --repeat 2 or more")
+    _note_machine(out)
     return out
+
+
+def judge(o: dict[str, Any], m: dict[str, Any], run: dict[str, Any], threshold: float, notes: list[str]) -> ModeChange:
+    """One mode, old `o` against new `m`: on step ÷ reference where both timed the same reference kernel."""
+    limit = threshold / 100
+    a, b = repeat_samples(o), repeat_samples(m)
+    if any(len(s) < 2 for s in a + b) and BARE not in notes:
+        notes.append(BARE)
+    raw, raw_low, raw_high = ratio_interval(a, b)
+    ratio, low, high, judged_on, machine = raw, raw_low, raw_high, "raw", None
+    ra, rb = repeat_ratios(o), repeat_ratios(m)
+    sizes = reference_sizes(o) | reference_sizes(m)
+    if ra is not None and rb is not None and len(sizes) == 1 and None not in sizes:
+        ratio, low, high = ratio_interval(ra, rb)
+        judged_on = "normalized"
+        machine = center(repeat_references(m)) / center(repeat_references(o))
+    elif ra is None and rb is not None and UNREFERENCED not in notes:
+        notes.append(UNREFERENCED)
+    regressed = low > 1 + limit
+    # a slowdown of the threshold moves the interval's low end by as much: when the interval already reaches
+    # further than that below its own point, such a slowdown (or more) could pass unseen
+    blind = not regressed and max(ratio / low, high / ratio) > 1 + limit
+    return ModeChange(
+        model=run["model"], batch=run["batch"], mode=m["mode"], frozen=m.get("frozen", False),
+        before_ms=o["median_ms"], after_ms=m["median_ms"],
+        noise_ms=max(o.get("iqr_ms", 0.0), m.get("iqr_ms", 0.0)), change=ratio - 1, ratio=ratio,
+        ratio_low=low, ratio_high=high, repeats_before=len(a), repeats_after=len(b),
+        regressed=regressed, improved=high < 1 - limit, judged_on=judged_on, raw_ratio=raw, raw_ratio_low=raw_low,
+        raw_ratio_high=raw_high, machine_ratio=machine, blind=blind,
+    )
+
+
+UNREFERENCED = ("the baseline has no reference-kernel timings (saved by an older cnnprobe): judged on the step "
+                "alone, which a change of the machine's speed moves too; save it again")
+MACHINE_MOVED = 0.10  # the reference kernel's time moving more than this is said
+
+
+def _note_setup(out: Comparison, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Say when the thread count or the machine is not the baseline's: a verdict across them means less."""
+    for key, what in (("threads", "thread count"), ("device_name", "machine")):
+        if key in old and key in new and old[key] != new[key]:
+            note = f"the {what} differs from the baseline's: {old[key]} then, {new[key]} now"
+            if note not in out.notes:
+                out.notes.append(note)
+
+
+def _note_machine(out: Comparison) -> None:
+    moved = [c.machine_ratio for c in out.changes if c.machine_ratio is not None]
+    if not moved:
+        return
+    slowest, fastest = max(moved), min(moved)
+    if slowest > 1 + MACHINE_MOVED or fastest < 1 / (1 + MACHINE_MOVED):
+        span = f"×{fastest:.2f}" if abs(slowest - fastest) < 0.005 else f"×{fastest:.2f} to ×{slowest:.2f}"
+        out.notes.append(f"the machine itself changed speed: the reference kernel took {span} its time in the "
+                         "baseline; each mode is judged on its step ÷ the reference, timed beside it")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .benchresult import MIN_BLOCKS
 from .formatting import ARROW, brief, count, first_few, inputs, macs, ms, nbytes, shape, share
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ BENCH_COLUMNS = [
     "model", "device", "batch", "dtype", "mode", "frozen", "median_ms", "iqr_ms", "runs", "samples_per_s",
     "tflops", "peak_share", "datasheet_share", "peak_memory_bytes", "memory_method", "forward_ms", "forward_iqr_ms",
     "backward_ms", "backward_iqr_ms", "optimizer_ms", "optimizer_iqr_ms", "noisy", "threads", "repeat",
+    "blocks", "steps_per_block", "few_blocks", "reference_n", "reference_ms", "step_per_reference",
 ]
 
 
@@ -266,7 +268,8 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
             cells = ([run.model, str(run.batch)] if several else []) + [_MODE_LABELS.get(r.mode, r.mode)]
             if frozen_any:
                 cells.append("-" if r.mode == "forward" else ("frozen" if r.frozen else "all"))
-            cells += [ms(r.median_ms), ms(r.iqr_ms) + ("!" if r.noisy else ""), f"{r.samples_per_s:,.1f}",
+            cells += [ms(r.median_ms), ms(r.iqr_ms) + ("!" if r.noisy else "") + ("?" if r.few_blocks else ""),
+                      f"{r.samples_per_s:,.1f}",
                       ms(r.forward_ms), ms(r.backward_ms), ms(r.optimizer_ms),
                       "-" if r.tflops is None else f"{r.tflops:.3f}",
                       "-" if r.peak_share is None else share(r.peak_share)]
@@ -306,14 +309,24 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     if any(r.noisy for r in results):
         pieces.append(Text("!: noisy, IQR above 10% of the median; the machine is busy or --min-time is too short",
                            style="dim"))
-    pieces.append(Text("times in ms; fwd, bwd, opt: medians of each phase, timed inside the same steps; TFLOP/s "
-                       "from counted FLOPs; peak mem: most tensor memory live at once in a steady-state step",
-                       style="dim"))
+    if any(r.few_blocks for r in results):
+        pieces.append(Text(f"?: rests on fewer than {MIN_BLOCKS} timed blocks, too few to judge its spread; give "
+                           "--max-time more seconds", style="dim"))
+    pieces.append(Text(f"times in ms, each the median over timed blocks (at least {_least([r.blocks for r in results])} "
+                       f"blocks of at least {_least([r.steps_per_block for r in results])} steps; per mode in the JSON); "
+                       "fwd, bwd, opt: the step's median split "
+                       "in each phase's share of the same blocks; TFLOP/s from counted FLOPs; peak mem: most tensor "
+                       "memory live at once in a steady-state step", style="dim"))
     for model, batch in sweep.auto.items():
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
     notes = {n for run in sweep.runs for n in run.notes}
     pieces += [Text(f"note: {n}", style="dim") for n in sorted(notes)]
     return pieces
+
+
+def _least(values: list[int]) -> str:
+    known = [v for v in values if v]
+    return str(min(known)) if known else "-"
 
 
 _MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
@@ -441,11 +454,16 @@ def comparison_lines(c: "Comparison") -> list[Any]:
                          ("verdict", "left")):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for ch in c.changes:
-        verdict = "REGRESSED" if ch.regressed else ("faster" if ch.improved else "same")
+        verdict = "REGRESSED" if ch.regressed else ("cannot tell" if ch.blind else ("faster" if ch.improved else "same"))
         table.add_row(ch.model, str(ch.batch), _MODE_LABELS.get(ch.mode, ch.mode) + (" frozen" if ch.frozen else ""),
                       ms(ch.before_ms), ms(ch.after_ms), f"×{ch.ratio:.3f}",
                       f"×{ch.ratio_low:.3f} to ×{ch.ratio_high:.3f}", verdict)
-    return [table] + [Text(f"note: {n}", style="dim") for n in c.notes]
+    pieces: list[Any] = [table]
+    if any(ch.judged_on == "normalized" for ch in c.changes):
+        pieces.append(Text("new/old: of each step ÷ a reference matrix product timed beside it, so that the "
+                           "machine's own change of speed cancels; the step's own new/old is raw_ratio in the JSON",
+                           style="dim"))
+    return pieces + [Text(f"note: {n}", style="dim") for n in c.notes]
 
 
 # --------------------------------------------------------------------------- checkpoints and comparisons

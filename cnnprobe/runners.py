@@ -2,9 +2,9 @@
 
 `BenchSetup` builds what every mode shares (the model on its device, the
 input, precision, memory format, compile, the freezing plan). Each runner
-builds its step, warms it up, times it through torch.utils.benchmark until the
-median is stable while a `PhaseClock` times forward, backward and optimizer
-inside the same steps, counts one more steady-state step's tensor memory, and
+builds its step, warms it up, times it in blocks interleaved with a reference
+kernel until the median is stable (`blocks`) while a phase clock times forward,
+backward and optimizer inside the same steps, counts one more steady-state step's tensor memory, and
 returns a `ModeResult`. Device specifics stay in the setup and `devices`.
 """
 
@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import statistics
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .benchconfig import BenchConfig
-from .benchresult import NOISY, ModeResult
+from .benchresult import MIN_BLOCKS, NOISY, ModeResult
+from .blocks import Reference, Timed, reference_size, time_blocks
 from .build import Built, build_model
-from .devices import NoClock, PhaseClock, check_device, timer_module
+from .devices import NoClock, PhaseTime, check_device, iqr
 from .enums import DType, Mode, Optimizer
 from .errors import CnnprobeError
 from .freezing import FreezePlan
 from .memory import allocator_peak
 from .memtrack import MemoryPeak, MemoryTracker
 from .steps import make_optimizer, training_loss
-
-if TYPE_CHECKING:
-    from .devices import PhaseTime
 
 
 class BenchSetup:
@@ -137,33 +136,48 @@ class ModeRunner:
         fn = self.step()
         for _ in range(self.config.warmup):
             fn()
-        median, iqr, runs, samples, phases = self.time(fn)
+        timed = self.time_blocks(fn)
+        median, iqr_s = timed.median, timed.iqr
         peak_bytes, breakdown, method = self.memory(fn) if self.config.memory else (0, {}, "")
         result = ModeResult(
-            mode=self.mode.value, median_ms=1e3 * median, iqr_ms=1e3 * iqr, runs=runs,
-            samples_per_s=self.setup.batch / median, peak_memory_bytes=peak_bytes, noisy=iqr > NOISY * median,
+            mode=self.mode.value, median_ms=1e3 * median, iqr_ms=1e3 * iqr_s, runs=timed.steps,
+            samples_per_s=self.setup.batch / median, peak_memory_bytes=peak_bytes, noisy=iqr_s > NOISY * median,
             frozen=self.frozen, flops=self.flops, tflops=self.flops / median / 1e12 if self.flops else None,
-            memory_breakdown=breakdown, memory_method=method, samples_ms=[1e3 * s for s in samples],
+            memory_breakdown=breakdown, memory_method=method, samples_ms=[1e3 * s for s in timed.samples],
+            blocks=len(timed.samples), steps_per_block=timed.number, few_blocks=len(timed.samples) < MIN_BLOCKS,
+            reference_n=timed.reference_n, reference_ms=1e3 * timed.reference_median,
+            reference_samples_ms=[1e3 * s for s in timed.reference],
+            step_per_reference=statistics.median(timed.ratios),
         )
+        total = sum(timed.samples)
         for name in ("forward", "backward", "optimizer"):
-            if name in phases:
-                setattr(result, f"{name}_ms", phases[name].median_ms)
-                setattr(result, f"{name}_iqr_ms", phases[name].iqr_ms)
-                result.phase_steps = phases[name].steps
+            if name in timed.phases:
+                # one statistic with the step: its median, split in the shares of time each phase took over
+                # the same blocks (a median per phase would drop each phase's preemptions, which the step's
+                # blocks keep, and the phases would no longer add up to the step under load)
+                setattr(result, f"{name}_ms", 1e3 * median * sum(timed.phases[name]) / total)
+                setattr(result, f"{name}_iqr_ms", 1e3 * iqr(timed.phases[name]))
+                result.phase_steps = timed.steps
         return result
 
-    def time(self, fn: Callable[[], None]) -> tuple[float, float, int, list[float], dict[str, "PhaseTime"]]:
+    def time_blocks(self, fn: Callable[[], None]) -> Timed:
+        """Blocks of timed steps, each followed by a block of the reference kernel (see `blocks`)."""
+        device = self.setup.device
+        reference = Reference(device, reference_size(self.flops, device))
+
+        def arm(marks: Any) -> None:
+            self.marks = marks
+
+        max_time = self.config.max_time or 10 * self.config.min_time
+        return time_blocks(fn, reference, arm, device, self.config.min_time, max_time)
+
+    def time(self, fn: Callable[[], None]) -> tuple[float, float, int, list[float], dict[str, PhaseTime]]:
         """Timed steps until the median is stable, the phases clocked inside them:
-        (median s, IQR s, steps, per-step samples s, phases)."""
-        clock = PhaseClock(self.setup.device)
-        self.marks = clock
-        try:
-            timer = timer_module().Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-            max_time = self.config.max_time or 10 * self.config.min_time
-            m = timer.adaptive_autorange(threshold=NOISY, min_run_time=self.config.min_time, max_run_time=max_time)
-        finally:
-            self.marks = NoClock()
-        return m.median, m.iqr, len(m.times) * m.number_per_run, list(m.times), clock.stats()
+        (median s, IQR s, steps, per-block samples s, phases)."""
+        timed = self.time_blocks(fn)
+        phases = {name: PhaseTime(1e3 * statistics.median(v), 1e3 * iqr(v), timed.steps)
+                  for name, v in timed.phases.items()}
+        return timed.median, timed.iqr, timed.steps, list(timed.samples), phases
 
     def held(self) -> dict[str, Iterable[Any]]:
         """What is live when a step starts, by category. Generators, so that nothing here keeps a

@@ -49,10 +49,12 @@ def sweep(
     batches: Sequence[int | str],
     config: BenchConfig,
     on_phase: Callable[[str], None] | None = None,
+    on_search: Callable[[str], None] | None = None,
 ) -> Sweep:
     """Every model at every batch size, the whole sweep `config.repeat` times (so that run-to-run drift
     shows between repeats, not within one). An out-of-memory batch is recorded and that model's larger
-    ones skipped; Ctrl-C stops the sweep and keeps what was measured."""
+    ones skipped; Ctrl-C stops the sweep and keeps what was measured. `on_phase` hears of each mode as it
+    starts, `on_search` of each batch a `--batch auto` search tries."""
     out = Sweep()
     done: dict[tuple[str, int], list[BenchResult]] = {}
     failed: set[str] = set()
@@ -73,7 +75,7 @@ def sweep(
                     try:
                         if batch == "auto":
                             if name not in out.auto:
-                                out.auto[name] = auto_batch(model, config)
+                                out.auto[name] = auto_batch(model, config, on_search)
                             batch = out.auto[name]
                         batch = int(batch)
                         if Device(config.device) is Device.CPU and (name, batch) not in fits:

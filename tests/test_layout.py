@@ -18,7 +18,7 @@ LAYERS = [
     {"build"},
     {"formulas", "shaperules", "trace", "failures", "steps", "devices", "memtrack", "memory"},
     {"probe"},
-    {"inspect", "flopcount", "transfer", "modeldiff", "checkpoints", "peak", "benchconfig", "benchresult"},
+    {"inspect", "flopcount", "transfer", "modeldiff", "checkpoints", "peak", "benchconfig", "benchresult", "blocks"},
     {"runners"},
     {"ddp"},
     {"timing", "predict"},

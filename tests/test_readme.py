@@ -34,10 +34,10 @@ def masked(text: str) -> str:
     labels and units, the columns and the modes."""
     out = []
     for line in text.splitlines():
-        if line.startswith("!:"):
-            continue  # said only when a result happened to be noisy
+        if line.startswith(("!:", "?:")):
+            continue  # said only when a result happened to be noisy, or to rest on too few blocks
         line = re.sub(r"^.* \((cpu|cuda)\) · ", r"<device> (\1) · ", line)
-        line = re.sub(r"\bthreads\b", "thread", _NUMBER.sub("#", line.replace("!", "")))
+        line = re.sub(r"\bthreads\b", "thread", _NUMBER.sub("#", line.replace("!", "").replace("?", "")))
         line = re.sub(r"─+", "─", line)
         out.append(line)
     stream = " ".join(" ".join(out).split())

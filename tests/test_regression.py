@@ -8,11 +8,12 @@ import random
 
 import pytest
 
+from cnnprobe.blocks import Timed
 from cnnprobe.errors import CnnprobeError
 from cnnprobe.regression import check_comparable, compare, load_baseline, ratio_interval
 from cnnprobe.runners import ModeRunner
 
-from .conftest import one_error_line
+from .conftest import one_error_line, stderr_lines, table_rows
 
 
 def samples(median: float, spread: float = 0.02, n: int = 41, seed: int = 0) -> list[float]:
@@ -196,13 +197,15 @@ def fixed_timings(monkeypatch):
     medians = {"forward": 0.010, "forward_backward": 0.030, "train_step": 0.035}
     calls = []
 
-    def time(self, fn):
+    def time_blocks(self, fn):
         calls.append(self.mode.value)
         median = medians[self.mode.value] * slow.get(self.mode.value, 1.0)
         timed = [s / 1e3 for s in samples(1e3 * median, seed=len(calls))]
-        return median, 0.02 * median, len(timed), timed, {}
+        machine = slow.get("_machine", 1.0)  # the whole machine slower: the reference kernel too
+        reference = [machine * s / 1e3 for s in samples(1.0, seed=1000 + len(calls))]
+        return Timed([machine * t for t in timed], reference, 1, 256)
 
-    monkeypatch.setattr(ModeRunner, "time", time)
+    monkeypatch.setattr(ModeRunner, "time_blocks", time_blocks)
     slow["_calls"] = calls  # type: ignore[assignment]
     return slow
 
@@ -224,7 +227,7 @@ def test_cli_compare_against_itself_passes(cli, tmp_path, fixed_timings):
     result = cli("bench", "lenet", *FAST, "--compare", str(base))
     assert result.exit_code == 0, result.stderr
     assert "against the baseline" in result.stdout and "REGRESSED" not in result.stdout
-    assert [line.split()[-1] for line in result.stdout.splitlines()[-3:]] == ["same"] * 3
+    assert [row[-1] for row in table_rows(result.stdout.split("against the baseline", 1)[1], "new/old:")] == ["same"] * 3
 
 
 def test_cli_compare_fails_naming_the_slowed_mode(cli, tmp_path, fixed_timings):
@@ -289,3 +292,93 @@ def test_cli_missing_baseline(cli, tmp_path):
 def test_cli_save_into_a_missing_folder(cli, tmp_path, fixed_timings):
     line = one_error_line(cli("bench", "lenet", *FAST, "--mode", "forward", "--save", str(tmp_path / "no" / "b.json")))
     assert "does not exist" in line
+
+
+# ---------------------------------------------------------------- a machine that changes speed, a blind gate
+
+
+def with_reference(data: dict, machine: float = 1.0, seed: int = 0) -> dict:
+    """A run whose every block has a reference-kernel time beside it; `machine` scales steps and reference
+    alike, as a machine slowed by other work does."""
+    data = copy.deepcopy(data)
+    for m in data["results"]:
+        for i, r in enumerate(m["repeats"]):
+            r["samples_ms"] = [machine * s for s in r["samples_ms"]]
+            r["reference_samples_ms"] = [machine * s for s in samples(1.0, n=len(r["samples_ms"]), seed=seed + i)]
+            r["reference_n"] = 256
+            r["median_ms"] *= machine
+        m["median_ms"] *= machine
+    return data
+
+
+def test_a_machine_twice_as_slow_passes_unchanged_code_and_says_so():
+    """Everything twice as slow, steps and reference alike: the raw ratio is 2, the judged one 1."""
+    verdict = compare([with_reference(run())], [with_reference(run(), machine=2.0, seed=7)])
+    assert verdict.ok and not verdict.blind
+    for c in verdict.changes:
+        assert c.judged_on == "normalized" and c.ratio == pytest.approx(1, abs=0.03)
+        assert c.raw_ratio == pytest.approx(2, rel=0.03) and c.machine_ratio == pytest.approx(2, rel=0.03)
+    assert any("machine itself changed speed" in n for n in verdict.notes)
+    # the same files judged on the step alone (no reference) would have failed unchanged code
+    bare = [copy.deepcopy(run())], [run(forward=20.0, forward_backward=60.0, train_step=70.0)]
+    assert not compare(*bare).ok
+
+
+def test_a_twice_slower_model_fails_on_a_slower_machine():
+    slow_model = run(forward=10.0, forward_backward=30.0, train_step=70.0)
+    verdict = compare([with_reference(run())], [with_reference(slow_model, machine=1.5, seed=7)])
+    assert [c.mode for c in verdict.regressions] == ["train_step"]
+    assert verdict.regressions[0].ratio == pytest.approx(2, rel=0.03)
+    assert verdict.regressions[0].raw_ratio == pytest.approx(3, rel=0.03)
+
+
+def test_a_baseline_without_reference_is_judged_raw_and_says_so():
+    verdict = compare([run()], [with_reference(run())])
+    assert verdict.ok and all(c.judged_on == "raw" for c in verdict.changes)
+    assert any("no reference-kernel timings" in n for n in verdict.notes)
+
+
+def test_a_noisy_baseline_is_a_refusal_not_a_pass():
+    """Issue 16 §9: a baseline whose two repeats were 0.45 and 1.78 ms let a far slower run pass."""
+    noisy = run(forward=[0.45, 1.78], forward_backward=[30.0, 30.0], train_step=[35.0, 35.0])
+    verdict = compare([noisy], [run(forward=[1.0, 1.3], forward_backward=[30.0, 30.0], train_step=[35.0, 35.0])])
+    assert [c.mode for c in verdict.blind] == ["forward"] and not verdict.regressions
+    assert verdict.to_dict()["blind"] == ["resnet18 b64 forward"]
+    # a regression proven despite the noise is still a regression, not a refusal
+    proven = compare([noisy], [run(forward=[40.0, 41.0], forward_backward=[30.0, 30.0], train_step=[35.0, 35.0])])
+    assert [c.mode for c in proven.regressions] == ["forward"] and not proven.blind
+
+
+def test_a_different_thread_count_or_machine_is_said():
+    old, new = run(), run()
+    old.update(threads=2, device_name="AMD EPYC"), new.update(threads=1, device_name="Intel Xeon")
+    notes = compare([old], [new]).notes
+    assert any("thread count differs" in n and "2 then, 1 now" in n for n in notes)
+    assert any("machine differs" in n for n in notes)
+    assert not any("differs" in n for n in compare([old], [copy.deepcopy(old)]).notes)
+
+
+def test_cli_machine_slower_in_compare_passes(cli, tmp_path, fixed_timings):
+    base = tmp_path / "base.json"
+    assert cli("bench", "lenet", *FAST, "--save", str(base)).exit_code == 0
+    fixed_timings["_machine"] = 2.0
+    result = cli("bench", "lenet", *FAST, "--json", "--compare", str(base))
+    assert result.exit_code == 0, result.stderr
+    changes = result.json()["comparison"]["changes"]
+    assert all(c["raw_ratio"] > 1.8 and c["ratio"] < 1.1 and c["judged_on"] == "normalized" for c in changes)
+    assert all(c["machine_ratio"] == pytest.approx(2, rel=0.05) for c in changes)
+
+
+def test_cli_a_noisy_baseline_exits_2_with_one_line(cli, tmp_path, fixed_timings):
+    base = tmp_path / "base.json"
+    assert cli("bench", "lenet", *FAST, "--save", str(base)).exit_code == 0
+    data = json.loads(base.read_text())
+    second = data["results"][0]["repeats"][1]
+    second["samples_ms"] = [4 * s for s in second["samples_ms"]]  # the repeats 4× apart
+    second["median_ms"] *= 4
+    base.write_text(json.dumps(data))
+    result = cli("bench", "lenet", *FAST, "--compare", str(base))
+    assert result.exit_code == 2
+    lines = stderr_lines(result.stderr)
+    assert len(lines) == 1 and "cannot judge" in lines[0] and "lenet b1 forward" in lines[0], result.stderr
+    assert "cannot tell" in result.stdout
