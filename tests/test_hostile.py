@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import one_error_line, table_rows
+from .conftest import one_error_line, stderr_lines, table_rows
 from .hostile import files
 
 MODELS = Path(__file__).parent / "hostile" / "models.py"
@@ -36,7 +36,7 @@ def json_error(run) -> dict:
     assert run.exit_code != 0
     data = json.loads(run.stdout)
     assert set(data) == {"error", "exit_code"} and data["exit_code"] == run.exit_code
-    assert len(run.stderr.strip().splitlines()) == 1 and data["error"] in run.stderr
+    assert len(stderr_lines(run.stderr)) == 1 and data["error"] in run.stderr
     return data
 
 
@@ -246,7 +246,7 @@ def test_a_write_that_fails_at_the_end_keeps_the_results_and_leaves_no_temporary
     run = cli("bench", "lenet", "--mode", "forward", *FAST, "--csv", str(out))
     assert run.exit_code == 1
     assert "forward" in run.stdout and "median ms" in run.stdout  # the measured results are printed
-    assert "No space left on device" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert "No space left on device" in run.stderr and len(stderr_lines(run.stderr)) == 1
     assert list(tmp_path.iterdir()) == []  # no half file, no .tmp
     data = cli("bench", "lenet", "--mode", "forward", *FAST, "--save", str(out), "--json")
     assert data.exit_code == 1 and json.loads(data.stdout)["unwritten"]
