@@ -106,6 +106,8 @@ class _OneLineErrors(TyperGroup):
                 _output_failed(e, json_mode)
             _internal(e, json_mode)
         except Exception as e:  # noqa: BLE001 - the last line of defence
+            if signals.terminated():  # a SIGTERM some library turned into another error (an import half done)
+                _fail("terminated", signals.TERMINATED_EXIT, json_mode, prefix="cnnprobe: ")
             if signals.seen():  # a Ctrl-C some library turned into another error (an import half done)
                 _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
             _internal(e, json_mode)

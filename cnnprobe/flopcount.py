@@ -27,7 +27,7 @@ import torch
 from .build import Built, build_model, check_batch, check_depth, rebuild
 from .devices import is_oom
 from .enums import Counter
-from .errors import CnnprobeError, ForwardError, PatternError, UsageError
+from .errors import CnnprobeError, ForwardError, InputSizeError, PatternError, UsageError
 from .failures import explain_failure
 from .formatting import shape
 from .freezing import FreezePlan
@@ -177,7 +177,11 @@ def _fvcore_forward(built: Built, batch: int, depth: int) -> tuple[int, list[Mod
     analysis_cls = _quiet_fvcore()
     module = built.module.eval()
     try:
-        xs = built.example_inputs(batch)
+        try:
+            xs = built.example_inputs(batch)
+        except InputSizeError as e:
+            raise UsageError(f"--counter fvcore runs {built.name} on the CPU: {e}; or use --counter torch (on meta: "
+                             "nothing is allocated)") from None
         with warnings.catch_warnings(), torch.no_grad(), no_mha_fastpath():
             warnings.simplefilter("ignore")
             analysis = analysis_cls(module, xs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)

@@ -79,7 +79,7 @@ def parse_head(text: str) -> HeadSpec:
         if kind == "linear" and (len(args) not in (1, 2) or any(a <= 0 or a != int(a) for a in args)):
             raise HeadError(f"'{item.strip()}' needs a positive output width: linear(OUT) or linear(IN,OUT)")
         if kind == "linear" and any(a > MAX_WIDTH for a in args):
-            raise HeadError(f"'{item.strip()}' in --head: a width above {MAX_WIDTH:,} is not a layer this can build")
+            raise HeadError(f"'{item.strip()}' in --head: a width above {MAX_WIDTH:,} is too wide for any layer")
         if kind == "dropout" and (len(args) > 1 or any(not 0 <= a < 1 for a in args)):
             raise HeadError(f"'{item.strip()}' needs a probability in [0, 1): dropout(0.3)")
         if kind not in ("linear", "dropout", "batchnorm") and kind not in _ACTIVATIONS:

@@ -17,6 +17,7 @@ import time
 from types import FrameType
 
 _seen = False
+_terminated = False
 TERMINATED_EXIT = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
 PR_SET_PDEATHSIG = 1
 LAUNCHER_PID_ENV = "CNNPROBE_LAUNCHER_PID"  # set by `bench --nproc` for the ranks it starts
@@ -34,6 +35,8 @@ def _on_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _on_terminate(signum: int, frame: FrameType | None) -> None:
+    global _terminated
+    _terminated = True
     raise Terminated()
 
 
@@ -49,6 +52,11 @@ def install() -> None:
 
 def seen() -> bool:
     return _seen
+
+
+def terminated() -> bool:
+    """SIGTERM arrived, even where an import turned `Terminated` into another error."""
+    return _terminated
 
 
 def _set_parent_death_signal(signum: int) -> bool:
