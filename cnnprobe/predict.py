@@ -35,9 +35,11 @@ from .errors import CnnprobeError, UsageError
 from .formatting import nbytes
 from .freezing import freeze_batchnorm
 from .head import parse_head, replace_head
+from .memtrack import MemoryPeak
 from .meta import paused_gc
 from .runners import RUNNERS, BenchSetup
 from .search import search_batch
+from .workspace import TIME_LIMIT_S, calibrate, with_workspace
 
 CUDA_ROUND = 512
 CUDA_UNSEEN = ("cuDNN and cuBLAS workspaces, the CUDA context and the caching allocator's cached free blocks are "
@@ -57,6 +59,7 @@ class ModePrediction:
     breakdown: dict[str, int]  # category -> bytes at the peak: parameters, buffers, gradients, optimizer_state,
     # inputs, activations (saved for backward, or live in a forward pass), temporaries
     saved_by_module: dict[str, int] = field(default_factory=dict)  # activations saved for backward, by maker
+    tensor_peak_bytes: int | None = None  # the most tensor memory live at once, without operators' workspaces
 
 
 @dataclass
@@ -179,8 +182,9 @@ class Predictor:
     """Predicts one model's steady-state peaks under one configuration, at any batch size."""
 
     def __init__(self, model: "str | nn.Module", config: BenchConfig, *, head: str | None = None,
-                 freeze_bn: bool = False) -> None:
+                 freeze_bn: bool = False, calibration_s: float = TIME_LIMIT_S) -> None:
         self.config = config
+        self.calibration_s = calibration_s
         self.freeze_bn = freeze_bn
         self.cuda = Device(config.device) is Device.CUDA
         with paused_gc():
@@ -205,6 +209,7 @@ class Predictor:
         wanted = modes or config.modes
         run_config = config.replace(mode=wanted[0] if len(wanted) == 1 else Mode.ALL)
         module = copy.deepcopy(built.module)  # on meta, before the fake mode: it would refuse meta tensors
+        counted: list[tuple[Mode, bool, MemoryPeak]] = []
         with paused_gc(), FakeTensorMode(allow_non_fake_inputs=False):
             module = _to_fake(module, "cpu")
             inputs = tuple(spec.make(batch, "cpu", random=True) for spec in built.inputs)
@@ -219,12 +224,21 @@ class Predictor:
                 for mode in wanted:
                     if mode is Mode.FORWARD and config.freezing and not variant:
                         continue
-                    report.results.append(self._one(setup, mode, variant and mode is not Mode.FORWARD))
+                    frozen = variant and mode is not Mode.FORWARD
+                    counted.append((mode, frozen, self._count(setup, mode, frozen)))
         if self.cuda:
             report.notes.append(CUDA_UNSEEN + "; autocast follows the CPU's op lists" * (config.dtype != "float32"))
+        else:
+            calibration = calibrate((op for *_, c in counted for op in c.ops), batch, threads=config.threads,
+                                    time_limit=self.calibration_s)
+            counted = [(mode, frozen, with_workspace(c, calibration.workspace)) for mode, frozen, c in counted]
+            report.notes.extend(calibration.notes())
+        for mode, frozen, c in counted:
+            report.results.append(ModePrediction(mode.value, frozen, c.peak_bytes, c.breakdown, c.saved_by_module,
+                                                 tensor_peak_bytes=c.tensor_peak_bytes))
         return report
 
-    def _one(self, setup: BenchSetup, mode: Mode, frozen: bool) -> ModePrediction:
+    def _count(self, setup: BenchSetup, mode: Mode, frozen: bool) -> MemoryPeak:
         runner = RUNNERS[mode](setup, frozen)
         fn = runner.step()
         if self.freeze_bn:
@@ -232,11 +246,10 @@ class Predictor:
         try:
             if mode is not Mode.FORWARD:
                 fn()  # the first step makes the gradients and optimizer state the measured one starts with
-            counted = runner.count_memory(fn, by_module=True)
+            return runner.count_memory(fn, by_module=True, record_ops=not self.cuda)
         except DataDependentOutputException as e:
             raise CnnprobeError(f"cannot predict {self.built.name}: its forward pass reads tensor values "
                                 f"({e}); measure it with `cnnprobe bench` instead") from None
-        return ModePrediction(mode.value, frozen, counted.peak_bytes, counted.breakdown, counted.saved_by_module)
 
     def peak(self, batch: int, mode: Mode) -> int:
         return self.at(batch, [mode], compare_freezing=False).results[0].predicted_peak_bytes

@@ -179,11 +179,12 @@ class ModeRunner:
             "inputs": (t for t in (*setup.inputs, setup.target) if t is not None),
         }
 
-    def count_memory(self, fn: Callable[[], None], *, by_module: bool = False) -> MemoryPeak:
+    def count_memory(self, fn: Callable[[], None], *, by_module: bool = False, record_ops: bool = False) -> MemoryPeak:
         """One more step, its tensor memory counted storage by storage (and, `by_module`, the activations
-        it saves for backward credited to the modules that made them)."""
+        it saves for backward credited to the modules that made them; `record_ops`, every operator call)."""
         tracker = MemoryTracker(self.held(), params=self.setup.trainable(), optimizer=self.optimizer,
-                                round_to=self.setup.round_to, model=self.setup.raw if by_module else None)
+                                round_to=self.setup.round_to, model=self.setup.raw if by_module else None,
+                                record_ops=record_ops)
         self.marks = tracker
         try:
             with tracker:

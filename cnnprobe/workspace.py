@@ -1,0 +1,202 @@
+"""What each operator allocates inside itself beyond its outputs, measured once per call shape, cached.
+
+A kernel's private allocations (oneDNN's weight reorders and scratchpads, a
+backward kernel's temporaries) are never a tensor, so no count of tensors sees
+them, yet the allocator holds them while the operator runs: the step's peak is
+at some operator's transient, live tensors + its outputs + its workspace.
+
+Each distinct call of a predicted step (operator, argument shapes, strides,
+dtypes and values) runs once for real on the CPU, on uninitialised inputs of
+its own (integers are zeros, so indices are in range), inside one profiler
+session: its workspace is the allocator's peak during the call minus what the
+call still holds when it returns (its outputs). Figures are cached per machine,
+thread count, torch release and this file's code, like the FLOP/s peak. A call
+too large to run here is measured at a smaller batch, twice, and the line
+through them extrapolated; calibration stops at a time limit, and what it
+did not measure counts as none, said in a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_leaves, tree_map
+
+from . import allocator, cache
+from .devices import device_name
+from .memtrack import MemoryPeak, OpRecord, TensorSpec
+
+CACHE = "workspaces.json"
+CALL_LIMIT = 256 * 2**20  # inputs a calibration call may allocate; larger ones are measured at a smaller batch
+TIME_LIMIT_S = 120.0  # calibration time per prediction
+_CODE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+# Calls that only make views or metadata: no allocation to measure.
+_NO_ALLOCATION = {"aten.view", "aten._unsafe_view", "aten.t", "aten.transpose", "aten.permute", "aten.expand",
+                  "aten.unsqueeze", "aten.squeeze", "aten.select", "aten.slice", "aten.alias", "aten.detach",
+                  "aten.as_strided", "aten.split", "aten.split_with_sizes", "aten.unbind", "aten.chunk",
+                  "aten.is_same_size", "aten.sym_size", "aten.sym_stride", "aten.sym_numel"}
+
+
+@dataclass
+class Calibration:
+    """Workspace bytes by call key, and what could not be measured."""
+
+    workspace: dict[str, int] = field(default_factory=dict)
+    measured: int = 0  # calls measured now (the rest came from the cache)
+    extrapolated: int = 0  # calls measured at a smaller batch
+    unmeasured: int = 0  # calls that failed to run or were past the time limit: counted as no workspace
+    seconds: float = 0.0
+
+    def notes(self) -> list[str]:
+        if not self.unmeasured:
+            return []
+        return [f"{self.unmeasured} operator call{'s' if self.unmeasured != 1 else ''} could not be calibrated "
+                "(they failed on uninitialised inputs, or time ran out): their workspace is not in the prediction"]
+
+
+def _packet(func: Any) -> str:
+    return str(func).rsplit(".", 1)[0]
+
+
+def _real(spec: TensorSpec) -> torch.Tensor:
+    """A tensor of the spec's layout: uninitialised floats, zero integers (in range as indices)."""
+    if spec.dtype.is_floating_point or spec.dtype.is_complex:
+        return torch.empty_strided(spec.shape, spec.stride, dtype=spec.dtype)
+    return torch.zeros(spec.nbytes // spec.dtype.itemsize, dtype=spec.dtype).as_strided(spec.shape, spec.stride)
+
+
+def _input_bytes(args: Any) -> int:
+    return sum(x.nbytes for x in tree_leaves(args) if isinstance(x, TensorSpec))
+
+
+def _rebatched(args: Any, batch: int, small: int) -> Any:
+    """The same call with every tensor whose leading size is `batch` cut to `small`, its dimensions' order
+    (by stride) kept."""
+    def cut(x: Any) -> Any:
+        if not isinstance(x, TensorSpec) or not x.shape or x.shape[0] != batch:
+            return x
+        shape = (small, *x.shape[1:])
+        order = sorted(range(len(shape)), key=lambda d: -x.stride[d])
+        stride = [0] * len(shape)
+        step = 1
+        for d in reversed(order):
+            stride[d] = step
+            step *= max(shape[d], 1)
+        return TensorSpec(shape, tuple(stride), x.dtype)
+
+    return tree_map(cut, args)
+
+
+def cache_key(call_key: str, threads: int) -> str:
+    text = f"{device_name('cpu')}|{threads}|{torch.__version__}|{_CODE}|{call_key}"
+    return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+
+class _Session:
+    """Calls run inside one profiler session; each one's window read when the session ends."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def run(self, key: str, func: Any, args: Any) -> bool:
+        real_args, real_kwargs = tree_map(lambda x: _real(x) if isinstance(x, TensorSpec) else x, args)
+        try:
+            with allocator.window():
+                out = func(*real_args, **real_kwargs)
+        except Exception:  # noqa: BLE001 - a call that needs real values: no figure
+            return False
+        del out, real_args, real_kwargs
+        self.keys.append(key)
+        return True
+
+
+def _workspace(w: allocator.AllocatorWindow) -> int:
+    return max(0, w.peak_bytes - w.net_bytes)
+
+
+def calibrate(ops: Iterable[OpRecord], batch: int, *, threads: int | None = None,
+              time_limit: float = TIME_LIMIT_S, call_limit: int = CALL_LIMIT) -> Calibration:
+    """Every distinct call's workspace: cached figures first, the rest measured in one profiler session."""
+    threads = threads or torch.get_num_threads()
+    start = time.perf_counter()
+    calls: dict[str, OpRecord] = {}
+    for op in ops:
+        if _packet(op.func) not in _NO_ALLOCATION:
+            calls.setdefault(op.key, op)
+    result = Calibration()
+    cached = cache.load(CACHE)
+    todo = []
+    for key, op in calls.items():
+        value = cached.get(cache_key(key, threads))
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            result.workspace[key] = value
+        else:
+            todo.append((key, op))
+    if not todo:
+        return result
+    plans: list[tuple[str, Any, list[tuple[str, Any]], int]] = []  # key, func, [(sub key, args)], small batch
+    for key, op in todo:
+        size = _input_bytes(op.args)
+        if size <= call_limit or batch <= 2:
+            plans.append((key, op.func, [(key, op.args)], 0))
+        else:
+            small = max(1, min(batch // 2, int(batch * call_limit / size)))
+            half = max(1, small // 2)
+            if _input_bytes(_rebatched(op.args, batch, small)) > 2 * call_limit:  # not the batch that is large
+                result.unmeasured += 1
+                continue
+            plans.append((key, op.func, [(f"{key}@{half}", _rebatched(op.args, batch, half)),
+                                         (f"{key}@{small}", _rebatched(op.args, batch, small))], small))
+    session = _Session()
+    done: set[str] = set()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # some kernels' scratchpads are per thread
+    try:
+        with torch.no_grad(), allocator.session() as prof:
+            for key, func, runs, _ in plans:
+                if time.perf_counter() - start > time_limit:
+                    break
+                if all(session.run(sub, func, args) for sub, args in runs):
+                    done.add(key)
+    finally:
+        torch.set_num_threads(before)
+    figures = dict(zip(session.keys, (_workspace(w) for w in allocator.windows(prof))))
+    fresh: dict[str, int] = {}
+    for key, _, runs, small in plans:
+        if key not in done:
+            result.unmeasured += 1
+            continue
+        if not small:
+            value = figures[key]
+        else:
+            half = max(1, small // 2)
+            lo, hi = figures[runs[0][0]], figures[runs[1][0]]
+            slope = (hi - lo) / (small - half) if small > half else 0.0
+            value = max(0, int(hi + slope * (batch - small)))
+            result.extrapolated += 1
+        result.workspace[key] = value
+        fresh[cache_key(key, threads)] = value
+        result.measured += 1
+    cache.store(CACHE, fresh)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def with_workspace(counted: MemoryPeak, workspace: dict[str, int]) -> MemoryPeak:
+    """The allocator's peak of a counted step: the largest of the tensor peak and every call's transient
+    (tensors live after it + its workspace), its breakdown taken there with a `workspace` part."""
+    assert counted.timeline is not None, "count the step with record_ops"
+    best, at, extra = counted.peak_bytes, None, 0
+    for op in counted.ops:
+        w = workspace.get(op.key, 0)
+        if w and op.live_bytes + w > best:
+            best, at, extra = op.live_bytes + w, op.events, w
+    breakdown = dict(counted.breakdown) if at is None else counted.timeline.breakdown_at(at)
+    breakdown["workspace"] = extra
+    return replace(counted, peak_bytes=best, breakdown=breakdown, tensor_peak_bytes=counted.peak_bytes)
