@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -115,3 +115,13 @@ def step_peak(step: Callable[[], object]) -> AllocatorWindow:
         with window():
             step()
     return windows(prof)[0]
+
+
+def live_bytes(tensors: Iterable[object]) -> int:
+    """Bytes the allocator holds for these tensors: each storage once, by its address."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and not t.is_sparse and t.device.type != "meta":
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+    return sum(seen.values())

@@ -51,7 +51,6 @@ class MemoryPeak:
     end_bytes: int  # live when it ended
     saved_by_module: dict[str, int] = field(default_factory=dict)  # activations live when backward began, by maker
     ops: list["OpRecord"] = field(default_factory=list, repr=False)  # with record_ops: every operator call, in order
-    timeline: "Timeline | None" = field(default=None, repr=False)  # with record_ops: to take a breakdown anywhere
     tensor_peak_bytes: int | None = None  # set where peak_bytes is more than tensors (operators' workspaces)
 
 
@@ -80,29 +79,11 @@ class OpRecord:
 
     func: Any  # the OpOverload
     args: Any  # its (args, kwargs), every tensor a TensorSpec
-    events: int  # count events up to and including its outputs
     live_bytes: int  # tensor memory live just after it returned
 
     @property
     def key(self) -> str:
         return f"{self.func}{self.args!r}"
-
-
-@dataclass
-class Timeline:
-    """The count's events and categories, to break the live memory down at any event."""
-
-    events: list[tuple[int, int]]
-    kinds: dict[int, str]
-
-    def breakdown_at(self, n: int) -> dict[str, int]:
-        sizes: dict[int, int] = {}
-        for serial, delta in self.events[:n]:
-            sizes[serial] = sizes.get(serial, 0) + delta
-        breakdown = dict.fromkeys(CATEGORIES, 0)
-        for serial, size in sizes.items():
-            breakdown[self.kinds[serial]] += size
-        return breakdown
 
 
 class MemoryTracker(TorchDispatchMode):
@@ -218,7 +199,7 @@ class MemoryTracker(TorchDispatchMode):
                 self._add(t, category)
         if self._ops is not None:  # specs, not the tensors: holding them would keep storages alive
             spec = tree_map(lambda a: TensorSpec.of(a) if isinstance(a, torch.Tensor) else a, (args, kwargs or {}))
-            self._ops.append(OpRecord(func, spec, len(self._events), self._live))
+            self._ops.append(OpRecord(func, spec, self._live))
         return out
 
     def close(self) -> None:
@@ -229,11 +210,13 @@ class MemoryTracker(TorchDispatchMode):
 
     # ---- the answer
     def result(self) -> MemoryPeak:
-        timeline = Timeline(self._events, self._kind)
-        peak = MemoryPeak(self._peak, timeline.breakdown_at(self._peak_at), self._start, self._live, dict(self._saved))
-        if self._ops is not None:
-            peak.ops, peak.timeline = self._ops, timeline
-        return peak
+        sizes: dict[int, int] = {}
+        for serial, delta in self._events[: self._peak_at]:
+            sizes[serial] = sizes.get(serial, 0) + delta
+        breakdown = dict.fromkeys(CATEGORIES, 0)
+        for serial, size in sizes.items():
+            breakdown[self._kind[serial]] += size
+        return MemoryPeak(self._peak, breakdown, self._start, self._live, dict(self._saved), list(self._ops or []))
 
     def __enter__(self) -> "MemoryTracker":
         if self._modules is not None:

@@ -25,6 +25,7 @@ from .devices import NoClock, PhaseClock, check_device, timer_module
 from .enums import DType, Mode, Optimizer
 from .errors import CnnprobeError
 from .freezing import FreezePlan
+from .allocator import live_bytes, step_peak
 from .memory import allocator_peak
 from .memtrack import MemoryPeak, MemoryTracker
 from .steps import make_optimizer, training_loss
@@ -138,12 +139,13 @@ class ModeRunner:
         for _ in range(self.config.warmup):
             fn()
         median, iqr, runs, samples, phases = self.time(fn)
-        peak_bytes, breakdown, method = self.memory(fn) if self.config.memory else (0, {}, "")
+        peak_bytes, breakdown, method, tensor_peak = self.memory(fn) if self.config.memory else (0, {}, "", None)
         result = ModeResult(
             mode=self.mode.value, median_ms=1e3 * median, iqr_ms=1e3 * iqr, runs=runs,
             samples_per_s=self.setup.batch / median, peak_memory_bytes=peak_bytes, noisy=iqr > NOISY * median,
             frozen=self.frozen, flops=self.flops, tflops=self.flops / median / 1e12 if self.flops else None,
             memory_breakdown=breakdown, memory_method=method, samples_ms=[1e3 * s for s in samples],
+            tensor_peak_bytes=tensor_peak,
         )
         for name in ("forward", "backward", "optimizer"):
             if name in phases:
@@ -194,14 +196,21 @@ class ModeRunner:
             tracker.close()
         return tracker.result()
 
-    def memory(self, fn: Callable[[], None]) -> tuple[int, dict[str, int], str]:
-        """One more steady-state step, its tensor memory counted storage by storage; on CUDA the peak is
-        the allocator's `max_memory_allocated` and the count gives the breakdown. A compiled model is
-        counted on its eager step (the tracker cannot see into compiled kernels)."""
+    def memory(self, fn: Callable[[], None]) -> tuple[int, dict[str, int], str, int]:
+        """The allocator's peak over one more steady-state step, run as it is timed (no dispatch mode):
+        on CUDA `max_memory_allocated`, on the CPU the profiler's allocation events above what is live
+        when the step starts. A storage-by-storage count of another step gives the breakdown, and what
+        the allocator held above it is `workspace` (operators' internal allocations; below zero where the
+        counting mode changed the program: autograd cannot steal a gradient under one): (peak, breakdown,
+        method, tensor peak). A compiled
+        model is counted on its eager step (the tracker cannot see into compiled kernels)."""
         counted = self.count_memory(self.step(self.setup.raw) if self.config.compile else fn)
         if self.setup.device == "cuda":
-            return allocator_peak(fn, self.setup.device), counted.breakdown, "allocator"
-        return counted.peak_bytes, counted.breakdown, "tensors"
+            peak = allocator_peak(fn, self.setup.device)
+        else:
+            peak = live_bytes(t for ts in self.held().values() for t in ts) + step_peak(fn).peak_bytes
+        return peak, {**counted.breakdown, "workspace": peak - counted.peak_bytes}, "allocator", \
+            counted.peak_bytes
 
 
 class ForwardRunner(ModeRunner):

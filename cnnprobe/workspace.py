@@ -190,13 +190,12 @@ def calibrate(ops: Iterable[OpRecord], batch: int, *, threads: int | None = None
 
 def with_workspace(counted: MemoryPeak, workspace: dict[str, int]) -> MemoryPeak:
     """The allocator's peak of a counted step: the largest of the tensor peak and every call's transient
-    (tensors live after it + its workspace), its breakdown taken there with a `workspace` part."""
-    assert counted.timeline is not None, "count the step with record_ops"
-    best, at, extra = counted.peak_bytes, None, 0
+    (tensors live just after it + its workspace). The breakdown stays the tensors' at their own peak, as
+    bench measures it, and `workspace` is what the allocator's peak adds above it."""
+    best = counted.peak_bytes
     for op in counted.ops:
         w = workspace.get(op.key, 0)
         if w and op.live_bytes + w > best:
-            best, at, extra = op.live_bytes + w, op.events, w
-    breakdown = dict(counted.breakdown) if at is None else counted.timeline.breakdown_at(at)
-    breakdown["workspace"] = extra
-    return replace(counted, peak_bytes=best, breakdown=breakdown, tensor_peak_bytes=counted.peak_bytes)
+            best = op.live_bytes + w
+    return replace(counted, peak_bytes=best, breakdown={**counted.breakdown, "workspace": best - counted.peak_bytes},
+                   tensor_peak_bytes=counted.peak_bytes)
