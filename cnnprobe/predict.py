@@ -234,8 +234,9 @@ class Predictor:
             counted = [(mode, frozen, with_workspace(c, calibration.workspace)) for mode, frozen, c in counted]
             report.notes.extend(calibration.notes())
         for mode, frozen, c in counted:
-            report.results.append(ModePrediction(mode.value, frozen, c.peak_bytes, c.breakdown, c.saved_by_module,
-                                                 tensor_peak_bytes=c.tensor_peak_bytes))
+            breakdown = c.breakdown if "workspace" in c.breakdown else {**c.breakdown, "workspace": 0}  # CUDA: unseen
+            report.results.append(ModePrediction(mode.value, frozen, c.peak_bytes, breakdown, c.saved_by_module,
+                                                 tensor_peak_bytes=c.tensor_peak_bytes or c.peak_bytes))
         return report
 
     def _count(self, setup: BenchSetup, mode: Mode, frozen: bool) -> MemoryPeak:
