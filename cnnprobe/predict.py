@@ -195,7 +195,10 @@ class Predictor:
         if head:
             replace_head(self.built.module, parse_head(head), self.built.spec.num_classes)
 
-    def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True) -> MemoryReport:
+    def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True,
+           workspaces: bool = True) -> MemoryReport:
+        """Every mode's peak at `batch`; `workspaces` (the CPU only) calibrates each operator's own allocations
+        and adds them, else the tensors' peak alone."""
         check_batch(batch)
         config, built = self.config, self.built
         report = MemoryReport(
@@ -225,10 +228,10 @@ class Predictor:
                     if mode is Mode.FORWARD and config.freezing and not variant:
                         continue
                     frozen = variant and mode is not Mode.FORWARD
-                    counted.append((mode, frozen, self._count(setup, mode, frozen)))
+                    counted.append((mode, frozen, self._count(setup, mode, frozen, workspaces and not self.cuda)))
         if self.cuda:
             report.notes.append(CUDA_UNSEEN + "; autocast follows the CPU's op lists" * (config.dtype != "float32"))
-        else:
+        elif workspaces:
             calibration = calibrate((op for *_, c in counted for op in c.ops), batch, threads=config.threads,
                                     time_limit=self.calibration_s)
             counted = [(mode, frozen, with_workspace(c, calibration.workspace)) for mode, frozen, c in counted]
@@ -239,7 +242,7 @@ class Predictor:
                                                  tensor_peak_bytes=c.tensor_peak_bytes or c.peak_bytes))
         return report
 
-    def _count(self, setup: BenchSetup, mode: Mode, frozen: bool) -> MemoryPeak:
+    def _count(self, setup: BenchSetup, mode: Mode, frozen: bool, record_ops: bool) -> MemoryPeak:
         runner = RUNNERS[mode](setup, frozen)
         fn = runner.step()
         if self.freeze_bn:
@@ -247,37 +250,61 @@ class Predictor:
         try:
             if mode is not Mode.FORWARD:
                 fn()  # the first step makes the gradients and optimizer state the measured one starts with
-            return runner.count_memory(fn, by_module=True, record_ops=not self.cuda)
+            return runner.count_memory(fn, by_module=True, record_ops=record_ops)
         except DataDependentOutputException as e:
             raise CnnprobeError(f"cannot predict {self.built.name}: its forward pass reads tensor values "
                                 f"({e}); measure it with `cnnprobe bench` instead") from None
 
-    def peak(self, batch: int, mode: Mode) -> int:
-        return self.at(batch, [mode], compare_freezing=False).results[0].predicted_peak_bytes
+    def peak(self, batch: int, mode: Mode, *, workspaces: bool = True) -> int:
+        """One mode's predicted peak; without `workspaces`, the tensors' alone (no calibration: fast)."""
+        return self.at(batch, [mode], compare_freezing=False, workspaces=workspaces).results[0].predicted_peak_bytes
 
     def largest_batch(self, budget: int, mode: Mode | None = None, limit: int = MAX_BATCH_SEARCH) -> BudgetAnswer:
-        """The largest batch whose predicted peak fits `budget`: a line through two predictions (peak memory
-        grows by the same activations per sample) gives the estimate, predictions around it the answer."""
+        """The largest batch whose predicted peak, operators' workspaces included, fits `budget`. The search
+        runs on the tensors' peak (a line through two predictions, since memory grows by the same activations
+        per sample, then predictions around it), less the workspace the last full prediction found; only the
+        answer and its neighbour are calibrated."""
         mode = mode or self.config.modes[-1]
-        cache: dict[int, int] = {}
+        tensors: dict[int, int] = {}
+        full: dict[int, int] = {}
+
+        def tensor_peak(b: int) -> int:
+            if b not in tensors:
+                tensors[b] = self.peak(b, mode, workspaces=False)
+            return tensors[b]
 
         def peak(b: int) -> int:
-            if b not in cache:
-                cache[b] = self.peak(b, mode)
-            return cache[b]
+            if b not in full:
+                full[b] = self.peak(b, mode)
+            return full[b]
+
+        def search(target: int) -> int:
+            if tensor_peak(1) > target:
+                return 1
+            guess, known = 1, 2
+            for _ in range(3):  # secants through batch 1: small batches carry fixed temporaries a line misses
+                slope = max((tensor_peak(known) - tensor_peak(1)) / (known - 1), 1.0)
+                guess, known = max(1, min(limit, 1 + int((target - tensor_peak(1)) // slope))), guess
+                if guess in tensors or guess == known:
+                    break
+                known = guess
+            return max(1, search_batch(lambda b: tensor_peak(b) <= target, guess, limit, step=max(1, guess // 256)))
 
         if peak(1) > budget:
-            return BudgetAnswer(budget, mode.value, 0, peak(1), peak(1), len(cache))
-        guess, known = 1, 2
-        for _ in range(3):  # secants through batch 1: small batches carry fixed temporaries a line misses
-            slope = max((peak(known) - peak(1)) / (known - 1), 1.0)
-            guess, known = max(1, min(limit, 1 + int((budget - peak(1)) // slope))), guess
-            if guess in cache or guess == known:
+            return BudgetAnswer(budget, mode.value, 0, peak(1), peak(1), len(tensors) + len(full))
+        best = search(budget)
+        for _ in range(4):  # the workspace at the answer, taken off the budget, until the answer fits
+            if peak(best) <= budget:
                 break
-            known = guess
-        best = search_batch(lambda b: peak(b) <= budget, guess, limit, step=max(1, guess // 256))
+            best = min(best - 1, search(budget - (peak(best) - tensor_peak(best))))
+        while best > 1 and peak(best) > budget:
+            best -= 1
+        for _ in range(4):  # a smaller batch may need less workspace: a few steps up
+            if best >= limit or peak(best + 1) > budget:
+                break
+            best += 1
         return BudgetAnswer(budget, mode.value, best, peak(best), peak(best + 1) if best < limit else peak(best),
-                            len(cache))
+                            len(tensors) + len(full))
 
 
 def memory(model: "str | nn.Module", *, batch: int = 1, mode: Mode | str = Mode.ALL, optimizer: Optimizer | str =

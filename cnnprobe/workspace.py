@@ -36,7 +36,7 @@ CACHE = "workspaces.json"
 CALL_LIMIT = 256 * 2**20  # inputs a calibration call may allocate; larger ones are measured at a smaller batch
 TIME_LIMIT_S = 120.0  # calibration time per prediction
 _CODE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
-# Calls that only make views or metadata: no allocation to measure.
+# Calls that only make views or metadata: nothing allocated to measure.
 _NO_ALLOCATION = {"aten.view", "aten._unsafe_view", "aten.t", "aten.transpose", "aten.permute", "aten.expand",
                   "aten.unsqueeze", "aten.squeeze", "aten.select", "aten.slice", "aten.alias", "aten.detach",
                   "aten.as_strided", "aten.split", "aten.split_with_sizes", "aten.unbind", "aten.chunk",
@@ -60,8 +60,12 @@ class Calibration:
                 "(they failed on uninitialised inputs, or time ran out): their workspace is not in the prediction"]
 
 
-def _packet(func: Any) -> str:
-    return str(func).rsplit(".", 1)[0]
+def _allocates_inside(func: Any) -> bool:
+    """False for calls known to allocate nothing beyond their outputs: views, and pointwise kernels
+    (TensorIterator computes them in place, element by element)."""
+    if str(func).rsplit(".", 1)[0] in _NO_ALLOCATION:
+        return False
+    return torch.Tag.pointwise not in getattr(func, "tags", ())
 
 
 def _real(spec: TensorSpec) -> torch.Tensor:
@@ -98,26 +102,36 @@ def cache_key(call_key: str, threads: int) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:24]
 
 
-class _Session:
-    """Calls run inside one profiler session; each one's window read when the session ends."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-
-    def run(self, key: str, func: Any, args: Any) -> bool:
-        real_args, real_kwargs = tree_map(lambda x: _real(x) if isinstance(x, TensorSpec) else x, args)
-        try:
-            with allocator.window():
-                out = func(*real_args, **real_kwargs)
-        except Exception:  # noqa: BLE001 - a call that needs real values: no figure
-            return False
-        del out, real_args, real_kwargs
-        self.keys.append(key)
-        return True
+def _plan(op: OpRecord, batch: int, call_limit: int) -> tuple[list[tuple[str, Any]], int]:
+    """The calls to measure for `op`: itself, or, when its inputs are over `call_limit`, the same call at two
+    small batches (powers of two, so that every large batch shares them): ([(key, args)], small batch or 0)."""
+    if _input_bytes(op.args) <= call_limit or batch <= 2:
+        return [(op.key, op.args)], 0
+    small = 2
+    while small * 2 < batch and _input_bytes(_rebatched(op.args, batch, small * 2)) <= call_limit // 4:
+        small *= 2
+    if _input_bytes(_rebatched(op.args, batch, small)) > call_limit:  # not the batch that is large: weights
+        return ([(op.key, op.args)], 0) if _input_bytes(op.args) <= 4 * call_limit else ([], 0)
+    calls = [_rebatched(op.args, batch, b) for b in (small // 2, small)]
+    return [(f"{op.func}{args!r}", args) for args in calls], small
 
 
-def _workspace(w: allocator.AllocatorWindow) -> int:
-    return max(0, w.peak_bytes - w.net_bytes)
+def _measure(todo: dict[str, tuple[Any, Any]], deadline: float) -> dict[str, int]:
+    """Each call once, inside one profiler session, on inputs of its own, until `deadline`."""
+    ran: list[str] = []
+    with torch.no_grad(), allocator.session() as prof:
+        for key, (func, args) in todo.items():
+            if time.perf_counter() > deadline:
+                break
+            real_args, real_kwargs = tree_map(lambda x: _real(x) if isinstance(x, TensorSpec) else x, args)
+            try:
+                with allocator.window():
+                    out = func(*real_args, **real_kwargs)
+            except Exception:  # noqa: BLE001 - a call that needs real values, or cannot run here: no figure
+                continue
+            del out, real_args, real_kwargs
+            ran.append(key)
+    return {key: max(0, w.peak_bytes - w.net_bytes) for key, w in zip(ran, allocator.windows(prof))}
 
 
 def calibrate(ops: Iterable[OpRecord], batch: int, *, threads: int | None = None,
@@ -125,65 +139,40 @@ def calibrate(ops: Iterable[OpRecord], batch: int, *, threads: int | None = None
     """Every distinct call's workspace: cached figures first, the rest measured in one profiler session."""
     threads = threads or torch.get_num_threads()
     start = time.perf_counter()
-    calls: dict[str, OpRecord] = {}
+    plans: dict[str, tuple[Any, list[tuple[str, Any]], int]] = {}
     for op in ops:
-        if _packet(op.func) not in _NO_ALLOCATION:
-            calls.setdefault(op.key, op)
-    result = Calibration()
+        if op.key not in plans and _allocates_inside(op.func):
+            plans[op.key] = (op.func, *_plan(op, batch, call_limit))
     cached = cache.load(CACHE)
-    todo = []
-    for key, op in calls.items():
-        value = cached.get(cache_key(key, threads))
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            result.workspace[key] = value
-        else:
-            todo.append((key, op))
-    if not todo:
-        return result
-    plans: list[tuple[str, Any, list[tuple[str, Any]], int]] = []  # key, func, [(sub key, args)], small batch
-    for key, op in todo:
-        size = _input_bytes(op.args)
-        if size <= call_limit or batch <= 2:
-            plans.append((key, op.func, [(key, op.args)], 0))
-        else:
-            small = max(1, min(batch // 2, int(batch * call_limit / size)))
-            half = max(1, small // 2)
-            if _input_bytes(_rebatched(op.args, batch, small)) > 2 * call_limit:  # not the batch that is large
-                result.unmeasured += 1
-                continue
-            plans.append((key, op.func, [(f"{key}@{half}", _rebatched(op.args, batch, half)),
-                                         (f"{key}@{small}", _rebatched(op.args, batch, small))], small))
-    session = _Session()
-    done: set[str] = set()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)  # some kernels' scratchpads are per thread
-    try:
-        with torch.no_grad(), allocator.session() as prof:
-            for key, func, runs, _ in plans:
-                if time.perf_counter() - start > time_limit:
-                    break
-                if all(session.run(sub, func, args) for sub, args in runs):
-                    done.add(key)
-    finally:
-        torch.set_num_threads(before)
-    figures = dict(zip(session.keys, (_workspace(w) for w in allocator.windows(prof))))
-    fresh: dict[str, int] = {}
-    for key, _, runs, small in plans:
-        if key not in done:
+    figures: dict[str, int] = {}
+    todo: dict[str, tuple[Any, Any]] = {}
+    for func, calls, _ in plans.values():
+        for key, args in calls:
+            value = cached.get(cache_key(key, threads))
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                figures[key] = value
+            else:
+                todo[key] = (func, args)
+    result = Calibration()
+    if todo:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)  # some kernels' scratchpads are per thread
+        try:
+            fresh = _measure(todo, start + time_limit)
+        finally:
+            torch.set_num_threads(before)
+        figures.update(fresh)
+        result.measured = len(fresh)
+        cache.store(CACHE, {cache_key(key, threads): value for key, value in fresh.items()})
+    for key, (_, calls, small) in plans.items():
+        if not calls or any(k not in figures for k, _ in calls):
             result.unmeasured += 1
-            continue
-        if not small:
-            value = figures[key]
-        else:
-            half = max(1, small // 2)
-            lo, hi = figures[runs[0][0]], figures[runs[1][0]]
-            slope = (hi - lo) / (small - half) if small > half else 0.0
-            value = max(0, int(hi + slope * (batch - small)))
+        elif not small:
+            result.workspace[key] = figures[calls[0][0]]
+        else:  # the line through the two small batches, at `batch`
+            lo, hi = figures[calls[0][0]], figures[calls[1][0]]
+            result.workspace[key] = max(0, round(hi + (hi - lo) / (small - small // 2) * (batch - small)))
             result.extrapolated += 1
-        result.workspace[key] = value
-        fresh[cache_key(key, threads)] = value
-        result.measured += 1
-    cache.store(CACHE, fresh)
     result.seconds = time.perf_counter() - start
     return result
 
