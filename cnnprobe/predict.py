@@ -290,13 +290,17 @@ class Predictor:
                 known = guess
             return max(1, search_batch(lambda b: tensor_peak(b) <= target, guess, limit, step=max(1, guess // 256)))
 
-        if peak(1) > budget:
-            return BudgetAnswer(budget, mode.value, 0, peak(1), peak(1), len(tensors) + len(full))
+        if tensor_peak(1) > budget or peak(1) > budget:
+            first = peak(1)
+            return BudgetAnswer(budget, mode.value, 0, first, first, len(tensors) + len(full))
         best = search(budget)
-        for _ in range(4):  # the workspace at the answer, taken off the budget, until the answer fits
-            if peak(best) <= budget:
+        known = sorted(tensors)
+        slope = max(1.0, (tensors[known[-1]] - tensors[known[0]]) / max(1, known[-1] - known[0]))  # bytes per sample
+        for _ in range(4):  # the workspace at the answer, taken off the budget along the line
+            over = peak(best) - budget
+            if over <= 0:
                 break
-            best = min(best - 1, search(budget - (peak(best) - tensor_peak(best))))
+            best = max(1, best - max(1, math.ceil(over / slope)))
         while best > 1 and peak(best) > budget:
             best -= 1
         for _ in range(4):  # a smaller batch may need less workspace: a few steps up

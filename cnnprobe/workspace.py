@@ -33,7 +33,8 @@ from .devices import device_name
 from .memtrack import MemoryPeak, OpRecord, TensorSpec
 
 CACHE = "workspaces.json"
-CALL_LIMIT = 256 * 2**20  # inputs a calibration call may allocate; larger ones are measured at a smaller batch
+CALL_LIMIT = 32 * 2**20  # inputs a call is measured with; larger ones at two smaller batches (half of this)
+WEIGHT_LIMIT = 1 << 30  # a call large by its weights, not its batch, is measured as it is up to this
 TIME_LIMIT_S = 120.0  # calibration time per prediction
 _CODE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
 # Calls that only make views or metadata: nothing allocated to measure.
@@ -108,10 +109,10 @@ def _plan(op: OpRecord, batch: int, call_limit: int) -> tuple[list[tuple[str, An
     if _input_bytes(op.args) <= call_limit or batch <= 2:
         return [(op.key, op.args)], 0
     small = 2
-    while small * 2 < batch and _input_bytes(_rebatched(op.args, batch, small * 2)) <= call_limit // 4:
+    while small * 2 < batch and _input_bytes(_rebatched(op.args, batch, small * 2)) <= call_limit // 2:
         small *= 2
     if _input_bytes(_rebatched(op.args, batch, small)) > call_limit:  # not the batch that is large: weights
-        return ([(op.key, op.args)], 0) if _input_bytes(op.args) <= 4 * call_limit else ([], 0)
+        return ([(op.key, op.args)], 0) if _input_bytes(op.args) <= max(call_limit, WEIGHT_LIMIT) else ([], 0)
     calls = [_rebatched(op.args, batch, b) for b in (small // 2, small)]
     return [(f"{op.func}{args!r}", args) for args in calls], small
 

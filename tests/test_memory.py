@@ -106,7 +106,7 @@ def test_budget_on_resnet50_bf16_adam():
     r = memory("resnet50", mode="train_step", optimizer="adam", dtype="bfloat16", freeze_except="layer4,fc",
                budget="2GiB")
     assert r.budget.peak_bytes <= 2 * 2**30 < r.budget.next_peak_bytes
-    assert r.budget.predictions <= 8  # a line through two predictions, then a few around it
+    assert r.budget.predictions <= 12  # a line through two predictions, a few around it, the answer calibrated
 
 
 @pytest.mark.parametrize("text, value", [("24GiB", 24 * 2**30), ("80GB", 80 * 10**9), ("512 MiB", 512 * 2**20),
