@@ -101,10 +101,9 @@ def window() -> contextlib.AbstractContextManager[object]:
 def session() -> Iterator[torch.profiler.profile]:
     """A profiler session recording only the CPU allocator's events (no shapes, no stacks); file
     descriptor 2 is silent throughout (the allocator warns, from C++, about every block older than it)."""
-    with quiet_stderr():
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True,
-                                    record_shapes=False, with_stack=False) as prof:
-            yield prof
+    with quiet_stderr(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                profile_memory=True, record_shapes=False, with_stack=False) as prof:
+        yield prof
 
 
 def step_peak(step: Callable[[], object]) -> AllocatorWindow:

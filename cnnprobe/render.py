@@ -198,7 +198,7 @@ def bench_rows(runs: list["BenchResult"]) -> list[dict[str, Any]]:
 _MODE_LABELS = {"forward": "forward", "forward_backward": "fwd+bwd", "train_step": "train_step"}
 _MEMORY_LABELS = {"parameters": "parameters", "buffers": "buffers", "gradients": "gradients",
                   "optimizer_state": "optimizer state", "inputs": "inputs", "activations": "activations",
-                  "temporaries": "temporaries"}
+                  "temporaries": "temporaries", "workspace": "operators' workspaces"}
 
 
 def _header(first: "BenchResult", several: bool) -> list[Any]:
@@ -305,7 +305,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
         pieces.append(Text("!: noisy, IQR above 10% of the median; the machine is busy or --min-time is too short",
                            style="dim"))
     pieces.append(Text("times in ms; fwd, bwd, opt: medians of each phase, timed inside the same steps; TFLOP/s "
-                       "from counted FLOPs; peak mem: most tensor memory live at once in a steady-state step",
+                       "from counted FLOPs; peak mem: the allocator's peak over a steady-state step",
                        style="dim"))
     for model, batch in sweep.auto.items():
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
@@ -314,7 +314,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     return pieces
 
 
-_MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
+_MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries", "workspace")
 
 
 def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
@@ -325,7 +325,8 @@ def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
     pieces: list[Any] = [header, Text(f"predicted for {r.device} · {r.dtype}" + (" (autocast)" if r.dtype != "float32"
                                       else "") + f" · optimizer {r.optimizer} · {what}"
                                       + (" · BatchNorm frozen" if plan["freeze_bn"] else ""))]
-    pieces.append(Text("steady-state peak (the second step onward), and what it holds at that moment"))
+    pieces.append(Text("steady-state peak (the second step onward): the tensors at their peak, and operators' "
+                       "workspaces above them"))
     table = styled_table()
     table.collapse_padding = True
     columns = [("mode", "left")] + ([("weights", "left")] if r.freezing else []) + [("peak", "right")] + [
