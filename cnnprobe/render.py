@@ -314,7 +314,7 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     return pieces
 
 
-_MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries", "workspace")
+_MEMORY_COLUMNS = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
 
 
 def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
@@ -325,8 +325,7 @@ def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
     pieces: list[Any] = [header, Text(f"predicted for {r.device} · {r.dtype}" + (" (autocast)" if r.dtype != "float32"
                                       else "") + f" · optimizer {r.optimizer} · {what}"
                                       + (" · BatchNorm frozen" if plan["freeze_bn"] else ""))]
-    pieces.append(Text("steady-state peak (the second step onward): the tensors at their peak, and operators' "
-                       "workspaces above them"))
+    pieces.append(Text("steady-state peak (the second step onward), and what its tensors hold at their own peak"))
     table = styled_table()
     table.collapse_padding = True
     columns = [("mode", "left")] + ([("weights", "left")] if r.freezing else []) + [("peak", "right")] + [
@@ -341,6 +340,11 @@ def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
         cells += [nbytes(m.breakdown.get(c, 0)) if m.breakdown.get(c) else "-" for c in _MEMORY_COLUMNS]
         table.add_row(*cells)
     pieces.append(table)
+    above = [f"{_MODE_LABELS.get(m.mode, m.mode)}{' frozen' if m.frozen else ''} {nbytes(m.breakdown['workspace'])}"
+             for m in r.results if m.breakdown.get("workspace")]
+    if above:
+        pieces.append(Text("operators' workspaces (their own allocations, calibrated on this machine) in the peak, "
+                           "above the tensors: " + ", ".join(above)))
     for mode in ("forward_backward", "train_step"):
         saving = r.freezing_saves(mode)
         if saving is not None:
