@@ -80,6 +80,7 @@ class OpRecord:
     func: Any  # the OpOverload
     args: Any  # its (args, kwargs), every tensor a TensorSpec
     live_bytes: int  # tensor memory live just after it returned
+    made_bytes: int = 0  # what its outputs added (new storages)
 
     @property
     def key(self) -> str:
@@ -192,6 +193,7 @@ class MemoryTracker(TorchDispatchMode):
             self._peak_at = len(self._events)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        before = self._live
         out = func(*args, **(kwargs or {}))
         category = _MADE_IN.get(self._phase, "temporaries")
         for t in tree_flatten(out)[0]:
@@ -199,7 +201,7 @@ class MemoryTracker(TorchDispatchMode):
                 self._add(t, category)
         if self._ops is not None:  # specs, not the tensors: holding them would keep storages alive
             spec = tree_map(lambda a: TensorSpec.of(a) if isinstance(a, torch.Tensor) else a, (args, kwargs or {}))
-            self._ops.append(OpRecord(func, spec, self._live))
+            self._ops.append(OpRecord(func, spec, self._live, self._live - before))
         return out
 
     def close(self) -> None:

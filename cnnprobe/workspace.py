@@ -34,7 +34,7 @@ from .memtrack import MemoryPeak, OpRecord, TensorSpec
 
 CACHE = "workspaces.json"
 CALL_LIMIT = 32 * 2**20  # inputs a call is measured with; larger ones at two smaller batches (half of this)
-WEIGHT_LIMIT = 1 << 30  # a call large by its weights, not its batch, is measured as it is up to this
+WEIGHT_LIMIT = 128 * 2**20  # a call large by its weights, not its batch, is measured as it is up to this
 TIME_LIMIT_S = 120.0  # calibration time per prediction
 _CODE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
 # Calls that only make views or metadata: nothing allocated to measure.
@@ -51,14 +51,15 @@ class Calibration:
     workspace: dict[str, int] = field(default_factory=dict)
     measured: int = 0  # calls measured now (the rest came from the cache)
     extrapolated: int = 0  # calls measured at a smaller batch
-    unmeasured: int = 0  # calls that failed to run or were past the time limit: counted as no workspace
+    unmeasured: int = 0  # calls that failed, were too large or past the time limit: counted as no workspace
     seconds: float = 0.0
 
     def notes(self) -> list[str]:
         if not self.unmeasured:
             return []
         return [f"{self.unmeasured} operator call{'s' if self.unmeasured != 1 else ''} could not be calibrated "
-                "(they failed on uninitialised inputs, or time ran out): their workspace is not in the prediction"]
+                "(they failed on uninitialised inputs, were too large to run here, or time ran out): their workspace "
+                "is not in the prediction"]
 
 
 def _allocates_inside(func: Any) -> bool:
@@ -95,7 +96,15 @@ def _rebatched(args: Any, batch: int, small: int) -> Any:
             step *= max(shape[d], 1)
         return TensorSpec(shape, tuple(stride), x.dtype)
 
-    return tree_map(cut, args)
+    def sizes(x: Any) -> Any:  # a size argument led by the batch (select_backward's, new_zeros'): cut too
+        if isinstance(x, list) and x and all(type(n) is int for n in x) and x[0] == batch:
+            return [small, *x[1:]]
+        return x
+
+    def is_sizes(x: Any) -> bool:
+        return isinstance(x, list) and bool(x) and all(type(n) is int for n in x)
+
+    return tree_map(cut, tree_map(sizes, args, is_leaf=is_sizes))
 
 
 def cache_key(call_key: str, threads: int) -> str:
@@ -104,15 +113,18 @@ def cache_key(call_key: str, threads: int) -> str:
 
 
 def _plan(op: OpRecord, batch: int, call_limit: int) -> tuple[list[tuple[str, Any]], int]:
-    """The calls to measure for `op`: itself, or, when its inputs are over `call_limit`, the same call at two
-    small batches (powers of two, so that every large batch shares them): ([(key, args)], small batch or 0)."""
-    if _input_bytes(op.args) <= call_limit or batch <= 2:
+    """The calls to measure for `op`: itself, or, when its inputs and outputs are over `call_limit`, the same
+    call at two small batches (powers of two, so that every large batch shares them): ([(key, args)], small
+    batch or 0). None when it is large by what is not batch (weights, a factory's sizes) beyond WEIGHT_LIMIT."""
+    size = _input_bytes(op.args) + op.made_bytes
+    if size <= call_limit or batch <= 2:
         return [(op.key, op.args)], 0
+    scale = size / max(1, _input_bytes(op.args))  # outputs grow with the inputs cut
     small = 2
-    while small * 2 < batch and _input_bytes(_rebatched(op.args, batch, small * 2)) <= call_limit // 2:
+    while small * 2 < batch and scale * _input_bytes(_rebatched(op.args, batch, small * 2)) <= call_limit // 2:
         small *= 2
-    if _input_bytes(_rebatched(op.args, batch, small)) > call_limit:  # not the batch that is large: weights
-        return ([(op.key, op.args)], 0) if _input_bytes(op.args) <= max(call_limit, WEIGHT_LIMIT) else ([], 0)
+    if scale * _input_bytes(_rebatched(op.args, batch, small)) > call_limit:  # not the batch that is large
+        return ([(op.key, op.args)], 0) if size <= WEIGHT_LIMIT else ([], 0)
     calls = [_rebatched(op.args, batch, b) for b in (small // 2, small)]
     return [(f"{op.func}{args!r}", args) for args in calls], small
 
