@@ -119,11 +119,14 @@ def _plan(op: OpRecord, batch: int, call_limit: int) -> tuple[list[tuple[str, An
     size = _input_bytes(op.args) + op.made_bytes
     if size <= call_limit or batch <= 2:
         return [(op.key, op.args)], 0
-    scale = size / max(1, _input_bytes(op.args))  # outputs grow with the inputs cut
+
+    def at(b: int) -> float:  # the call's size at batch b: in proportion, if anything in it is the batch
+        return size if _rebatched(op.args, batch, b) == op.args else size * b / batch
+
     small = 2
-    while small * 2 < batch and scale * _input_bytes(_rebatched(op.args, batch, small * 2)) <= call_limit // 2:
+    while small * 2 < batch and at(small * 2) <= call_limit // 2:
         small *= 2
-    if scale * _input_bytes(_rebatched(op.args, batch, small)) > call_limit:  # not the batch that is large
+    if at(small) > call_limit:  # not the batch that is large: weights, or a factory's sizes
         return ([(op.key, op.args)], 0) if size <= WEIGHT_LIMIT else ([], 0)
     calls = [_rebatched(op.args, batch, b) for b in (small // 2, small)]
     return [(f"{op.func}{args!r}", args) for args in calls], small

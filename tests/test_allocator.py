@@ -178,3 +178,15 @@ def test_rebatching_keeps_the_layout():
     want = torch.empty(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
     assert small.shape == (2, 3, 5, 7) and small.stride == want.stride()
     assert kept == other  # no batch dimension: as it was
+
+
+def test_a_call_large_by_its_output_is_measured_small_or_not_at_all():
+    """select_backward makes a batch-sized zero tensor from a small gradient: its size argument is cut with the
+    batch; a factory whose size has no batch in it and is over the weight limit is not run at all."""
+    grad = TensorSpec((512, 1280), (1280, 1), torch.float32)
+    big = OpRecord(torch.ops.aten.select_backward.default, ((grad, [512, 197, 1280], 1, 0), {}), 0,
+                   made_bytes=512 * 197 * 1280 * 4)
+    calls, small = workspace._plan(big, 512, workspace.CALL_LIMIT)
+    assert small and all(args[0][1][0] <= small for _, args in calls)
+    factory = OpRecord(torch.ops.aten.zeros.default, (([7, 2**28],), {}), 0, made_bytes=7 * 2**30)
+    assert workspace._plan(factory, 512, workspace.CALL_LIMIT) == ([], 0)
