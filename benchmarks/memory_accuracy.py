@@ -158,11 +158,25 @@ def row(name: str, input_size: str | None, batch: int, mode: str, recipe: str | 
     return out
 
 
-def rows(models: list[str], device: str, extra: bool = True) -> list[dict[str, Any]]:
+def rows(models: list[str], device: str, extra: bool = True, path: Path | None = None,
+         extra_first: bool = False) -> list[dict[str, Any]]:
+    """Every row, the report rewritten after each (a run cut short keeps what it measured)."""
+    out: list[dict[str, Any]] = []
+
+    def done(r: dict[str, Any]) -> None:
+        out.append(r)
+        if path is not None:
+            write(out, device, path)
+
+    def issue_cases() -> None:
+        for case in EXTRA if extra else []:
+            done(row(*case, device))
+
     from cnnprobe.benchconfig import BenchConfig
     from cnnprobe.predict import Predictor
 
-    out = []
+    if extra_first:
+        issue_cases()
     for name in models:
         input_size, batches, recipe = CASES[name]
         for frozen in (False, True):
@@ -170,10 +184,10 @@ def rows(models: list[str], device: str, extra: bool = True) -> list[dict[str, A
                                  freeze_except=recipe if frozen else None)
             predictor = Predictor(name, config)
             for batch in batches:
-                out.append(row(name, input_size, batch, "train_step", recipe if frozen else None, "adam", device,
-                               predictor))
-    for case in EXTRA if extra else []:
-        out.append(row(*case, device))
+                done(row(name, input_size, batch, "train_step", recipe if frozen else None, "adam", device,
+                         predictor))
+    if not extra_first:
+        issue_cases()
     return out
 
 
@@ -241,10 +255,10 @@ def write(data: list[dict[str, Any]], device: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--extra-first", action="store_true", help="issue 16's cases before the train_step table")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     models = list(QUICK if args.quick else CASES)
-    data = rows(models, args.device, extra=not args.quick)
     if args.device == "cuda":
         import torch
 
@@ -252,7 +266,7 @@ def main() -> None:
         path = REPORTS / f"memory-accuracy-cuda-{slug}.md"
     else:
         path = REPORTS / "memory-accuracy.md"
-    write(data, args.device, path)
+    rows(models, args.device, extra=not args.quick, path=path, extra_first=args.extra_first)
     print(f"wrote {path}")
 
 
