@@ -102,6 +102,7 @@ def test_budget_gives_a_batch_that_fits_and_really_runs_under_it():
     assert over.results[0].peak_memory_bytes > budget
 
 
+@pytest.mark.slow  # the answer and its neighbour calibrated: bfloat16 kernels run for real on the CPU
 def test_budget_on_resnet50_bf16_adam():
     r = memory("resnet50", mode="train_step", optimizer="adam", dtype="bfloat16", freeze_except="layer4,fc",
                budget="2GiB")
