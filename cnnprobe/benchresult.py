@@ -31,7 +31,7 @@ class ModeResult:
     iqr_ms: float
     runs: int  # timed steps
     samples_per_s: float
-    peak_memory_bytes: int  # most tensor memory live at once in a steady-state step
+    peak_memory_bytes: int  # the allocator's peak over a steady-state step, above nothing (CPU: profiler events)
     noisy: bool  # IQR above NOISY × median
     frozen: bool = False  # measured with the freezing plan applied
     flops: int | None = None  # counted FLOPs per step (forward, plus backward where there is one)
@@ -47,8 +47,10 @@ class ModeResult:
     optimizer_ms: float | None = None  # optimizer.step and zero_grad
     optimizer_iqr_ms: float | None = None
     phase_steps: int = 0  # steps the phases were timed over
-    memory_breakdown: dict[str, int] = field(default_factory=dict)  # category -> bytes at the peak
-    memory_method: str = ""  # "tensors" (counted storage by storage) or "allocator" (CUDA's max_memory_allocated)
+    memory_breakdown: dict[str, int] = field(default_factory=dict)  # category -> bytes at the tensors' peak, and
+    # "workspace": what the allocator held above it (operators' internal allocations)
+    memory_method: str = ""  # "allocator" (the CPU's profiler events, CUDA's max_memory_allocated), or "tensors"
+    tensor_peak_bytes: int | None = None  # the most tensor memory live at once, counted storage by storage
     predicted_peak_bytes: int | None = None  # `cnnprobe memory`'s prediction of the same step, made on fake tensors
     samples_ms: list[float] = field(default_factory=list)  # torch.utils.benchmark's timed samples, per step
     repeats: list[Repeat] = field(default_factory=list)  # with --repeat, each run's own figures

@@ -18,7 +18,10 @@ Unlike `torch.distributed._tools.mem_tracker.MemTracker` it needs no hook on
 every parameter's gradient, so frozen parameters are fine, and it can be
 entered for any step, so it sees the steady state (the second step onward).
 It sees tensors, not allocators: a caching allocator's rounding and kernels'
-private workspaces are not in it.
+private workspaces are not in it. With `record_ops`, it notes each operator
+call (its shapes, strides and dtypes, and the tensor memory live after it), so
+that `workspace` can add what each operator allocates inside itself at the
+moment it runs.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import torch
 from torch.nn.modules import module as module_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
 _MADE_IN = {"forward": "activations", "backward": "temporaries", "optimizer": "temporaries", "end": "temporaries"}
@@ -47,6 +50,41 @@ class MemoryPeak:
     start_bytes: int  # live when the step started
     end_bytes: int  # live when it ended
     saved_by_module: dict[str, int] = field(default_factory=dict)  # activations live when backward began, by maker
+    ops: list["OpRecord"] = field(default_factory=list, repr=False)  # with record_ops: every operator call, in order
+    tensor_peak_bytes: int | None = None  # set where peak_bytes is more than tensors (operators' workspaces)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What an operator needs to know of a tensor argument to run again on a real one."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> "TensorSpec":
+        return cls(tuple(t.shape), tuple(t.stride()), t.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        if any(n == 0 for n in self.shape):
+            return 0
+        return (1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))) * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """One operator call of the step: what it was called with, and where in the count it returned."""
+
+    func: Any  # the OpOverload
+    args: Any  # its (args, kwargs), every tensor a TensorSpec
+    live_bytes: int  # tensor memory live just after it returned
+    made_bytes: int = 0  # what its outputs added (new storages)
+
+    @property
+    def key(self) -> str:
+        return f"{self.func}{self.args!r}"
 
 
 class MemoryTracker(TorchDispatchMode):
@@ -59,10 +97,12 @@ class MemoryTracker(TorchDispatchMode):
 
     def __init__(self, held: Mapping[str, Iterable[Any]], *, params: Iterable[torch.nn.Parameter] = (),
                  optimizer: torch.optim.Optimizer | None = None, round_to: int = 1,
-                 model: torch.nn.Module | None = None) -> None:
+                 model: torch.nn.Module | None = None, record_ops: bool = False) -> None:
         """`round_to` counts each storage as its allocator would hand it out (CUDA's caching allocator: 512
-        bytes); with `model`, each storage made in the forward pass is credited to the module running."""
+        bytes); with `model`, each storage made in the forward pass is credited to the module running;
+        with `record_ops`, every operator call is noted (see `OpRecord`)."""
         super().__init__()
+        self._ops: list[OpRecord] | None = [] if record_ops else None
         self._params = list(params)
         self._optimizer = optimizer
         self._round = round_to
@@ -153,11 +193,15 @@ class MemoryTracker(TorchDispatchMode):
             self._peak_at = len(self._events)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        before = self._live
         out = func(*args, **(kwargs or {}))
         category = _MADE_IN.get(self._phase, "temporaries")
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._add(t, category)
+        if self._ops is not None:  # specs, not the tensors: holding them would keep storages alive
+            spec = tree_map(lambda a: TensorSpec.of(a) if isinstance(a, torch.Tensor) else a, (args, kwargs or {}))
+            self._ops.append(OpRecord(func, spec, self._live, self._live - before))
         return out
 
     def close(self) -> None:
@@ -174,7 +218,7 @@ class MemoryTracker(TorchDispatchMode):
         breakdown = dict.fromkeys(CATEGORIES, 0)
         for serial, size in sizes.items():
             breakdown[self._kind[serial]] += size
-        return MemoryPeak(self._peak, breakdown, self._start, self._live, dict(self._saved))
+        return MemoryPeak(self._peak, breakdown, self._start, self._live, dict(self._saved), list(self._ops or []))
 
     def __enter__(self) -> "MemoryTracker":
         if self._modules is not None:

@@ -36,9 +36,11 @@ from .errors import CnnprobeError, UsageError
 from .failures import explain_failure
 from .formatting import nbytes
 from .freezing import freeze_batchnorm
+from .memtrack import MemoryPeak
 from .meta import paused_gc
 from .runners import RUNNERS, BenchSetup
 from .search import search_batch
+from .workspace import TIME_LIMIT_S, calibrate, with_workspace
 
 CUDA_ROUND = 512
 CUDA_UNSEEN = ("cuDNN and cuBLAS workspaces, the CUDA context and the caching allocator's cached free blocks are "
@@ -58,6 +60,7 @@ class ModePrediction:
     breakdown: dict[str, int]  # category -> bytes at the peak: parameters, buffers, gradients, optimizer_state,
     # inputs, activations (saved for backward, or live in a forward pass), temporaries
     saved_by_module: dict[str, int] = field(default_factory=dict)  # activations saved for backward, by maker
+    tensor_peak_bytes: int | None = None  # the most tensor memory live at once, without operators' workspaces
 
 
 @dataclass
@@ -180,8 +183,9 @@ class Predictor:
     """Predicts one model's steady-state peaks under one configuration, at any batch size."""
 
     def __init__(self, model: "str | nn.Module", config: BenchConfig, *, head: str | None = None,
-                 freeze_bn: bool = False) -> None:
+                 freeze_bn: bool = False, calibration_s: float = TIME_LIMIT_S) -> None:
         self.config = config
+        self.calibration_s = calibration_s
         self.freeze_bn = freeze_bn
         self.cuda = Device(config.device) is Device.CUDA
         with paused_gc():
@@ -191,7 +195,10 @@ class Predictor:
                                             input_dtype=config.input_dtype, input_range=config.input_range,
                                             head=head if head is not None else config.head)
 
-    def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True) -> MemoryReport:
+    def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True,
+           workspaces: bool = True) -> MemoryReport:
+        """Every mode's peak at `batch`; `workspaces` (the CPU only) calibrates each operator's own allocations
+        and adds them, else the tensors' peak alone."""
         check_batch(batch)
         config, built = self.config, self.built
         report = MemoryReport(
@@ -206,6 +213,7 @@ class Predictor:
         wanted = modes or config.modes
         run_config = config.replace(mode=wanted[0] if len(wanted) == 1 else Mode.ALL)
         module = copy.deepcopy(built.module)  # on meta, before the fake mode: it would refuse meta tensors
+        counted: list[tuple[Mode, bool, MemoryPeak]] = []
         with paused_gc(), FakeTensorMode(allow_non_fake_inputs=False):
             module = _to_fake(module, "cpu")
             inputs = tuple(spec.make(batch, "cpu", random=True) for spec in built.inputs)
@@ -220,12 +228,22 @@ class Predictor:
                 for mode in wanted:
                     if mode is Mode.FORWARD and config.freezing and not variant:
                         continue
-                    report.results.append(self._one(setup, mode, variant and mode is not Mode.FORWARD))
+                    frozen = variant and mode is not Mode.FORWARD
+                    counted.append((mode, frozen, self._count(setup, mode, frozen, workspaces and not self.cuda)))
         if self.cuda:
             report.notes.append(CUDA_UNSEEN + "; autocast follows the CPU's op lists" * (config.dtype != "float32"))
+        elif workspaces:
+            calibration = calibrate((op for *_, c in counted for op in c.ops), batch, threads=config.threads,
+                                    time_limit=self.calibration_s)
+            counted = [(mode, frozen, with_workspace(c, calibration.workspace)) for mode, frozen, c in counted]
+            report.notes.extend(calibration.notes())
+        for mode, frozen, c in counted:
+            breakdown = c.breakdown if "workspace" in c.breakdown else {**c.breakdown, "workspace": 0}  # CUDA: unseen
+            report.results.append(ModePrediction(mode.value, frozen, c.peak_bytes, breakdown, c.saved_by_module,
+                                                 tensor_peak_bytes=c.tensor_peak_bytes or c.peak_bytes))
         return report
 
-    def _one(self, setup: BenchSetup, mode: Mode, frozen: bool) -> ModePrediction:
+    def _count(self, setup: BenchSetup, mode: Mode, frozen: bool, record_ops: bool) -> MemoryPeak:
         runner = RUNNERS[mode](setup, frozen)
         fn = runner.step()
         if self.freeze_bn:
@@ -236,7 +254,7 @@ class Predictor:
         try:
             if mode is not Mode.FORWARD:
                 fn()  # the first step makes the gradients and optimizer state the measured one starts with
-            counted = runner.count_memory(fn, by_module=True)
+            return runner.count_memory(fn, by_module=True, record_ops=record_ops)
         except DataDependentOutputException as e:
             raise CnnprobeError(f"cannot predict {self.built.name}: its forward pass reads tensor values "
                                 f"({e}); measure it with `cnnprobe bench` instead") from None
@@ -246,34 +264,61 @@ class Predictor:
             raise explain_failure(None, e, model=self.built.name, input_shape=list(self.built.input_shape)) from None
         finally:
             fake_log.setLevel(level)
-        return ModePrediction(mode.value, frozen, counted.peak_bytes, counted.breakdown, counted.saved_by_module)
 
-    def peak(self, batch: int, mode: Mode) -> int:
-        return self.at(batch, [mode], compare_freezing=False).results[0].predicted_peak_bytes
+    def peak(self, batch: int, mode: Mode, *, workspaces: bool = True) -> int:
+        """One mode's predicted peak; without `workspaces`, the tensors' alone (no calibration: fast)."""
+        return self.at(batch, [mode], compare_freezing=False, workspaces=workspaces).results[0].predicted_peak_bytes
 
     def largest_batch(self, budget: int, mode: Mode | None = None, limit: int = MAX_BATCH_SEARCH) -> BudgetAnswer:
-        """The largest batch whose predicted peak fits `budget`: a line through two predictions (peak memory
-        grows by the same activations per sample) gives the estimate, predictions around it the answer."""
+        """The largest batch whose predicted peak, operators' workspaces included, fits `budget`. The search
+        runs on the tensors' peak (a line through two predictions, since memory grows by the same activations
+        per sample, then predictions around it), less the workspace the last full prediction found; only the
+        answer and its neighbour are calibrated."""
         mode = mode or self.config.modes[-1]
-        cache: dict[int, int] = {}
+        tensors: dict[int, int] = {}
+        full: dict[int, int] = {}
+
+        def tensor_peak(b: int) -> int:
+            if b not in tensors:
+                tensors[b] = self.peak(b, mode, workspaces=False)
+            return tensors[b]
 
         def peak(b: int) -> int:
-            if b not in cache:
-                cache[b] = self.peak(b, mode)
-            return cache[b]
+            if b not in full:
+                full[b] = self.peak(b, mode)
+            return full[b]
 
-        if peak(1) > budget:
-            return BudgetAnswer(budget, mode.value, 0, peak(1), peak(1), len(cache))
-        guess, known = 1, 2
-        for _ in range(3):  # secants through batch 1: small batches carry fixed temporaries a line misses
-            slope = max((peak(known) - peak(1)) / (known - 1), 1.0)
-            guess, known = max(1, min(limit, 1 + int((budget - peak(1)) // slope))), guess
-            if guess in cache or guess == known:
+        def search(target: int) -> int:
+            if tensor_peak(1) > target:
+                return 1
+            guess, known = 1, 2
+            for _ in range(3):  # secants through batch 1: small batches carry fixed temporaries a line misses
+                slope = max((tensor_peak(known) - tensor_peak(1)) / (known - 1), 1.0)
+                guess, known = max(1, min(limit, 1 + int((target - tensor_peak(1)) // slope))), guess
+                if guess in tensors or guess == known:
+                    break
+                known = guess
+            return max(1, search_batch(lambda b: tensor_peak(b) <= target, guess, limit, step=max(1, guess // 256)))
+
+        if tensor_peak(1) > budget or peak(1) > budget:
+            first = peak(1)
+            return BudgetAnswer(budget, mode.value, 0, first, first, len(tensors) + len(full))
+        best = search(budget)
+        known = sorted(tensors)
+        slope = max(1.0, (tensors[known[-1]] - tensors[known[0]]) / max(1, known[-1] - known[0]))  # bytes per sample
+        for _ in range(4):  # the workspace at the answer, taken off the budget along the line
+            over = peak(best) - budget
+            if over <= 0:
                 break
-            known = guess
-        best = search_batch(lambda b: peak(b) <= budget, guess, limit, step=max(1, guess // 256))
+            best = max(1, best - max(1, math.ceil(over / slope)))
+        while best > 1 and peak(best) > budget:
+            best -= 1
+        for _ in range(4):  # a smaller batch may need less workspace: a few steps up
+            if best >= limit or peak(best + 1) > budget:
+                break
+            best += 1
         return BudgetAnswer(budget, mode.value, best, peak(best), peak(best + 1) if best < limit else peak(best),
-                            len(cache))
+                            len(tensors) + len(full))
 
 
 def memory(model: "str | nn.Module", *, batch: int = 1, mode: Mode | str = Mode.ALL, optimizer: Optimizer | str =
@@ -288,9 +333,9 @@ def memory(model: "str | nn.Module", *, batch: int = 1, mode: Mode | str = Mode.
         raise UsageError("--head is empty: write layers like dropout(0.3),linear(256),relu,linear(10)")
     config = BenchConfig(device=device, dtype=dtype, mode=mode, optimizer=optimizer, freeze_all=freeze_all,
                          freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
-                         input_dtype=input_dtype, input_range=input_range, head=head)
+                         input_dtype=input_dtype, input_range=input_range)
     limit = parse_budget(budget) if budget is not None else None
-    predictor = Predictor(model, config, freeze_bn=freeze_bn)
+    predictor = Predictor(model, config, head=head, freeze_bn=freeze_bn)
     report = predictor.at(batch)
     if limit is not None:
         answer = predictor.largest_batch(limit)

@@ -202,7 +202,7 @@ def bench_rows(runs: list["BenchResult"]) -> list[dict[str, Any]]:
 _MODE_LABELS = {"forward": "forward", "forward_backward": "fwd+bwd", "train_step": "train_step"}
 _MEMORY_LABELS = {"parameters": "parameters", "buffers": "buffers", "gradients": "gradients",
                   "optimizer_state": "optimizer state", "inputs": "inputs", "activations": "activations",
-                  "temporaries": "temporaries"}
+                  "temporaries": "temporaries", "workspace": "operators' workspaces"}
 
 
 def _header(first: "BenchResult", several: bool) -> list[Any]:
@@ -315,8 +315,8 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
     pieces.append(Text(f"times in ms, each the median over timed blocks (at least {_least([r.blocks for r in results])} "
                        f"blocks of at least {_least([r.steps_per_block for r in results])} steps; per mode in the JSON); "
                        "fwd, bwd, opt: the step's median split "
-                       "in each phase's share of the same blocks; TFLOP/s from counted FLOPs; peak mem: most tensor "
-                       "memory live at once in a steady-state step", style="dim"))
+                       "in each phase's share of the same blocks; TFLOP/s from counted FLOPs; peak mem: the "
+                       "allocator's peak over a steady-state step", style="dim"))
     for model, batch in sweep.auto.items():
         pieces.append(Text(f"--batch auto: {model} fits batch {batch}"))
     notes = {n for run in sweep.runs for n in run.notes}
@@ -340,7 +340,7 @@ def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
     pieces: list[Any] = [header, Text(f"predicted for {r.device} · {r.dtype}" + (" (autocast)" if r.dtype != "float32"
                                       else "") + f" · optimizer {r.optimizer} · {what}"
                                       + (" · BatchNorm frozen" if plan["freeze_bn"] else ""))]
-    pieces.append(Text("steady-state peak (the second step onward), and what it holds at that moment"))
+    pieces.append(Text("steady-state peak (the second step onward), and what its tensors hold at their own peak"))
     table = styled_table()
     table.collapse_padding = True
     columns = [("mode", "left")] + ([("weights", "left")] if r.freezing else []) + [("peak", "right")] + [
@@ -355,6 +355,11 @@ def memory_lines(r: "MemoryReport", depth: int, top: int) -> list[Any]:
         cells += [nbytes(m.breakdown.get(c, 0)) if m.breakdown.get(c) else "-" for c in _MEMORY_COLUMNS]
         table.add_row(*cells)
     pieces.append(table)
+    above = [f"{_MODE_LABELS.get(m.mode, m.mode)}{' frozen' if m.frozen else ''} {nbytes(m.breakdown['workspace'])}"
+             for m in r.results if m.breakdown.get("workspace")]
+    if above:
+        pieces.append(Text("operators' workspaces (their own allocations, calibrated on this machine) in the peak, "
+                           "above the tensors: " + ", ".join(above)))
     for mode in ("forward_backward", "train_step"):
         saving = r.freezing_saves(mode)
         if saving is not None:

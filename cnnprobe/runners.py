@@ -27,6 +27,7 @@ from .devices import NoClock, PhaseTime, check_device, iqr
 from .enums import DType, Mode, Optimizer
 from .errors import CnnprobeError
 from .freezing import FreezePlan
+from .allocator import live_bytes, step_peak
 from .memory import allocator_peak
 from .memtrack import MemoryPeak, MemoryTracker
 from .steps import make_optimizer, training_loss
@@ -138,12 +139,13 @@ class ModeRunner:
             fn()
         timed = self.time_blocks(fn)
         median, iqr_s = timed.median, timed.iqr
-        peak_bytes, breakdown, method = self.memory(fn) if self.config.memory else (0, {}, "")
+        peak_bytes, breakdown, method, tensor_peak = self.memory(fn) if self.config.memory else (0, {}, "", None)
         result = ModeResult(
             mode=self.mode.value, median_ms=1e3 * median, iqr_ms=1e3 * iqr_s, runs=timed.steps,
             samples_per_s=self.setup.batch / median, peak_memory_bytes=peak_bytes, noisy=iqr_s > NOISY * median,
             frozen=self.frozen, flops=self.flops, tflops=self.flops / median / 1e12 if self.flops else None,
             memory_breakdown=breakdown, memory_method=method, samples_ms=[1e3 * s for s in timed.samples],
+            tensor_peak_bytes=tensor_peak,
             blocks=len(timed.samples), steps_per_block=timed.number, few_blocks=len(timed.samples) < MIN_BLOCKS,
             reference_n=timed.reference_n, reference_ms=1e3 * timed.reference_median,
             reference_samples_ms=[1e3 * s for s in timed.reference],
@@ -193,11 +195,12 @@ class ModeRunner:
             "inputs": (t for t in (*setup.inputs, setup.target) if t is not None),
         }
 
-    def count_memory(self, fn: Callable[[], None], *, by_module: bool = False) -> MemoryPeak:
+    def count_memory(self, fn: Callable[[], None], *, by_module: bool = False, record_ops: bool = False) -> MemoryPeak:
         """One more step, its tensor memory counted storage by storage (and, `by_module`, the activations
-        it saves for backward credited to the modules that made them)."""
+        it saves for backward credited to the modules that made them; `record_ops`, every operator call)."""
         tracker = MemoryTracker(self.held(), params=self.setup.trainable(), optimizer=self.optimizer,
-                                round_to=self.setup.round_to, model=self.setup.raw if by_module else None)
+                                round_to=self.setup.round_to, model=self.setup.raw if by_module else None,
+                                record_ops=record_ops)
         self.marks = tracker
         try:
             with tracker:
@@ -207,14 +210,21 @@ class ModeRunner:
             tracker.close()
         return tracker.result()
 
-    def memory(self, fn: Callable[[], None]) -> tuple[int, dict[str, int], str]:
-        """One more steady-state step, its tensor memory counted storage by storage; on CUDA the peak is
-        the allocator's `max_memory_allocated` and the count gives the breakdown. A compiled model is
-        counted on its eager step (the tracker cannot see into compiled kernels)."""
+    def memory(self, fn: Callable[[], None]) -> tuple[int, dict[str, int], str, int]:
+        """The allocator's peak over one more steady-state step, run as it is timed (no dispatch mode):
+        on CUDA `max_memory_allocated`, on the CPU the profiler's allocation events above what is live
+        when the step starts. A storage-by-storage count of another step gives the breakdown, and what
+        the allocator held above it is `workspace` (operators' internal allocations; below zero where the
+        counting mode changed the program: autograd cannot steal a gradient under one): (peak, breakdown,
+        method, tensor peak). A compiled
+        model is counted on its eager step (the tracker cannot see into compiled kernels)."""
         counted = self.count_memory(self.step(self.setup.raw) if self.config.compile else fn)
         if self.setup.device == "cuda":
-            return allocator_peak(fn, self.setup.device), counted.breakdown, "allocator"
-        return counted.peak_bytes, counted.breakdown, "tensors"
+            peak = allocator_peak(fn, self.setup.device)
+        else:
+            peak = live_bytes(t for ts in self.held().values() for t in ts) + step_peak(fn).peak_bytes
+        return peak, {**counted.breakdown, "workspace": peak - counted.peak_bytes}, "allocator", \
+            counted.peak_bytes
 
 
 class ForwardRunner(ModeRunner):

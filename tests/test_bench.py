@@ -165,8 +165,9 @@ def test_peak_memory_breakdown_adds_up_and_holds_the_weights(lenet8):
     inputs = 8 * 1 * 28 * 28 * 4 + 8 * 8  # the batch and its int64 targets
     fwd, fb, train = lenet8.results
     for m in lenet8.results:
-        assert m.memory_method == "tensors"
+        assert m.memory_method == "allocator"  # the CPU allocator's own peak; the tensor count its breakdown
         assert sum(m.memory_breakdown.values()) == m.peak_memory_bytes
+        assert m.peak_memory_bytes - m.memory_breakdown["workspace"] == m.tensor_peak_bytes
         assert m.memory_breakdown["parameters"] == weights
         assert m.memory_breakdown["inputs"] == inputs
     assert fwd.memory_breakdown["gradients"] == 0
@@ -181,7 +182,7 @@ def test_fwd_bwd_peak_memory_of_resnet18_matches_torchs_memtracker():
     mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
     r = timing.bench("resnet18", batch=4, mode="forward_backward", min_time=0.01, max_time=0.05, warmup=1,
                      count_flops=False, peak=False)
-    ours = r.results[0].peak_memory_bytes
+    ours = r.results[0].tensor_peak_bytes  # like with like: the tensor count beside the allocator's peak
     torch.manual_seed(0)
     model = cnnprobe.build_model("resnet18", device="cpu").module.train()
     x, y = torch.randn(4, 3, 224, 224), torch.randint(0, 1000, (4,))

@@ -16,7 +16,7 @@ LAYERS = [
     {"meta", "head", "safeload", "statedict", "freezing"},
     {"weights"},
     {"build"},
-    {"formulas", "shaperules", "trace", "failures", "steps", "devices", "memtrack", "memory"},
+    {"formulas", "shaperules", "trace", "failures", "steps", "devices", "memtrack", "memory", "allocator", "workspace"},
     {"probe"},
     {"inspect", "flopcount", "transfer", "modeldiff", "checkpoints", "peak", "benchconfig", "benchresult", "blocks"},
     {"runners"},

@@ -34,7 +34,8 @@ def test_predictions_match_real_steps_within_3_percent(name, size, batch, optimi
     for m, p in zip(measured.results, predicted.results):
         assert p.predicted_peak_bytes == pytest.approx(m.peak_memory_bytes, rel=0.03), (m.mode, m.frozen)
         for category, size_ in m.memory_breakdown.items():
-            assert p.breakdown[category] == pytest.approx(size_, rel=0.05, abs=64), (m.mode, category)
+            slack = 0.03 * m.peak_memory_bytes if category == "workspace" else 64  # the allocator's excess
+            assert p.breakdown[category] == pytest.approx(size_, rel=0.05, abs=slack), (m.mode, category)
 
 
 def test_the_breakdown_against_hand_formulas():
@@ -45,13 +46,14 @@ def test_the_breakdown_against_hand_formulas():
     assert r.breakdown["optimizer_state"] == 2 * 4 * LENET + 4 * 10
     assert r.breakdown["inputs"] == 8 * 28 * 28 * 4 + 8 * 8
     assert sum(r.breakdown.values()) == r.predicted_peak_bytes
+    assert r.predicted_peak_bytes - r.breakdown["workspace"] == r.tensor_peak_bytes
 
 
 def test_fwd_bwd_prediction_matches_torchs_memtracker():
-    """An independent count: MemTracker over a real first fwd+bwd of resnet18 (the same as the steady state,
-    since the step frees the last gradients first)."""
+    """An independent tensor-level count: MemTracker over a real first fwd+bwd of resnet18 (the same as the
+    steady state, since the step frees the last gradients first), against the prediction's own tensor peak."""
     mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
-    predicted = memory("resnet18", batch=2, mode="forward_backward").results[0].predicted_peak_bytes
+    predicted = memory("resnet18", batch=2, mode="forward_backward").results[0].tensor_peak_bytes
     torch.manual_seed(0)
     from cnnprobe.build import build_model
 
@@ -100,11 +102,12 @@ def test_budget_gives_a_batch_that_fits_and_really_runs_under_it():
     assert over.results[0].peak_memory_bytes > budget
 
 
+@pytest.mark.slow  # the answer and its neighbour calibrated: bfloat16 kernels run for real on the CPU
 def test_budget_on_resnet50_bf16_adam():
     r = memory("resnet50", mode="train_step", optimizer="adam", dtype="bfloat16", freeze_except="layer4,fc",
                budget="2GiB")
     assert r.budget.peak_bytes <= 2 * 2**30 < r.budget.next_peak_bytes
-    assert r.budget.predictions <= 8  # a line through two predictions, then a few around it
+    assert r.budget.predictions <= 12  # a line through two predictions, a few around it, the answer calibrated
 
 
 @pytest.mark.parametrize("text, value", [("24GiB", 24 * 2**30), ("80GB", 80 * 10**9), ("512 MiB", 512 * 2**20),
@@ -141,7 +144,8 @@ def test_cli_table_and_json_contract(cli):
     data = cli("memory", "lenet", "--batch", "2", "--json").json()
     assert set(data["predicted_peak_bytes"]) == {"forward", "forward_backward", "train_step"}
     assert set(data["breakdown"]["train_step"]) == {"parameters", "buffers", "gradients", "optimizer_state", "inputs",
-                                                    "activations", "temporaries"}
+                                                    "activations", "temporaries", "workspace"}
+    assert all(r["tensor_peak_bytes"] <= r["predicted_peak_bytes"] for r in data["results"])
 
 
 @pytest.mark.parametrize("args, message", [
