@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from cnnprobe.devices import cpu_name
+from cnnprobe.training.devices import cpu_name
 
 
 def pytest_configure(config: pytest.Config) -> None:

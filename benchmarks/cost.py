@@ -36,7 +36,7 @@ model, job = sys.argv[1], sys.argv[2]
 gmacs = None
 
 def real():
-    from cnnprobe.registry import resolve
+    from cnnprobe.models.registry import resolve
     spec = resolve(model)
     return spec.build().eval(), torch.zeros(1, *spec.input_shape)
 
@@ -112,7 +112,7 @@ def main() -> None:
 
     models = args.models
     if args.all:
-        from cnnprobe.registry import list_models
+        from cnnprobe.models.registry import list_models
 
         models = [s.name for s in list_models("torchvision:*")]
     jobs = args.jobs.split(",")
@@ -132,7 +132,7 @@ def write_report(rows: list[Cost], path: str) -> None:
     import torch
     import torchvision
 
-    from cnnprobe.devices import cpu_name as cpu_model
+    from cnnprobe.training.devices import cpu_name as cpu_model
 
     jobs = sorted({r.job for r in rows})
     lines = [
@@ -173,7 +173,7 @@ COUNTER_MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "vi
 
 def counters(models: list[str], out: str | None) -> None:
     """Each counter's total, time and memory per model, against torchvision's published `_ops`."""
-    from cnnprobe.registry import resolve
+    from cnnprobe.models.registry import resolve
 
     jobs = ["flops", "fvcore", "flopcountermode", "real"]
     names = {"flops": "cnnprobe (meta)", "fvcore": "fvcore (real)", "flopcountermode": "FlopCounterMode (real, no_grad)",

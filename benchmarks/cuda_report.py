@@ -36,9 +36,9 @@ CONFIGS = [
 def main() -> None:
     import torch
 
-    from cnnprobe.benchconfig import BenchConfig
-    from cnnprobe.render import nbytes
-    from cnnprobe.sweep import sweep
+    from cnnprobe.bench.sweep import sweep
+    from cnnprobe.report.render import nbytes
+    from cnnprobe.training.config import BenchConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")

@@ -25,12 +25,12 @@ def main() -> None:
 
     import torch
 
-    from cnnprobe.benchconfig import BenchConfig
-    from cnnprobe.ddp import DistOptions
-    from cnnprobe.devices import cpu_name
-    from cnnprobe.launch import launch
-    from cnnprobe.output import write_atomic
-    from cnnprobe.render import nbytes
+    from cnnprobe.bench.distributed.launcher import launch
+    from cnnprobe.bench.distributed.worker import DistOptions
+    from cnnprobe.report.files import write_atomic
+    from cnnprobe.report.render import nbytes
+    from cnnprobe.training.config import BenchConfig
+    from cnnprobe.training.devices import cpu_name
 
     rows = []
     for model, batch in MODELS.items():

@@ -63,10 +63,10 @@ def measure(name: str, batch: int, config: Any) -> Any:
     live when it starts), and a third counted storage by storage."""
     import torch
 
-    from cnnprobe.allocator import live_bytes, step_peak
-    from cnnprobe.enums import Mode
+    from cnnprobe.bench.runners import RUNNERS, BenchSetup
+    from cnnprobe.core.enums import Mode
     from cnnprobe.memory import allocator_peak
-    from cnnprobe.runners import RUNNERS, BenchSetup
+    from cnnprobe.memory.allocator import live_bytes, step_peak
 
     mode = config.modes[-1]
     setup = BenchSetup(name, batch, config).build()
@@ -92,7 +92,7 @@ def torchinfo_estimate(name: str, batch: int, input_size: str | None) -> int:
     (its "forward/backward pass size"), and parameters."""
     import torchinfo
 
-    from cnnprobe.build import build_model
+    from cnnprobe.models.build import build_model
 
     built = build_model(name, input_size=input_size)
     stats = torchinfo.summary(built.module, input_data=list(built.example_inputs(batch)), verbose=0, mode="train",
@@ -108,8 +108,8 @@ def memtracker_first_step(name: str, batch: int, input_size: str | None, device:
         return None
     import torch
 
-    from cnnprobe.build import build_model
-    from cnnprobe.steps import training_loss
+    from cnnprobe.models.build import build_model
+    from cnnprobe.training.recipe import training_loss
 
     built = build_model(name, input_size=input_size, device=device)
     model = built.module.train()
@@ -130,9 +130,9 @@ def memtracker_first_step(name: str, batch: int, input_size: str | None, device:
 
 def row(name: str, input_size: str | None, batch: int, mode: str, recipe: str | None, optimizer: str,
         device: str, predictor: Any = None) -> dict[str, Any]:
-    from cnnprobe.benchconfig import BenchConfig
-    from cnnprobe.enums import Mode
-    from cnnprobe.predict import Predictor
+    from cnnprobe.core.enums import Mode
+    from cnnprobe.memory.predict import Predictor
+    from cnnprobe.training.config import BenchConfig
 
     config = BenchConfig(device=device, mode=mode, optimizer=optimizer, input_size=input_size, freeze_except=recipe)
     predictor = predictor or Predictor(name, config)
@@ -172,8 +172,8 @@ def rows(models: list[str], device: str, extra: bool = True, path: Path | None =
         for case in EXTRA if extra else []:
             done(row(*case, device))
 
-    from cnnprobe.benchconfig import BenchConfig
-    from cnnprobe.predict import Predictor
+    from cnnprobe.memory.predict import Predictor
+    from cnnprobe.training.config import BenchConfig
 
     if extra_first:
         issue_cases()
@@ -195,9 +195,9 @@ def write(data: list[dict[str, Any]], device: str, path: Path) -> None:
     import torch
     import torchvision
 
-    from cnnprobe.devices import device_name
-    from cnnprobe.output import write_atomic
-    from cnnprobe.render import nbytes
+    from cnnprobe.report.files import write_atomic
+    from cnnprobe.report.render import nbytes
+    from cnnprobe.training.devices import device_name
 
     worst = max(data, key=lambda r: abs(r["error"]))
     worst_category = max(data, key=lambda r: r["category_error"])

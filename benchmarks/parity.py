@@ -25,8 +25,8 @@ RATIO_RANGE = (1.0, 2.0)
 
 def rows() -> list[dict[str, object]]:
     import cnnprobe
-    from cnnprobe.flopcount import within_published
-    from cnnprobe.registry import list_models
+    from cnnprobe.analysis.flops import within_published
+    from cnnprobe.models.registry import list_models
 
     out = []
     for spec in list_models("torchvision:*"):

@@ -26,7 +26,7 @@ SWEEP = {"lenet": [1, 8, 32], "resnet18": [1, 8], "mobilenet_v3_small": [1, 8]}
 def machine() -> dict[str, object]:
     import torch
 
-    from cnnprobe.devices import cpu_name
+    from cnnprobe.training.devices import cpu_name
 
     return {
         "date": datetime.date.today().isoformat(), "cpu": cpu_name(), "logical_cpus": os.cpu_count(),
@@ -37,8 +37,8 @@ def machine() -> dict[str, object]:
 
 
 def run_sweep(min_time: float, repeat: int) -> list[dict[str, object]]:
-    from cnnprobe.benchconfig import BenchConfig
-    from cnnprobe.sweep import sweep
+    from cnnprobe.bench.sweep import sweep
+    from cnnprobe.training.config import BenchConfig
 
     models = list(SWEEP)
     runs = []
@@ -81,9 +81,9 @@ def relations(runs: list[dict]) -> list[str]:
 
 
 def write(runs: list[dict], info: dict[str, object]) -> None:
-    from cnnprobe.benchresult import BenchResult, ModeResult, Repeat
-    from cnnprobe.output import plot_throughput, write_atomic
-    from cnnprobe.render import nbytes
+    from cnnprobe.bench.result import BenchResult, ModeResult, Repeat
+    from cnnprobe.report.files import plot_throughput, write_atomic
+    from cnnprobe.report.render import nbytes
 
     data = {"machine": info, "runs": runs}
     write_atomic(REPORTS / "bench-cpu.json", json.dumps(data, indent=1) + "\n")

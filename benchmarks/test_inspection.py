@@ -49,8 +49,8 @@ def test_flops_of_vit_h_14_costs_no_arithmetic(request):
 
 def test_offline_default_weights_fail_within_a_second(benchmark, machine_info, tmp_path, monkeypatch, request):
     """`--weights DEFAULT` with nothing in the local cache: one clear error, no download, no retries."""
-    from cnnprobe.build import build_model
-    from cnnprobe.errors import WeightsError
+    from cnnprobe.core.errors import WeightsError
+    from cnnprobe.models.build import build_model
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     build_model("lenet")  # the registry and torchvision's model list are loaded once per process anyway

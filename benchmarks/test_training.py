@@ -18,9 +18,9 @@ import torch
 from typer.testing import CliRunner
 
 import cnnprobe
-from cnnprobe.benchconfig import BenchConfig
-from cnnprobe.devices import device_name, timer_module
-from cnnprobe.runners import RUNNERS, BenchSetup, ForwardRunner
+from cnnprobe.bench.runners import RUNNERS, BenchSetup, ForwardRunner
+from cnnprobe.training.config import BenchConfig
+from cnnprobe.training.devices import device_name, timer_module
 from tests.load import Load
 
 from .conftest import enabled
@@ -48,7 +48,7 @@ def synchronised(fn, device: str):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("model, batch", CASES)
 def test_step(benchmark, machine_info, model, batch, mode, device):
-    from cnnprobe.enums import Mode
+    from cnnprobe.core.enums import Mode
 
     setup = BenchSetup(model, batch, BenchConfig(device=device)).build()
     step = synchronised(RUNNERS[Mode(mode)](setup).step(), device)

@@ -14,34 +14,34 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from . import signals as _signals
+from .core import signals as _signals
 
 _signals.guard_spawned_rank()  # a rank `bench --nproc` started dies with it, from the first import on
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "summary": "inspect",
-    "Summary": "inspect",
-    "LayerRecord": "inspect",
-    "trainable": "transfer",
-    "TrainableReport": "transfer",
-    "freeze": "freezing",
-    "freeze_batchnorm": "freezing",
-    "param_groups": "freezing",
-    "flops": "flopcount",
-    "bench": "timing",
-    "BenchResult": "benchresult",
-    "BenchConfig": "benchconfig",
-    "FlopReport": "flopcount",
-    "build_model": "build",
-    "compare_models": "modeldiff",
-    "inspect_checkpoint": "checkpoints",
-    "safe_load": "checkpoints",
-    "list_models": "registry",
-    "resolve": "registry",
-    "parse_head": "head",
-    "replace_head": "head",
+    "summary": "analysis.summary",
+    "Summary": "analysis.summary",
+    "LayerRecord": "analysis.summary",
+    "trainable": "analysis.trainable",
+    "TrainableReport": "analysis.trainable",
+    "freeze": "models.freezing",
+    "freeze_batchnorm": "models.freezing",
+    "param_groups": "models.freezing",
+    "flops": "analysis.flops",
+    "bench": "bench.timing",
+    "BenchResult": "bench.result",
+    "BenchConfig": "training.config",
+    "FlopReport": "analysis.flops",
+    "build_model": "models.build",
+    "compare_models": "analysis.compare",
+    "inspect_checkpoint": "analysis.checkpoint",
+    "safe_load": "analysis.checkpoint",
+    "list_models": "models.registry",
+    "resolve": "models.registry",
+    "parse_head": "models.head",
+    "replace_head": "models.head",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,13 +9,13 @@ import sys
 def main() -> None:
     import os
 
-    from . import signals
+    from .core import signals
 
     if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank torchrun started: it dies with torchrun's agent
         signals.guard_rank()
     signals.install()
     try:
-        from .cli import main as run
+        from .cli.app import main as run
 
         run()
     except KeyboardInterrupt:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnprobe import allocator, workspace
-from cnnprobe.benchconfig import BenchConfig
-from cnnprobe.enums import Mode
-from cnnprobe.memtrack import MemoryPeak, OpRecord, TensorSpec
-from cnnprobe.predict import Predictor
-from cnnprobe.runners import RUNNERS, BenchSetup
+from cnnprobe.bench.runners import RUNNERS, BenchSetup
+from cnnprobe.core.enums import Mode
+from cnnprobe.memory import allocator, workspace
+from cnnprobe.memory.predict import Predictor
+from cnnprobe.memory.tracker import MemoryPeak, OpRecord, TensorSpec
+from cnnprobe.training.config import BenchConfig
 
 MARK = "test.measured"
 

@@ -18,20 +18,20 @@ import torch
 from torch import nn
 
 import cnnprobe
-from cnnprobe import peak as peak_module
-from cnnprobe import timing
-from cnnprobe.batchsearch import fits_on_cpu
-from cnnprobe.benchconfig import BenchConfig
-from cnnprobe.errors import CnnprobeError, InputSizeError, OutOfMemory, UsageError
-from cnnprobe.peak import datasheet
-from cnnprobe.runners import (
+from cnnprobe.bench import flops_peak as peak_module
+from cnnprobe.bench import timing
+from cnnprobe.bench.batchsearch import fits_on_cpu
+from cnnprobe.bench.flops_peak import datasheet
+from cnnprobe.bench.runners import (
     BenchSetup,
     ForwardBackwardRunner,
     ForwardRunner,
     TrainStepRunner,
 )
-from cnnprobe.search import search_batch as find_max_batch
-from cnnprobe.sweep import parse_batches, sweep
+from cnnprobe.bench.sweep import parse_batches, sweep
+from cnnprobe.core.errors import CnnprobeError, InputSizeError, OutOfMemory, UsageError
+from cnnprobe.core.search import search_batch as find_max_batch
+from cnnprobe.training.config import BenchConfig
 
 from .conftest import one_error_line, stderr_lines, table_rows
 from .load import Load
@@ -248,7 +248,7 @@ def test_threads_are_set_and_reported_and_restored():
 
 def test_settings_state_cuda_switches():
     """The CUDA branch of the settings, checked without a GPU: cudnn.benchmark and TF32 are stated."""
-    from cnnprobe.benchconfig import settings
+    from cnnprobe.training.config import settings
 
     s = settings(BenchConfig(device="cuda", dtype="bfloat16"), 4)
     assert {"cudnn_benchmark", "tf32_matmul", "tf32_cudnn", "float32_matmul_precision"} <= set(s)
@@ -479,7 +479,7 @@ def test_auto_batch_reports_each_batch_it_tries(monkeypatch):
 
 
 def test_a_busy_or_oversubscribed_machine_is_said_before_timing(monkeypatch):
-    from cnnprobe import devices
+    from cnnprobe.training import devices
 
     n = devices.cores()
     assert "oversubscribe" in devices.machine_load(n + 1)
@@ -491,7 +491,7 @@ def test_a_busy_or_oversubscribed_machine_is_said_before_timing(monkeypatch):
 
 def test_runnable_threads_are_counted_from_the_kernel():
     """Independent of the code's reading: busy-loop processes started here raise the count by about as many."""
-    from cnnprobe import devices
+    from cnnprobe.training import devices
 
     if devices.runnable_elsewhere() is None:
         pytest.skip("no /proc/stat here")
@@ -503,7 +503,7 @@ def test_runnable_threads_are_counted_from_the_kernel():
 
 
 def test_cli_warns_of_load_on_stderr_and_keeps_json_on_stdout(cli, monkeypatch):
-    from cnnprobe import devices
+    from cnnprobe.training import devices
 
     monkeypatch.setattr(devices, "runnable_elsewhere", lambda: 64)
     run = cli("bench", "lenet", "--mode", "forward", "--json", *FAST_ARGS)
@@ -662,7 +662,7 @@ def test_blocks_see_twice_the_work_and_the_reference_stays():
     """A step that does the same work twice: its blocks take about twice as long as the single step's,
     measured in the same test, while the reference kernel timed beside them does not move; so step ÷
     reference doubles too. The same model and FLOPs always get the same reference."""
-    from cnnprobe.blocks import Reference, reference_size, time_blocks
+    from cnnprobe.bench.blocks import Reference, reference_size, time_blocks
 
     work = Reference("cpu", 192)
     reference = Reference("cpu", reference_size(10**8, "cpu"))

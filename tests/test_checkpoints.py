@@ -11,10 +11,10 @@ import torch
 import torchvision
 
 import cnnprobe
-from cnnprobe.build import build_model
-from cnnprobe.checkpoints import inspect_checkpoint
-from cnnprobe.errors import WeightsError
-from cnnprobe.safeload import pickle_globals, safe_load
+from cnnprobe.analysis.checkpoint import inspect_checkpoint
+from cnnprobe.core.errors import WeightsError
+from cnnprobe.models.build import build_model
+from cnnprobe.weights.safeload import pickle_globals, safe_load
 
 from .conftest import one_error_line
 
@@ -92,10 +92,10 @@ def test_training_checkpoint(files):
 
 
 def test_whole_pickled_model_is_refused_without_trust(files):
-    with pytest.raises(WeightsError, match="needs full unpickling.*cnnprobe.models.lenet.LeNet.*--trust"):
+    with pytest.raises(WeightsError, match="needs full unpickling.*cnnprobe.models.classics.lenet.LeNet.*--trust"):
         inspect_checkpoint(files["whole"])
     info = inspect_checkpoint(files["whole"], trust=True)
-    assert info.format == "pickled_model" and info.pickled_class == "cnnprobe.models.lenet.LeNet"
+    assert info.format == "pickled_model" and info.pickled_class == "cnnprobe.models.classics.lenet.LeNet"
     assert info.trusted and info.weights.params == 61_706
 
 

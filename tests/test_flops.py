@@ -8,14 +8,14 @@ import pytest
 from torch import nn
 
 import cnnprobe
-from cnnprobe.errors import (
+from cnnprobe.analysis.flops import within_published
+from cnnprobe.core.errors import (
     InputSizeError,
     InputTooSmallError,
     PatternError,
     UnknownModelError,
 )
-from cnnprobe.flopcount import within_published
-from cnnprobe.registry import list_models, resolve
+from cnnprobe.models.registry import list_models, resolve
 
 from .conftest import one_error_line
 

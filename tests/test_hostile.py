@@ -158,7 +158,7 @@ def crafted(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["p2", "p3", "p4", "p5", "p2_legacy", "p3_legacy", "p4_legacy", "p5_legacy"])
 def test_every_pickle_protocol_is_read_safely(cli, crafted, name):
-    from cnnprobe.safeload import safe_load
+    from cnnprobe.weights.safeload import safe_load
 
     _, made = crafted
     loaded = safe_load(made[name])
@@ -190,8 +190,8 @@ def test_a_zip_bomb_is_refused_before_it_inflates(cli, tmp_path):
     line = one_error_line(cli("checkpoint", str(bomb)))
     assert "zip bomb" in line and "1.0 GiB" in line
     assert time.perf_counter() - start < 5  # nothing was inflated
-    from cnnprobe.errors import WeightsError
-    from cnnprobe.safeload import pickle_globals
+    from cnnprobe.core.errors import WeightsError
+    from cnnprobe.weights.safeload import pickle_globals
 
     with pytest.raises(WeightsError, match="zip bomb"):
         pickle_globals(bomb)
@@ -238,7 +238,7 @@ def failing_replace(monkeypatch):
     def replace(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("cnnprobe.output.os.replace", replace)
+    monkeypatch.setattr("cnnprobe.report.files.os.replace", replace)
 
 
 def test_a_write_that_fails_at_the_end_keeps_the_results_and_leaves_no_temporary(cli, tmp_path, failing_replace):
@@ -335,7 +335,7 @@ def test_ctrl_c_in_any_command_is_one_interrupted_line(cli, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cnnprobe.inspect.summary", interrupted)
+    monkeypatch.setattr("cnnprobe.analysis.summary.summary", interrupted)
     run = cli("summary", "lenet")
     assert run.exit_code == 130 and run.stderr.strip() == "cnnprobe: interrupted"
 
@@ -427,7 +427,7 @@ def test_every_command_sizes_lazy_layers_with_the_input_given(cli, command, extr
 
 
 def test_compare_and_checkpoint_size_lazy_layers_with_the_input_given(cli, tmp_path):
-    from cnnprobe.build import build_model
+    from cnnprobe.models.build import build_model
 
     path = tmp_path / "lazy32.pt"
     torch.save(build_model(model("LazyFlat"), input_size="3,32,32", device="cpu").module.state_dict(), path)

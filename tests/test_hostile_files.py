@@ -79,8 +79,8 @@ def test_a_memory_bomb_is_refused_in_one_line_under_1_gb(tmp_path, name):
 
 
 def test_the_budget_follows_the_file_and_ordinary_files_pass(tmp_path):
-    from cnnprobe.errors import WeightsError
-    from cnnprobe.safeload import preflight, safe_load
+    from cnnprobe.core.errors import WeightsError
+    from cnnprobe.weights.safeload import preflight, safe_load
 
     MiB = 2**20
     for fmt in ("stored", "legacy"):
@@ -103,7 +103,7 @@ def test_the_budget_follows_the_file_and_ordinary_files_pass(tmp_path):
 def test_declared_lengths_are_refused_before_they_are_read():
     import io
 
-    from cnnprobe.pickles import Budget, TooLarge, audit
+    from cnnprobe.weights.pickles import Budget, TooLarge, audit
 
     budget = Budget(2**20)
     stream = io.BytesIO(b"\x80\x05\x96" + (2**40).to_bytes(8, "little") + b"\0" * 16 + b".")
@@ -167,7 +167,7 @@ def test_keys_json_cannot_hold_are_written_as_text(cli, tmp_path):
     path = files.training_checkpoint(tmp_path, "tuple_loss", loss={(1, 2): 3.0})
     data = cli("checkpoint", str(path), "--json").json()
     assert data["loss"] == "{(1, 2): 3.0}"
-    from cnnprobe.render import json_text
+    from cnnprobe.report.render import json_text
 
     assert json.loads(json_text({(1, 2): {("a",): 1}, 3: 4})) == {"(1, 2)": {"('a',)": 1}, "3": 4}
 
@@ -214,8 +214,8 @@ def test_an_input_the_model_rejects_while_predicting_memory_is_its_forward_failu
 
 
 def test_an_input_too_large_to_allocate_is_a_usage_error():
-    from cnnprobe.errors import InputSizeError
-    from cnnprobe.inputs import InputSpec
+    from cnnprobe.core.errors import InputSizeError
+    from cnnprobe.models.inputs import InputSpec
 
     with pytest.raises(InputSizeError, match="cannot be allocated on cpu: use a smaller --input-size or --batch"):
         InputSpec((60000, 60000)).make(100_000, "cpu")  # 1.3 PiB: malloc refuses at once
@@ -267,7 +267,7 @@ def test_a_baseline_of_a_million_samples_is_thinned_not_bootstrapped_whole(cli, 
 
 
 def test_thinning_keeps_samples_evenly_spaced_in_time_order():
-    from cnnprobe.regression import MAX_SAMPLES, _thin
+    from cnnprobe.bench.regression import MAX_SAMPLES, _thin
 
     repeat = {"samples_ms": [float(i) for i in range(1, 10 * MAX_SAMPLES + 1)]}
     _thin(repeat)
@@ -281,7 +281,8 @@ def test_thinning_keeps_samples_evenly_spaced_in_time_order():
 
 @pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"x": "' + "a" * (5 * 2**20) + '"}'])
 def test_a_peak_cache_too_deep_or_too_large_is_ignored_and_rewritten(tmp_path, monkeypatch, content):
-    from cnnprobe import cache, peak
+    from cnnprobe.bench import flops_peak as peak
+    from cnnprobe.core import cache
 
     monkeypatch.setenv("CNNPROBE_CACHE", str(tmp_path))
     target = tmp_path / peak.CACHE
@@ -292,7 +293,7 @@ def test_a_peak_cache_too_deep_or_too_large_is_ignored_and_rewritten(tmp_path, m
 
 
 def test_a_bench_run_over_a_deep_peak_cache_rewrites_it(cli, tmp_path, monkeypatch):
-    from cnnprobe import peak
+    from cnnprobe.bench import flops_peak as peak
 
     monkeypatch.setenv("CNNPROBE_CACHE", str(tmp_path))
     (tmp_path / peak.CACHE).write_text("[" * 100_000 + "]" * 100_000)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnprobe import timing
-from cnnprobe.benchconfig import BenchConfig
-from cnnprobe.enums import Mode
-from cnnprobe.predict import CUDA_ROUND, Predictor, memory, parse_budget
+from cnnprobe.bench import timing
+from cnnprobe.core.enums import Mode
+from cnnprobe.memory.predict import CUDA_ROUND, Predictor, memory, parse_budget
+from cnnprobe.training.config import BenchConfig
 
 from .conftest import one_error_line
 
@@ -55,7 +55,7 @@ def test_fwd_bwd_prediction_matches_torchs_memtracker():
     mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
     predicted = memory("resnet18", batch=2, mode="forward_backward").results[0].tensor_peak_bytes
     torch.manual_seed(0)
-    from cnnprobe.build import build_model
+    from cnnprobe.models.build import build_model
 
     model = build_model("resnet18", device="cpu").module.train()
     x, y = torch.randn(2, 3, 224, 224), torch.randint(0, 1000, (2,))
@@ -172,7 +172,7 @@ def test_a_model_that_reads_values_cannot_be_predicted(cli):
 
 def test_predictions_start_bench_batch_auto(monkeypatch):
     """`--batch auto` starts where the prediction says the batch fits, not at 1."""
-    from cnnprobe import batchsearch
+    from cnnprobe.bench import batchsearch
 
     tried = []
     real = batchsearch.search_batch

@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 import cnnprobe
-from cnnprobe.build import build_model
-from cnnprobe.registry import list_models
+from cnnprobe.models.build import build_model
+from cnnprobe.models.registry import list_models
 
 
 def conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
@@ -34,8 +34,8 @@ def vgg_params(widths: list[int]) -> int:
 def resnet_params(blocks: list[int]) -> int:
     total = conv(3, 64, 7, bias=False) + bn(64)
     cin = 64
-    for stage, (width, n) in enumerate(zip([64, 128, 256, 512], blocks)):
-        for i in range(n):
+    for width, n in zip([64, 128, 256, 512], blocks):
+        for _ in range(n):
             total += conv(cin, width, 3, False) + bn(width) + conv(width, width, 3, False) + bn(width)
             if cin != width:
                 total += conv(cin, width, 1, False) + bn(width)

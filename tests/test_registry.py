@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torchvision
 
-from cnnprobe.build import build_model
-from cnnprobe.enums import Source
-from cnnprobe.errors import InputSizeError, UnknownModelError, UserFileError
-from cnnprobe.inputs import parse_size as parse_input_size
-from cnnprobe.registry import list_models, resolve, suggest
+from cnnprobe.core.enums import Source
+from cnnprobe.core.errors import InputSizeError, UnknownModelError, UserFileError
+from cnnprobe.models.build import build_model
+from cnnprobe.models.inputs import parse_size as parse_input_size
+from cnnprobe.models.registry import list_models, resolve, suggest
 
 from .conftest import DATA
 

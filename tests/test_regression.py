@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from cnnprobe.blocks import Timed
-from cnnprobe.errors import CnnprobeError
-from cnnprobe.regression import check_comparable, compare, load_baseline, ratio_interval
-from cnnprobe.runners import ModeRunner
+from cnnprobe.bench.blocks import Timed
+from cnnprobe.bench.regression import check_comparable, compare, load_baseline, ratio_interval
+from cnnprobe.bench.runners import ModeRunner
+from cnnprobe.core.errors import CnnprobeError
 
 from .conftest import one_error_line, stderr_lines, table_rows
 

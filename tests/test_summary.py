@@ -6,10 +6,10 @@ import pytest
 from torch import nn
 
 import cnnprobe
-from cnnprobe.build import build_model
-from cnnprobe.errors import ForwardError, InputTooSmallError, UsageError
-from cnnprobe.probe import probe
-from cnnprobe.registry import list_models
+from cnnprobe.analysis.probe import probe
+from cnnprobe.core.errors import ForwardError, InputTooSmallError, UsageError
+from cnnprobe.models.build import build_model
+from cnnprobe.models.registry import list_models
 
 from .conftest import DATA, one_error_line, table_rows
 

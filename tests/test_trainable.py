@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import cnnprobe
-from cnnprobe.errors import HeadError, PatternError
-from cnnprobe.freezing import matches, param_groups, split_patterns
-from cnnprobe.head import parse_head
+from cnnprobe.core.errors import HeadError, PatternError
+from cnnprobe.models.freezing import matches, param_groups, split_patterns
+from cnnprobe.models.head import parse_head
 
 from .conftest import one_error_line, table_rows
 
@@ -235,7 +235,7 @@ def test_a_new_head_is_frozen_only_by_a_freeze_pattern_that_names_it():
     assert spared.after.trainable_params == 5130 and spared.after.total_params == total
     named = cnnprobe.trainable("resnet18", freeze="fc", head="linear(10)")
     assert named.after.trainable_params == total - 5130
-    from cnnprobe.flopcount import flops
+    from cnnprobe.analysis.flops import flops
 
     assert flops("resnet18", backward=True, freeze="fc", head="linear(10)").trainable_params == total - 5130
     assert flops("resnet18", backward=True, freeze_all=True, num_classes=10).trainable_params == 5130
@@ -251,9 +251,9 @@ def test_freeze_options_are_matched_against_the_new_head():
 
 def test_a_module_passed_in_gets_its_head_once_in_bench_and_memory():
     """A module handed to the API is copied, given the head once, and frozen the same way as a name."""
-    from cnnprobe.benchconfig import BenchConfig
-    from cnnprobe.predict import memory
-    from cnnprobe.timing import bench
+    from cnnprobe.bench.timing import bench
+    from cnnprobe.memory.predict import memory
+    from cnnprobe.training.config import BenchConfig
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
     config = BenchConfig(mode="train_step", freeze_all=True, head="linear(8),relu,linear(3)", min_time=0.02,

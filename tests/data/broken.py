@@ -1,3 +1,2 @@
-import torch
 
 x = undefined_name + 1

@@ -14,7 +14,7 @@ MARKER_NAME = "PWNED"
 
 
 def lenet_state() -> dict[str, torch.Tensor]:
-    from cnnprobe.build import build_model
+    from cnnprobe.models.build import build_model
 
     torch.manual_seed(0)
     return build_model("lenet", device="cpu").module.state_dict()

@@ -1,0 +1,277 @@
+"""`flops`: multiply-accumulates and FLOPs, labelled, by module and by operator.
+
+Conventions, stated everywhere a number is shown:
+
+- a MAC is one multiply-accumulate; FLOPs = 2 × MACs;
+- torchvision's tables (`_ops`, their "GFLOPS"), fvcore and most counters
+  report MACs under the name FLOPs;
+- counted: convolutions, matrix products and attention, with the formulas of
+  `torch.utils.flop_counter`. Normalisation, activations, pooling and
+  elementwise arithmetic are listed as not counted, as torchvision's figures
+  leave them out too.
+
+The default engine counts on the meta device: no weights, no arithmetic, the
+same for a LeNet and a 1-TFLOP ViT-H. `counter="fvcore"` runs fvcore instead,
+which traces real tensors with torch.jit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..core.enums import Counter
+from ..core.errors import CnnprobeError, ForwardError, InputSizeError, PatternError, UsageError
+from ..core.formatting import shape
+from ..models.build import Built, build_model, check_batch, check_depth, rebuild
+from ..models.freezing import FreezePlan
+from ..models.inputs import InputSpec
+from ..models.meta import paused_gc
+from ..trace.failures import explain_failure
+from ..trace.tracer import Tracer
+from ..training.devices import is_oom
+from ..training.recipe import training_loss
+from .probe import no_mha_fastpath, probe
+from .summary import FLOPS_CONVENTION
+
+if TYPE_CHECKING:
+    from torch import nn
+
+PARITY_TOLERANCE = 0.01  # relative, against torchvision's published `_ops`
+PUBLISHED_ROUNDING = 0.0005  # GMACs: `_ops` is published to three decimals
+
+
+@dataclass
+class ModuleFlops:
+    name: str
+    type: str
+    depth: int
+    macs: int
+
+
+@dataclass
+class OperatorFlops:
+    op: str
+    macs: int
+    share: float  # of the total
+
+
+@dataclass
+class FlopReport:
+    """What `cnnprobe flops` reports. `macs` and `flops` are for one forward pass of the whole batch."""
+
+    model: str
+    source: str
+    counter: str
+    input_size: list[int]  # the first input's, batch first
+    macs: int
+    by_module: list[ModuleFlops]
+    by_operator: list[OperatorFlops]
+    uncounted_ops: dict[str, int]
+    depth: int
+    backward_macs: int | None = None
+    train_forward_macs: int | None = None  # the forward pass in train mode, which the backward belongs to
+    backward_by_operator: list[OperatorFlops] = field(default_factory=list)
+    trainable_params: int | None = None
+    published_gmacs: float | None = None
+    device: str = "meta"
+    notes: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def backward_flops(self) -> int | None:
+        return None if self.backward_macs is None else 2 * self.backward_macs
+
+    @property
+    def published_difference(self) -> float | None:
+        """Our MACs against torchvision's published `_ops`, as a share; None where nothing is published."""
+        if not self.published_gmacs:
+            return None
+        return (self.macs / 1e9 - self.published_gmacs) / self.published_gmacs
+
+    @property
+    def backward_ratio(self) -> float | None:
+        """Backward MACs over the train-mode forward's: between 1 and 2 with everything trainable (each
+        layer's weight gradient costs its forward, its input gradient the same again, except the first's)."""
+        if self.backward_macs is None or not self.train_forward_macs:
+            return None
+        return self.backward_macs / self.train_forward_macs
+
+    @property
+    def training_flops(self) -> int | None:
+        """FLOPs of one training step's forward and backward passes."""
+        if self.backward_macs is None or self.train_forward_macs is None:
+            return None
+        return 2 * (self.train_forward_macs + self.backward_macs)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(flops=self.flops, backward_flops=self.backward_flops, convention=FLOPS_CONVENTION,
+                    gmacs=self.macs / 1e9, backward_ratio=self.backward_ratio, training_flops=self.training_flops)
+        if self.backward_macs is None:
+            for key in ("backward_macs", "backward_flops", "backward_by_operator", "train_forward_macs",
+                        "backward_ratio", "training_flops"):
+                data.pop(key)
+        return data
+
+
+def _operators(flops_by_op: dict[str, int]) -> list[OperatorFlops]:
+    total = sum(flops_by_op.values()) or 1
+    ordered = sorted(flops_by_op.items(), key=lambda kv: -kv[1])
+    return [OperatorFlops(op, f // 2, f / total) for op, f in ordered]
+
+
+# the total, the rows by module, the operators and what was not counted
+_Forward = tuple[int, list["ModuleFlops"], list["OperatorFlops"], dict[str, int], Built]
+
+
+def _torch_forward(built: Built, batch: int, depth: int) -> _Forward:
+    p = probe(built, batch)
+    t = p.tracer
+    rows = [ModuleFlops(c.name, c.type, c.depth, c.flops // 2) for c in t.calls if 0 < c.depth <= depth and c.done]
+    return t.total_flops // 2, rows, _operators(dict(t.flops_by_op)), dict(t.uncounted.most_common()), p.built
+
+
+def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFlops]]:
+    """Count the operators the backward pass really runs, in train mode, honouring requires_grad.
+
+    Returns the train-mode forward's MACs too: the pass this backward belongs to, which is larger than
+    the eval-mode count where a model computes more while training (Inception's auxiliary head)."""
+    module = built.module
+    was_training = module.training
+    module.train()
+    xs = built.example_inputs(batch)
+    tracer = Tracer(module, fast_meta=False)
+    try:
+        with tracer, torch.enable_grad():
+            loss = training_loss(module(*xs))
+            tracer.backward = True
+            if loss.requires_grad:
+                loss.backward()
+    except CnnprobeError:
+        raise
+    except SystemExit as e:
+        raise ForwardError(f"{built.name} called sys.exit({e.code}) in its forward pass") from None
+    except Exception as e:  # noqa: BLE001 - the model failed in train mode: name the layer
+        raise explain_failure(tracer, e, model=built.name, input_shape=list(xs[0].shape)) from None
+    finally:
+        module.train(was_training)
+    return tracer.total_flops // 2, tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
+
+
+def _quiet_fvcore() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+    return FlopCountAnalysis
+
+
+def _fvcore_forward(built: Built, batch: int, depth: int) -> _Forward:
+    """fvcore on real tensors: it traces with torch.jit, which meta tensors cannot feed."""
+    if built.device == "meta":
+        built = rebuild(built, "cpu")
+    analysis_cls = _quiet_fvcore()
+    module = built.module.eval()
+    try:
+        try:
+            xs = built.example_inputs(batch)
+        except InputSizeError as e:
+            raise UsageError(f"--counter fvcore runs {built.name} on the CPU: {e}; or use --counter torch (on meta: "
+                             "nothing is allocated)") from None
+        with warnings.catch_warnings(), torch.no_grad(), no_mha_fastpath():
+            warnings.simplefilter("ignore")
+            analysis = analysis_cls(module, xs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            total = int(analysis.total())
+            by_module = analysis.by_module()
+            by_op = analysis.by_operator()
+            unsupported = dict(analysis.unsupported_ops())
+    except RuntimeError as e:
+        if not is_oom(e):
+            raise
+        sizes = ", ".join(shape((batch, *s.shape)) for s in built.inputs)
+        raise UsageError(f"--counter fvcore runs {built.name} on the CPU, which cannot hold it at input {sizes}: "
+                         "use --counter torch (on meta: nothing is allocated), or a smaller --input-size or --batch") \
+            from None
+    types = {n: type(m).__name__ for n, m in module.named_modules()}
+    rows = [ModuleFlops(n, types.get(n, "?"), n.count(".") + 1, int(v)) for n, v in by_module.items()
+            if n and n.count(".") + 1 <= depth]
+    ops = _operators({k: 2 * int(v) for k, v in by_op.items()})  # fvcore counts one per MAC
+    return total, rows, ops, unsupported, built
+
+
+def flops(
+    model: "str | nn.Module",
+    *,
+    input_size: Any = None,
+    input_dtype: Any = None,
+    input_range: Any = None,
+    inputs: tuple[InputSpec, ...] | None = None,
+    batch: int = 1,
+    depth: int = 2,
+    num_classes: int | None = None,
+    backward: bool = False,
+    freeze_all: bool = False,
+    freeze_except: str | Sequence[str] | None = None,
+    freeze: str | Sequence[str] | None = None,
+    counter: Counter | str = Counter.TORCH,
+    weights: str | None = None,
+    trust: bool = False,
+    head: str | None = None,
+) -> FlopReport:
+    """MACs (and FLOPs = 2 × MACs) of one forward pass, by module and operator; optionally the backward pass.
+
+    The backward pass is counted from the operators autograd really runs, so
+    freezing (`freeze_except="layer4,fc"`) removes weight gradients of frozen
+    layers and input gradients before the first trainable one.
+    """
+    counter = Counter(counter)
+    check_batch(batch)
+    check_depth(depth)
+    plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
+    if not plan.empty and not backward:
+        raise PatternError("freezing changes only the backward pass: add --backward")
+    with paused_gc():
+        built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
+                            input_range=input_range, inputs=inputs, weights=weights, trust=trust, head=head)
+        plan.apply(built.module)  # a pattern that matches nothing fails here, before any counting
+        engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
+        macs, rows, ops, uncounted, built = engine(built, batch, depth)
+        plan.apply(built.module)  # the engine may have rebuilt the model (fvcore, or the CPU fallback)
+        train_macs, backward_macs, backward_ops = _torch_backward(built, batch) if backward else (None, None, [])
+    notes = list(built.notes)
+    if counter is Counter.FVCORE:
+        notes.append("fvcore counts one per multiply-accumulate, adds normalisation, pooling and upsampling "
+                     "(one per element), and skips operators it has no handle for, listed as not counted")
+    return FlopReport(
+        model=built.name,
+        source=built.spec.source.value,
+        counter=counter.value,
+        input_size=[batch, *built.input_shape],
+        inputs=[s.to_dict() for s in built.inputs],
+        macs=macs,
+        by_module=rows,
+        by_operator=ops,
+        uncounted_ops=uncounted,
+        depth=depth,
+        backward_macs=backward_macs,
+        train_forward_macs=train_macs,
+        backward_by_operator=backward_ops,
+        trainable_params=sum(p.numel() for p in built.module.parameters() if p.requires_grad),
+        published_gmacs=built.spec.published_gmacs,
+        device=built.device,
+        notes=notes,
+    )
+
+
+def within_published(gmacs: float, published: float) -> bool:
+    """torchvision's `_ops` agreement: 1%, or the rounding of its three decimals for the tiniest models."""
+    return abs(gmacs - published) <= max(PARITY_TOLERANCE * published, PUBLISHED_ROUNDING)

@@ -1,0 +1,219 @@
+"""`trainable`: parameters before and after freezing, as the transfer-learning recipes do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..core.enums import Optimizer
+from ..core.errors import HeadError
+from ..core.formatting import first_few
+from ..models.build import build_model, head_of, new_head
+from ..models.freezing import FreezePlan, ParamGroup, batchnorm_layers, freeze_batchnorm, param_groups, parse_lr
+from ..models.head import describe
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ROOT = "(root)"  # parameters that belong to the model itself, not to a child module
+
+
+@dataclass
+class Snapshot:
+    """Parameter counts and the training memory they imply."""
+
+    total_params: int
+    trainable_params: int
+    grad_bytes: int  # one gradient per trainable parameter
+    optimizer_state_bytes: int  # the optimizer's per-parameter state
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_params / self.total_params if self.total_params else 0.0
+
+
+@dataclass
+class BlockRow:
+    """One top-level block of the model."""
+
+    name: str
+    params_before: int
+    params_after: int
+    trainable_before: int
+    trainable_after: int
+
+
+@dataclass
+class HeadChange:
+    """The final classifier layer that was replaced."""
+
+    name: str
+    old: str
+    new: str
+    params_old: int
+    params_new: int
+
+
+@dataclass
+class BatchNormReport:
+    """BatchNorm layers, and whether their running statistics keep updating."""
+
+    layers: int
+    buffers: int
+    frozen: bool  # put in eval mode by --freeze-bn
+    layers_with_frozen_params: int
+
+
+@dataclass
+class TrainableReport:
+    """What `cnnprobe trainable` reports."""
+
+    model: str
+    source: str
+    optimizer: str
+    plan: dict[str, Any]
+    before: Snapshot
+    after: Snapshot
+    blocks: list[BlockRow]
+    head: HeadChange | None
+    batchnorm: BatchNormReport
+    groups: list[ParamGroup] = field(default_factory=list)
+    ungrouped: list[str] = field(default_factory=list)  # trainable parameters in no --lr group
+    warnings: list[str] = field(default_factory=list)
+    weights: str | None = None  # what was loaded, when --weights was given
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # what lazy layers were sized with, if any
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        return self.after.total_params
+
+    @property
+    def saved_bytes(self) -> int:
+        """Gradient and optimizer memory that freezing saves."""
+        b, a = self.before, self.after
+        return (b.grad_bytes + b.optimizer_state_bytes) - (a.grad_bytes + a.optimizer_state_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total_params"] = self.total_params
+        data["saved_bytes"] = self.saved_bytes
+        for key in ("before", "after"):
+            data[key]["trainable_share"] = getattr(self, key).trainable_share
+        return data
+
+
+def _snapshot(model: "nn.Module", optimizer: Optimizer) -> Snapshot:
+    params = list(model.parameters())
+    grads = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+    return Snapshot(
+        total_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        grad_bytes=grads,
+        optimizer_state_bytes=grads * optimizer.state_per_param,
+    )
+
+
+def _blocks(model: "nn.Module") -> dict[str, tuple[int, int]]:
+    """(params, trainable) per top-level child, and for the model's own parameters."""
+    out: dict[str, tuple[int, int]] = {}
+    own = list(model.parameters(recurse=False))
+    if own:
+        out[ROOT] = (sum(p.numel() for p in own), sum(p.numel() for p in own if p.requires_grad))
+    for name, child in model.named_children():
+        ps = list(child.parameters())
+        out[name] = (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))
+    return out
+
+
+def trainable(
+    model: "str | nn.Module",
+    *,
+    freeze_all: bool = False,
+    freeze_except: str | Sequence[str] | None = None,
+    freeze: str | Sequence[str] | None = None,
+    num_classes: int | None = None,
+    head: str | None = None,
+    lr: Sequence[str] | dict[str, float] | None = None,
+    freeze_bn: bool = False,
+    optimizer: Optimizer | str = Optimizer.ADAM,
+    weights: str | None = None,
+    trust: bool = False,
+    input_size: Any = None,
+    input_dtype: Any = None,
+    input_range: Any = None,
+) -> TrainableReport:
+    """Total and trainable parameters before and after freezing (and a new head).
+
+    The model is built on meta: counting needs no weights. `head` is a layer
+    list such as `dropout(0.3),linear(256),relu,dropout(0.3),linear(10)`;
+    `lr` maps module patterns to learning rates (`["layer4=1e-4", "fc=1e-3"]`).
+    """
+    optimizer = Optimizer(optimizer)
+    plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
+    if num_classes is not None and num_classes <= 0:
+        raise HeadError(f"--num-classes must be positive, got {num_classes}")
+    head_spec = head_of(head, num_classes)
+    lrs = lr if isinstance(lr, dict) else parse_lr(lr or [])
+
+    built = build_model(model, weights=weights, trust=trust, input_size=input_size, input_dtype=input_dtype,
+                        input_range=input_range)
+    module = built.module
+    before = _snapshot(module, optimizer)
+    blocks_before = _blocks(module)
+
+    change = None
+    if head_spec is not None:  # the head first, then the plan: as every command does (build.new_head)
+        name, old, new = new_head(built, head_spec)
+        change = HeadChange(name, describe(old), describe(new),
+                            sum(p.numel() for p in old.parameters()), sum(p.numel() for p in new.parameters()))
+    plan.apply(module)
+    after = _snapshot(module, optimizer)
+    blocks_after = _blocks(module)
+    rows = [
+        BlockRow(n, blocks_before.get(n, (0, 0))[0], blocks_after.get(n, (0, 0))[0],
+                 blocks_before.get(n, (0, 0))[1], blocks_after.get(n, (0, 0))[1])
+        for n in dict.fromkeys([*blocks_before, *blocks_after])
+    ]
+
+    warnings: list[str] = []
+    bn = batchnorm_layers(module)
+    frozen_bn = sum(1 for _, m in bn if any(not p.requires_grad for p in m.parameters(recurse=False)))
+    unfrozen = (len(bn), sum(len(list(m.buffers(recurse=False))) for _, m in bn))
+    layers, buffers = freeze_batchnorm(module) if freeze_bn else unfrozen
+    if frozen_bn and not freeze_bn:
+        warnings.append(
+            f"{frozen_bn} BatchNorm layers have frozen parameters but still update their running statistics "
+            "in train mode; pass --freeze-bn to keep them fixed"
+        )
+
+    groups, summary, orphans = param_groups(module, lrs) if lrs else ([], [], [])
+    for g in summary:
+        if g.frozen_params:
+            warnings.append(f"--lr group '{g.modules}' holds {g.frozen_params:,} frozen parameters; they will not be "
+                            "updated")
+    if lrs and orphans:
+        count = sum(p.numel() for n, p in module.named_parameters() if n in set(orphans))
+
+        shown = first_few(orphans)
+        warnings.append(f"{count:,} trainable parameters ({len(orphans)} tensors) belong to no --lr group: {shown}")
+
+    return TrainableReport(
+        model=built.name,
+        source=built.spec.source.value,
+        optimizer=optimizer.value,
+        plan={"freeze_all": plan.freeze_all, "freeze_except": plan.freeze_except, "freeze": plan.freeze,
+              "freeze_bn": freeze_bn},
+        before=before,
+        after=after,
+        blocks=rows,
+        head=change,
+        batchnorm=BatchNormReport(layers, buffers, freeze_bn, frozen_bn),
+        groups=summary,
+        ungrouped=orphans if lrs else [],
+        warnings=warnings,
+        weights=built.weights.describe() if built.weights else None,
+        inputs=[s.to_dict() for s in built.inputs],
+        notes=[n for n in [built.materialized] if n],
+    )

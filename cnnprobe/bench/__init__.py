@@ -1,0 +1,1 @@
+"""Timing steps: runners, statistics, sweeps, batch search, the FLOP/s peak, the regression gate."""

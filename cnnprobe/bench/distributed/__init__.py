@@ -1,0 +1,1 @@
+"""`bench` across processes and nodes: the rank worker and the launcher."""

@@ -1,0 +1,1 @@
+"""Every byte cnnprobe prints or writes: tables, JSON and files over the records the API returns."""

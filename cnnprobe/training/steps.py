@@ -1,0 +1,122 @@
+"""The one definition of a training step: forward (eval, inference_mode), forward_backward (train mode, the
+loss, its backward) and train_step (and the optimizer's step and zero_grad), as a training loop runs them.
+bench times these, the memory prediction runs them on fake tensors, and each DDP rank runs them wrapped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+
+from ..core.enums import Mode, Optimizer
+from .devices import NoClock
+from .recipe import make_optimizer, training_loss
+from .setup import BenchSetup
+
+
+class Step:
+    """One kind of step over a setup: `step()` gives the callable a training loop (or inference) runs, marking
+    its phases on `marks`; `held()` is what is live when it starts. Timing and memory counting wrap it."""
+
+    mode: ClassVar[Mode]
+
+    def __init__(self, setup: BenchSetup, frozen: bool = False) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.frozen = frozen
+        self.marks: Any = NoClock()  # where the step reports its phases
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        """The callable one step executes; `module` defaults to what the setup runs."""
+        raise NotImplementedError
+
+    def held(self) -> dict[str, Iterable[Any]]:
+        """What is live when a step starts, by category. Generators, so that nothing here keeps a
+        tensor alive that the step would free (last step's gradients, freed by zero_grad)."""
+        raw, setup, optimizer = self.setup.raw, self.setup, self.optimizer
+        assert raw is not None
+        state = optimizer.state.values() if optimizer is not None else []
+        return {
+            "parameters": raw.parameters(),
+            "buffers": raw.buffers(),
+            "gradients": (p.grad for p in raw.parameters() if p.grad is not None),
+            "optimizer_state": (v for s in state for v in s.values() if isinstance(v, torch.Tensor)),
+            "inputs": (t for t in (*setup.inputs, setup.target) if t is not None),
+        }
+
+
+class ForwardStep(Step):
+    """Inference: eval mode under inference_mode."""
+
+    mode = Mode.FORWARD
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        module = module or self.setup.module
+        xs, autocast = self.setup.inputs, self.setup.autocast
+        module.eval()
+
+        def forward() -> None:
+            marks = self.marks
+            marks.phase("forward")
+            with torch.inference_mode(), autocast():
+                module(*xs)
+            marks.phase("end")
+
+        return forward
+
+
+class ForwardBackwardStep(Step):
+    """Train mode, a loss and its backward pass; the gradients of the last step are freed first."""
+
+    mode = Mode.FORWARD_BACKWARD
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        module = module or self.setup.module
+        raw, xs, target, autocast = self.setup.raw, self.setup.inputs, self.setup.target, self.setup.autocast
+        module.train()
+
+        def forward_backward() -> None:
+            marks = self.marks
+            marks.phase("forward")
+            raw.zero_grad(set_to_none=True)
+            with autocast():
+                loss = training_loss(module(*xs), target)
+            marks.phase("backward")
+            loss.backward()
+            marks.phase("end")
+
+        return forward_backward
+
+
+class TrainStep(Step):
+    """forward_backward plus the optimizer's step and zero_grad, as a training loop runs them."""
+
+    mode = Mode.TRAIN_STEP
+
+    def step(self, module: Any = None) -> Callable[[], None]:
+        module = module or self.setup.module
+        xs, target, autocast = self.setup.inputs, self.setup.target, self.setup.autocast
+        if self.optimizer is None:
+            kind = Optimizer(self.config.optimizer)
+            self.optimizer = make_optimizer(self.setup.trainable(), kind, self.setup.foreach)
+        optimizer = self.optimizer
+        module.train()
+
+        def train_step() -> None:
+            marks = self.marks
+            marks.phase("forward")
+            with autocast():
+                loss = training_loss(module(*xs), target)
+            marks.phase("backward")
+            loss.backward()
+            marks.phase("optimizer")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            marks.phase("end")
+
+        return train_step
+
+
+STEPS: dict[Mode, type[Step]] = {s.mode: s for s in (ForwardStep, ForwardBackwardStep, TrainStep)}
