@@ -7,7 +7,7 @@ torchvision weights URL) apart, and with `model` checks that the weights fit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,7 @@ class OptimizerInfo:
     lr: list[float]
 
 
-def optimizer_type(groups: list[Mapping[str, Any]]) -> str:
+def optimizer_type(groups: Sequence[Mapping[str, Any]]) -> str:
     keys = set().union(*(g.keys() for g in groups)) if groups else set()
     if "betas" in keys:
         decoupled = any(g.get("decoupled_weight_decay") for g in groups)

@@ -159,7 +159,7 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         layers.append(LayerRecord(c.name, c.type, c.depth, c.output_shape, params, trainable, c.flops // 2, leaf,
                                   c.index, counts.get(id(c.module), 1)))
     layers += _uncalled(module, tracer, infos, scripted)
-    params = list(module.parameters())
+    all_params = list(module.parameters())
     notes = list(probe.built.notes)
     unseen = [r.name for r in layers if r.call == 0]
     if unseen:
@@ -176,9 +176,9 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         input_size=probe.input_size,
         input_source=probe.built.input_source,
         device=probe.built.device,
-        total_params=sum(p.numel() for p in params),
-        trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        param_bytes=tensor_bytes(params),
+        total_params=sum(p.numel() for p in all_params),
+        trainable_params=sum(p.numel() for p in all_params if p.requires_grad),
+        param_bytes=tensor_bytes(all_params),
         buffer_bytes=tensor_bytes(module.buffers()),
         activation_bytes=activation,
         macs=tracer.total_flops // 2,

@@ -10,7 +10,8 @@ import contextlib
 import errno
 import os
 import sys
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 from typer.core import TyperGroup
@@ -20,8 +21,9 @@ from ..core import signals
 from ..core.enums import Counter, Device, DType, Mode, Optimizer
 from ..core.errors import CnnprobeError, RunError
 
-# typer vendors click in recent releases and depends on it in older ones.
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+# typer vendors click in recent releases and depends on it in older ones. Found, not imported, so mypy sees a
+# bare `type`: cast to an exception class (click's, with format_message() and exit_code).
+ClickException = cast("type[Any]", next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
 
 
 class Interrupted(Exception):
@@ -82,7 +84,7 @@ class _OneLineErrors(TyperGroup):
         except SystemExit as e:  # typer's own exits are not SystemExit: this came from user code
             raise ModelExited(e.code) from None
 
-    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         argv = list(sys.argv[1:] if args is None else args)
         json_mode = "--json" in argv
@@ -436,8 +438,8 @@ def bench(
     check_device(config.device)
     names = [resolve(m).name for m in models]
     if baseline is not None:
-        regression.check_comparable(baseline, names, batches, config.device.value, config.dtype.value, threshold,
-                                    config.planned())
+        regression.check_comparable(baseline, names, batches, Device(config.device).value, DType(config.dtype).value,
+                                    threshold, config.planned())
 
     from ..training.devices import machine_load
 
@@ -456,12 +458,14 @@ def bench(
     if verdict is not None:
         data["comparison"] = verdict.to_dict()
     unwritten: list[str] = []  # measured results are printed even when a file cannot take them
-    for path, write in ((save, lambda: write_atomic(save, json_text(data))),
-                        (csv, lambda: write_csv(bench_rows(result.runs), BENCH_COLUMNS, csv)),
-                        (plot, lambda: plot_throughput(result.runs, plot))):
+    writers: list[tuple[str | None, Callable[[str], object]]] = [
+        (save, lambda p: write_atomic(p, json_text(data))),
+        (csv, lambda p: write_csv(bench_rows(result.runs), BENCH_COLUMNS, p)),
+        (plot, lambda p: plot_throughput(result.runs, p))]
+    for path, write in writers:
         if path and result.runs:
             try:
-                write()
+                write(path)
             except OutputError as e:
                 unwritten.append(str(e))
     if json:
@@ -473,7 +477,7 @@ def bench(
     if result.interrupted:
         raise Interrupted("the results above are what was measured so far")
     if result.failures:
-        raise _printed(RunError(result.failure_text(config.device.value)))
+        raise _printed(RunError(result.failure_text(Device(config.device).value)))
     if verdict is not None and not verdict.ok:
         raise _printed(RunError(f"regressed against {compare}: {verdict.regression_text()}"))
     if verdict is not None and verdict.blind:
@@ -630,6 +634,7 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
     else:
         from ..bench.distributed.launcher import launch
 
+        assert nproc is not None  # called for --nproc or --ddp, and this is not --ddp
         with _model_output(json_mode):
             result = launch(models[0], per_rank, config, nproc, options, port)
     if json_mode:

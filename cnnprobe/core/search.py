@@ -31,6 +31,7 @@ def search_batch(fits: Callable[[int], bool], start: int, limit: int, step: int 
                 good = trial
             else:
                 bad, step = trial, step * 2
+    assert good is not None and bad is not None  # each branch loops until both ends are bracketed
     while bad - good > 1:
         middle = (good + bad) // 2
         if fits(middle):

@@ -155,6 +155,7 @@ class MemoryReport:
 
 def parse_budget(text: str | int) -> int:
     """`24GiB`, `24 GB`, `512MiB`, `1.5e9` (bytes) -> bytes."""
+    value: float
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
@@ -162,7 +163,7 @@ def parse_budget(text: str | int) -> int:
         unit = match.group(2).lower() if match else ""
         if not match or unit not in _UNITS and unit != "":
             raise UsageError(f"malformed --budget '{text}': write a size such as 24GiB, 80GB or 512MiB")
-        value = float(match.group(1)) * _UNITS.get(unit or "b")
+        value = float(match.group(1)) * _UNITS[unit or "b"]  # unit is checked to be one of _UNITS above
     if not (math.isfinite(value) and value > 0):
         raise UsageError(f"--budget must be a positive size, got '{text}'")
     return int(value)
@@ -249,6 +250,7 @@ class Predictor:
         runner = STEPS[mode](setup, frozen)
         fn = runner.step()
         if self.freeze_bn:
+            assert setup.raw is not None  # set by the setup that built the step
             freeze_batchnorm(setup.raw)  # after the step's train(): running statistics stay fixed
         fake_log = logging.getLogger("torch._subclasses.fake_tensor")  # logs each failure with a traceback
         level = fake_log.level

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -48,7 +49,9 @@ class HeadSpec:
 
 
 def _split_top_level(text: str) -> list[str]:
-    items, depth, current = [], 0, []
+    items: list[str] = []
+    depth = 0
+    current: list[str] = []
     for ch in text:
         if ch == "," and depth == 0:
             items.append("".join(current))
@@ -95,8 +98,8 @@ def parse_head(text: str) -> HeadSpec:
 
 def find_head(model: "nn.Module", num_classes: int | None = None) -> tuple[str, "nn.Module"]:
     """The final classifier layer: the last Linear (a 1×1 Conv2d for SqueezeNet-style heads)."""
-    def pick(kind: type, width: str) -> tuple[str, nn.Module] | None:
-        found = [(n, m) for n, m in model.named_modules() if isinstance(m, kind) and n]
+    def pick(kind: type[nn.Module], width: str) -> tuple[str, nn.Module] | None:
+        found: list[tuple[str, nn.Module]] = [(n, m) for n, m in model.named_modules() if isinstance(m, kind) and n]
         if num_classes is not None:
             found = [(n, m) for n, m in found if getattr(m, width) == num_classes] or found
         return found[-1] if found else None
@@ -150,7 +153,8 @@ def replace_head(model: "nn.Module", spec: HeadSpec,
     """Swap the final classifier for `spec`, on the old head's device, marked new; returns (name, old, new)."""
     name, old = find_head(model, num_classes)
     conv = isinstance(old, nn.Conv2d)
-    in_width = old.in_channels if conv else old.in_features
+    # find_head returns a Linear or a Conv2d; nn.Module's __getattr__ alone would type the width as a Tensor
+    in_width = old.in_channels if isinstance(old, nn.Conv2d) else cast(nn.Linear, old).in_features
     device = next(old.parameters()).device
     with torch.device(device):
         new = mark_new(_make(spec, int(in_width), conv))

@@ -91,7 +91,7 @@ def parse_size(text: str | Sequence[int | str] | None) -> tuple[int, ...] | None
     Conv3d) -> a tuple of positive ints, batch excluded."""
     if text is None:
         return None
-    parts = [str(p) for p in text] if isinstance(text, (tuple, list)) else re.split(r"\s*[,x×]\s*", text.strip())
+    parts = re.split(r"\s*[,x×]\s*", text.strip()) if isinstance(text, str) else [str(p) for p in text]
     usage = "expected sizes without the batch, such as 3,224,224 (or H,W, or one side)"
     if not 1 <= len(parts) <= MAX_DIMS or not all(p.isascii() and p.isdigit() for p in parts):
         raise InputSizeError(f"malformed --input-size '{text}': {usage}")

@@ -113,11 +113,11 @@ def cached_file(member: Any) -> Path:
 def _torchvision_reads(state: dict[str, Any]) -> Iterator[None]:
     """Let torchvision's own builder load `state` (already read safely) instead of downloading."""
     original = _api.WeightsEnum.get_state_dict
-    _api.WeightsEnum.get_state_dict = lambda self, *a, **k: state  # type: ignore[method-assign]
+    _api.WeightsEnum.get_state_dict = lambda self, *a, **k: state
     try:
         yield
     finally:
-        _api.WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
+        _api.WeightsEnum.get_state_dict = original
 
 
 @dataclass

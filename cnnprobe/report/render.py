@@ -287,11 +287,11 @@ def bench_lines(sweep: "Sweep") -> list[Any]:
             saving = run.frozen_saving(mode)
             if saving is not None:
                 frozen, full = run.result(mode, True), run.result(mode, False)
+                assert frozen is not None and full is not None  # frozen_saving is None unless both ran
                 verdict = (f"freezing saves {share(saving)} of a {mode}" if saving >= 0
                            else f"freezing did not make {mode} faster here (see the IQR)")
                 pieces.append(Text(f"{run.model} b{run.batch}: {verdict} ({ms(frozen.median_ms)} ms frozen, "
-                                   ""  # type: ignore[union-attr]
-                                   f"{ms(full.median_ms)} ms with all params trainable)"))  # type: ignore[union-attr]
+                                   f"{ms(full.median_ms)} ms with all params trainable)"))
     if not several:
         line = _memory_line(sweep.runs[0])
         if line is not None:
@@ -416,11 +416,11 @@ def ddp_lines(d: "DistResult") -> list[Any]:
     ranks = styled_table()
     for col in ("rank", "host", "device", "threads", *(f"{_MODE_LABELS.get(m, m)} ms" for m in d.modes), "peak mem"):
         ranks.add_column(col, justify="left" if col in ("host", "device") else "right", no_wrap=True)
-    for r in d.per_rank:
-        cells = [str(r.rank), r.host, r.device, str(r.threads)]
-        cells += [f"{ms(r.modes[m]['median_ms'])} ± "
-                  f"{ms(r.modes[m]['iqr_ms'])}" if m in r.modes else "-" for m in d.modes]
-        cells.append(nbytes(max((v["peak_memory_bytes"] for v in r.modes.values()), default=0)))
+    for pr in d.per_rank:
+        cells = [str(pr.rank), pr.host, pr.device, str(pr.threads)]
+        cells += [f"{ms(pr.modes[m]['median_ms'])} ± "
+                  f"{ms(pr.modes[m]['iqr_ms'])}" if m in pr.modes else "-" for m in d.modes]
+        cells.append(nbytes(max((v["peak_memory_bytes"] for v in pr.modes.values()), default=0)))
         ranks.add_row(*cells)
     pieces.append(ranks)
     bandwidth = f", {d.allreduce_gbps:.2f} GB/s" if d.allreduce_gbps and d.world_size > 1 else ""
@@ -488,7 +488,7 @@ def compatibility_line(c: "Compatibility", what: str, left: str = "file", right:
     verdict = "fit" if c.compatible else "do not fit"
     prefix = f" (after dropping the '{c.stripped_prefix}' prefix)" if c.stripped_prefix else ""
     return Text(f"{what} {verdict} {c.model}{prefix}: {c.matched} keys match; {c.describe(left, right)}",
-                style=None if c.compatible else "bold")
+                style="" if c.compatible else "bold")
 
 
 def checkpoint_lines(info: "CheckpointInfo") -> list[Any]:

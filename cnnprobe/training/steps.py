@@ -75,6 +75,7 @@ class ForwardBackwardStep(Step):
     def step(self, module: Any = None) -> Callable[[], None]:
         module = module or self.setup.module
         raw, xs, target, autocast = self.setup.raw, self.setup.inputs, self.setup.target, self.setup.autocast
+        assert raw is not None
         module.train()
 
         def forward_backward() -> None:

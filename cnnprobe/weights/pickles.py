@@ -329,6 +329,7 @@ def as_protocol_2(stream: IO[bytes], budget: int = PICKLE_BUDGET) -> bytes:
             value = memo.get(slot)
             if slot in unwritten:  # its string went into a GLOBAL: spell it out here, and keep the slot
                 unwritten.discard(slot)
+                assert isinstance(value, str)  # only a string's slot goes into `unwritten` (STACK_GLOBAL)
                 out.append((string(value, slot), value, slot))
             else:
                 out.append((_encode(op, arg), value if isinstance(value, str) else None, None))

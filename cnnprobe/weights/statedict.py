@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ SHOWN = 3  # mismatched keys shown by name; the rest are counted
 STATE_KEYS = ("model_state_dict", "state_dict", "model", "net", "weights")
 
 
-def is_state_dict(obj: Any) -> bool:
+def is_state_dict(obj: Any) -> TypeGuard[Mapping[str, torch.Tensor]]:
     return isinstance(obj, Mapping) and bool(obj) and all(
         isinstance(k, str) for k in obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 

@@ -451,8 +451,8 @@ def worker(model: Any, batch: int, config: BenchConfig, options: DistOptions) ->
     progress = Progress(rank, world)
     inject_fault("start", rank)
     try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=options.timeout),
-                                **({"device_id": torch.device(rank_device)} if backend == "nccl" else {}))
+        nccl_only: dict[str, Any] = {"device_id": torch.device(rank_device)} if backend == "nccl" else {}
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=options.timeout), **nccl_only)
     except Exception as e:  # noqa: BLE001 - the launcher's environment points at nothing that answers
         if signals.seen():  # Ctrl-C while waiting for the others, turned into an error on the way
             raise KeyboardInterrupt from None
@@ -499,7 +499,7 @@ def _work(model: Any, batch: int, config: BenchConfig, options: DistOptions, ran
                        + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
                        + "; DDP needs every trainable parameter used in each step: freeze them (--freeze), or pass "
                        "--find-unused-parameters (DDP's find_unused_parameters=True, slower)")
-    bucket = {"bucket_cap_mb": options.bucket_mb} if options.bucket_mb else {}
+    bucket: dict[str, Any] = {"bucket_cap_mb": options.bucket_mb} if options.bucket_mb else {}
     progress.at("wrapping the model in DDP")
     ddp = DistributedDataParallel(setup.raw, device_ids=[local_rank] if backend == "nccl" else None,
                                   find_unused_parameters=options.find_unused_parameters, **bucket)

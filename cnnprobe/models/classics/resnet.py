@@ -41,6 +41,11 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """A 7×7 stem, four stages of basic blocks, global average pooling and one linear layer."""
 
+    layer1: nn.Sequential  # set with setattr in __init__, one per stage
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, blocks: list[int], num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
