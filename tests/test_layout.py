@@ -84,3 +84,16 @@ def test_no_import_cycles():
     for name in graph:
         if name not in seen:
             visit(name, [name])
+
+
+def test_core_needs_no_torch():
+    """`core` is what `cnnprobe --help` may import: none of its modules imports torch, even inside a function."""
+    heavy = []
+    for name, path in _modules().items():
+        if name.split(".")[0] != "core":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            heavy += [(name, n) for n in names if n.split(".")[0] in ("torch", "torchvision", "fvcore", "torchinfo")]
+    assert not heavy, heavy
