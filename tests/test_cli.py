@@ -95,3 +95,13 @@ def test_json_mode_prints_exactly_one_object(cli, args):
     assert run.exit_code == 0
     assert run.stdout.count("\n") == 1
     assert isinstance(json.loads(run.stdout), dict)
+
+
+def test_version_and_short_help(cli):
+    from cnnprobe import __version__
+
+    run = cli("--version")
+    assert run.exit_code == 0 and run.stdout.strip() == f"cnnprobe {__version__}"
+    short, long = cli("-h"), cli("--help")
+    assert short.exit_code == 0 and short.stdout == long.stdout and "summary" in short.stdout
+    assert cli("summary", "-h").stdout == cli("summary", "--help").stdout

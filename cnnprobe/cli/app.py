@@ -132,7 +132,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Look inside CNNs: per-layer shapes, parameters before and after freezing, FLOPs, timings.",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"cnnprobe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print cnnprobe's version and exit.")] = False,
+) -> None:
+    """Look inside CNNs: per-layer shapes, parameters before and after freezing, FLOPs, timings."""
 
 ModelArg = Annotated[
     str,

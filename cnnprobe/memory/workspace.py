@@ -154,11 +154,10 @@ def _measure(todo: dict[str, tuple[Any, Any]], deadline: float) -> dict[str, int
                 owners.append(key)
             del real_args, real_kwargs
     figures: dict[str, list[int]] = {}
-    failed = {k for k, nxt in zip(owners, [*owners[1:], None]) if k is not None and nxt is None and owners.count(k) == 1}
-    for key, w in zip(owners, allocator.windows(prof)):
-        if key is not None and key not in failed:
-            figures.setdefault(key, []).append(max(0, w.peak_bytes - w.net_bytes))
-    return {key: min(values) for key, values in figures.items()}
+    for owner, w in zip(owners, allocator.windows(prof)):
+        if owner is not None:
+            figures.setdefault(owner, []).append(max(0, w.peak_bytes - w.net_bytes))
+    return {key: min(values) for key, values in figures.items() if len(values) == 2}  # both calls ran
 
 
 def calibrate(ops: Iterable[OpRecord], batch: int, *, threads: int | None = None,
