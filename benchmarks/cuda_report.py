@@ -36,7 +36,7 @@ CONFIGS = [
 def main() -> None:
     import torch
 
-    from cnnprobe.bench.sweep import sweep
+    from cnnprobe.benchmark.sweep import sweep
     from cnnprobe.report.render import nbytes
     from cnnprobe.training.config import BenchConfig
 

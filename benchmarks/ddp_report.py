@@ -25,8 +25,8 @@ def main() -> None:
 
     import torch
 
-    from cnnprobe.bench.distributed.launcher import launch
-    from cnnprobe.bench.distributed.worker import DistOptions
+    from cnnprobe.benchmark.distributed.launcher import launch
+    from cnnprobe.benchmark.distributed.worker import DistOptions
     from cnnprobe.report.files import write_atomic
     from cnnprobe.report.render import nbytes
     from cnnprobe.training.config import BenchConfig

@@ -63,7 +63,7 @@ def measure(name: str, batch: int, config: Any) -> Any:
     live when it starts), and a third counted storage by storage."""
     import torch
 
-    from cnnprobe.bench.runners import RUNNERS, BenchSetup
+    from cnnprobe.benchmark.runners import RUNNERS, BenchSetup
     from cnnprobe.core.enums import Mode
     from cnnprobe.memory import allocator_peak
     from cnnprobe.memory.allocator import live_bytes, step_peak

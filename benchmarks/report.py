@@ -37,7 +37,7 @@ def machine() -> dict[str, object]:
 
 
 def run_sweep(min_time: float, repeat: int) -> list[dict[str, object]]:
-    from cnnprobe.bench.sweep import sweep
+    from cnnprobe.benchmark.sweep import sweep
     from cnnprobe.training.config import BenchConfig
 
     models = list(SWEEP)
@@ -81,7 +81,7 @@ def relations(runs: list[dict]) -> list[str]:
 
 
 def write(runs: list[dict], info: dict[str, object]) -> None:
-    from cnnprobe.bench.result import BenchResult, ModeResult, Repeat
+    from cnnprobe.benchmark.result import BenchResult, ModeResult, Repeat
     from cnnprobe.report.files import plot_throughput, write_atomic
     from cnnprobe.report.render import nbytes
 

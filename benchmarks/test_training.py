@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 import cnnprobe
-from cnnprobe.bench.runners import RUNNERS, BenchSetup, ForwardRunner
+from cnnprobe.benchmark.runners import RUNNERS, BenchSetup, ForwardRunner
 from cnnprobe.training.config import BenchConfig
 from cnnprobe.training.devices import device_name, timer_module
 from tests.load import Load

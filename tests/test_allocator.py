@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnprobe.bench.runners import RUNNERS, BenchSetup
+from cnnprobe.benchmark.runners import RUNNERS, BenchSetup
 from cnnprobe.core.enums import Mode
 from cnnprobe.memory import allocator, workspace
 from cnnprobe.memory.predict import Predictor

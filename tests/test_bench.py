@@ -18,17 +18,17 @@ import torch
 from torch import nn
 
 import cnnprobe
-from cnnprobe.bench import flops_peak as peak_module
-from cnnprobe.bench import timing
-from cnnprobe.bench.batchsearch import fits_on_cpu
-from cnnprobe.bench.flops_peak import datasheet
-from cnnprobe.bench.runners import (
+from cnnprobe.benchmark import flops_peak as peak_module
+from cnnprobe.benchmark import timing
+from cnnprobe.benchmark.batchsearch import fits_on_cpu
+from cnnprobe.benchmark.flops_peak import datasheet
+from cnnprobe.benchmark.runners import (
     BenchSetup,
     ForwardBackwardRunner,
     ForwardRunner,
     TrainStepRunner,
 )
-from cnnprobe.bench.sweep import parse_batches, sweep
+from cnnprobe.benchmark.sweep import parse_batches, sweep
 from cnnprobe.core.errors import CnnprobeError, InputSizeError, OutOfMemory, UsageError
 from cnnprobe.core.search import search_batch as find_max_batch
 from cnnprobe.training.config import BenchConfig
@@ -662,7 +662,7 @@ def test_blocks_see_twice_the_work_and_the_reference_stays():
     """A step that does the same work twice: its blocks take about twice as long as the single step's,
     measured in the same test, while the reference kernel timed beside them does not move; so step ÷
     reference doubles too. The same model and FLOPs always get the same reference."""
-    from cnnprobe.bench.blocks import Reference, reference_size, time_blocks
+    from cnnprobe.benchmark.blocks import Reference, reference_size, time_blocks
 
     work = Reference("cpu", 192)
     reference = Reference("cpu", reference_size(10**8, "cpu"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnprobe.bench.distributed.worker import gradient_checksum
+from cnnprobe.benchmark.distributed.worker import gradient_checksum
 from cnnprobe.core.errors import CnnprobeError
 
 from .conftest import one_error_line
@@ -118,7 +118,7 @@ def test_a_failing_rank_ends_the_job_naming_it(cli):
     assert run.exit_code == 1 and "rank 1 failed: " in line and "rank one is broken" in line
     assert time.perf_counter() - start < 90  # well within the timeout: the launcher stops the other rank
     time.sleep(0.5)
-    left = subprocess.run(["pgrep", "-f", "cnnprobe.bench.distributed.worker|multiprocessing.spawn"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", "cnnprobe.benchmark.distributed.worker|multiprocessing.spawn"], capture_output=True, text=True)
     assert str(os.getpid()) not in left.stdout.split() and not [
         p for p in left.stdout.split() if _parent(int(p)) == os.getpid()]  # no rank left behind
 
@@ -153,7 +153,7 @@ def test_a_port_in_use(cli):
 
 
 def test_more_ranks_than_gpus(monkeypatch):
-    from cnnprobe.bench.distributed import launcher as launch
+    from cnnprobe.benchmark.distributed import launcher as launch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(CnnprobeError, match="has 1 GPU"):
@@ -182,13 +182,13 @@ def _running(pid: int) -> bool:
 
 
 def _interleaved(ddp, no_sync, single):
-    from cnnprobe.bench.distributed.worker import Interleaved
+    from cnnprobe.benchmark.distributed.worker import Interleaved
 
     return Interleaved(ddp=ddp, no_sync=no_sync, single=single, own=ddp)
 
 
 def test_figures_are_paired_round_by_round():
-    from cnnprobe.bench.distributed.worker import job_figures
+    from cnnprobe.benchmark.distributed.worker import job_figures
 
     # load moves between rounds: round 2 is twice as slow for every series alike
     t = _interleaved([0.010, 0.020, 0.010, 0.010, 0.010], [0.008, 0.016, 0.008, 0.008, 0.008],
@@ -202,7 +202,7 @@ def test_figures_are_paired_round_by_round():
 
 
 def test_an_efficiency_above_one_is_noise_not_a_result():
-    from cnnprobe.bench.distributed.worker import is_noisy, job_figures
+    from cnnprobe.benchmark.distributed.worker import is_noisy, job_figures
 
     # the baseline happened to run slower than the synchronised step: no physics makes DDP faster than that
     t = _interleaved([0.010] * 6, [0.0105] * 6, [0.0110] * 6)
@@ -214,7 +214,7 @@ def test_an_efficiency_above_one_is_noise_not_a_result():
 
 
 def test_the_noise_flag_sees_the_no_sync_and_single_timings():
-    from cnnprobe.bench.distributed.worker import is_noisy, job_figures
+    from cnnprobe.benchmark.distributed.worker import is_noisy, job_figures
 
     steady = [0.010, 0.0101, 0.0099, 0.010, 0.010, 0.0100]
     wild = [0.002, 0.009, 0.003, 0.008, 0.002, 0.009]
@@ -225,7 +225,7 @@ def test_the_noise_flag_sees_the_no_sync_and_single_timings():
 
 
 def test_bootstrap_interval_of_the_median():
-    from cnnprobe.bench.distributed.worker import interval
+    from cnnprobe.benchmark.distributed.worker import interval
 
     values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0]
     low, high = interval(values)
@@ -234,7 +234,7 @@ def test_bootstrap_interval_of_the_median():
 
 
 def test_the_table_never_shows_an_efficiency_above_100():
-    from cnnprobe.bench.distributed.worker import job_figures
+    from cnnprobe.benchmark.distributed.worker import job_figures
     from cnnprobe.report.render import _efficiency, _exposed
 
     figures = job_figures(_interleaved([0.01] * 5, [0.011] * 5, [0.015] * 5), 2, 1)
@@ -268,7 +268,7 @@ def test_differing_gradients_are_named_and_fail_the_run(cli):
 
 
 def test_nproc_beyond_the_machines_memory_is_refused(cli, monkeypatch):
-    from cnnprobe.bench.distributed import launcher as launch
+    from cnnprobe.benchmark.distributed import launcher as launch
 
     monkeypatch.setattr(launch, "available_memory", lambda: 3 << 30)
     line = one_error_line(cli("bench", "lenet", "--nproc", "64", "--threads", "1"))
@@ -276,7 +276,7 @@ def test_nproc_beyond_the_machines_memory_is_refused(cli, monkeypatch):
 
 
 def test_the_memory_check_counts_the_step_against_a_hand_count():
-    from cnnprobe.bench.distributed import launcher as launch
+    from cnnprobe.benchmark.distributed import launcher as launch
     from cnnprobe.training.config import BenchConfig
 
     config = BenchConfig(mode="train_step", predict=False)
@@ -292,7 +292,7 @@ def test_the_memory_check_counts_the_step_against_a_hand_count():
 def test_a_ctrl_c_an_import_turned_into_another_error_is_still_an_interrupt(cli, monkeypatch):
     """numpy, interrupted half-way through its import under torch, raises 'cannot load module more than once'
     on the next import: the Ctrl-C the handler saw wins, exit 130, not an internal error."""
-    from cnnprobe.bench.distributed import launcher as launch
+    from cnnprobe.benchmark.distributed import launcher as launch
     from cnnprobe.core import signals
 
     def interrupted_import(*args, **kwargs):
@@ -305,7 +305,7 @@ def test_a_ctrl_c_an_import_turned_into_another_error_is_still_an_interrupt(cli,
 
 
 def test_a_ctrl_c_an_import_swallowed_stops_before_the_ranks_start(cli, monkeypatch):
-    from cnnprobe.bench.distributed import launcher as launch
+    from cnnprobe.benchmark.distributed import launcher as launch
     from cnnprobe.core import signals
 
     started = []

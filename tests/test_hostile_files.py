@@ -267,7 +267,7 @@ def test_a_baseline_of_a_million_samples_is_thinned_not_bootstrapped_whole(cli, 
 
 
 def test_thinning_keeps_samples_evenly_spaced_in_time_order():
-    from cnnprobe.bench.regression import MAX_SAMPLES, _thin
+    from cnnprobe.benchmark.regression import MAX_SAMPLES, _thin
 
     repeat = {"samples_ms": [float(i) for i in range(1, 10 * MAX_SAMPLES + 1)]}
     _thin(repeat)
@@ -281,7 +281,7 @@ def test_thinning_keeps_samples_evenly_spaced_in_time_order():
 
 @pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"x": "' + "a" * (5 * 2**20) + '"}'])
 def test_a_peak_cache_too_deep_or_too_large_is_ignored_and_rewritten(tmp_path, monkeypatch, content):
-    from cnnprobe.bench import flops_peak as peak
+    from cnnprobe.benchmark import flops_peak as peak
     from cnnprobe.core import cache
 
     monkeypatch.setenv("CNNPROBE_CACHE", str(tmp_path))
@@ -293,7 +293,7 @@ def test_a_peak_cache_too_deep_or_too_large_is_ignored_and_rewritten(tmp_path, m
 
 
 def test_a_bench_run_over_a_deep_peak_cache_rewrites_it(cli, tmp_path, monkeypatch):
-    from cnnprobe.bench import flops_peak as peak
+    from cnnprobe.benchmark import flops_peak as peak
 
     monkeypatch.setenv("CNNPROBE_CACHE", str(tmp_path))
     (tmp_path / peak.CACHE).write_text("[" * 100_000 + "]" * 100_000)

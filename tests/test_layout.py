@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cnnprobe"
 
 # Lowest first: data flows up this list. A module may import from its own subpackage or any subpackage below
 # it, never above. The top-level modules come last.
-PACKAGES = ["core", "weights", "models", "trace", "training", "memory", "analysis", "bench", "report", "cli"]
+PACKAGES = ["core", "weights", "models", "trace", "training", "memory", "analysis", "benchmark", "report", "cli"]
 TOP = {"__init__", "__main__"}
 
 
@@ -97,3 +97,10 @@ def test_core_needs_no_torch():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             heavy += [(name, n) for n in names if n.split(".")[0] in ("torch", "torchvision", "fvcore", "torchinfo")]
     assert not heavy, heavy
+
+
+def test_no_subpackage_shadows_a_public_name():
+    """`cnnprobe.bench(...)` is the API: a subpackage of the same name would replace it once imported."""
+    import cnnprobe
+
+    assert not set(PACKAGES) & set(cnnprobe.__all__)

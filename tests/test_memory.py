@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnprobe.bench import timing
+from cnnprobe.benchmark import timing
 from cnnprobe.core.enums import Mode
 from cnnprobe.memory.predict import CUDA_ROUND, Predictor, memory, parse_budget
 from cnnprobe.training.config import BenchConfig
@@ -172,7 +172,7 @@ def test_a_model_that_reads_values_cannot_be_predicted(cli):
 
 def test_predictions_start_bench_batch_auto(monkeypatch):
     """`--batch auto` starts where the prediction says the batch fits, not at 1."""
-    from cnnprobe.bench import batchsearch
+    from cnnprobe.benchmark import batchsearch
 
     tried = []
     real = batchsearch.search_batch

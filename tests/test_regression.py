@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from cnnprobe.bench.blocks import Timed
-from cnnprobe.bench.regression import check_comparable, compare, load_baseline, ratio_interval
-from cnnprobe.bench.runners import ModeRunner
+from cnnprobe.benchmark.blocks import Timed
+from cnnprobe.benchmark.regression import check_comparable, compare, load_baseline, ratio_interval
+from cnnprobe.benchmark.runners import ModeRunner
 from cnnprobe.core.errors import CnnprobeError
 
 from .conftest import one_error_line, stderr_lines, table_rows

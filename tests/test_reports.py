@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnprobe.bench.regression import load_baseline
+from cnnprobe.benchmark.regression import load_baseline
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 

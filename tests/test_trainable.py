@@ -251,7 +251,7 @@ def test_freeze_options_are_matched_against_the_new_head():
 
 def test_a_module_passed_in_gets_its_head_once_in_bench_and_memory():
     """A module handed to the API is copied, given the head once, and frozen the same way as a name."""
-    from cnnprobe.bench.timing import bench
+    from cnnprobe.benchmark.timing import bench
     from cnnprobe.memory.predict import memory
     from cnnprobe.training.config import BenchConfig
 

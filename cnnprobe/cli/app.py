@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn, cast
 import typer
 from typer.core import TyperGroup
 
-from ..bench.regression import DEFAULT_THRESHOLD
+from ..benchmark.regression import DEFAULT_THRESHOLD
 from ..core import signals
 from ..core.enums import Counter, Device, DType, Mode, Optimizer
 from ..core.errors import CnnprobeError, RunError
@@ -405,8 +405,8 @@ def bench(
 ) -> None:
     """Time forward, backward and train steps with warm-up, synchronised timers and stable medians; with
     --nproc or --ddp, data-parallel across processes, GPUs and nodes."""
-    from ..bench import regression
-    from ..bench.sweep import parse_batches, sweep
+    from ..benchmark import regression
+    from ..benchmark.sweep import parse_batches, sweep
     from ..models.registry import resolve
     from ..report.files import OutputError, check_writable, plot_throughput, require_matplotlib, write_atomic, write_csv
     from ..report.render import (
@@ -611,7 +611,7 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
     """`bench --nproc N` (ranks started here) or `bench --ddp` (this process is one rank of a torchrun job)."""
     import math
 
-    from ..bench.distributed.worker import DistOptions, backend_for, in_launcher, worker
+    from ..benchmark.distributed.worker import DistOptions, backend_for, in_launcher, worker
     from ..report.render import ddp_lines, emit_json, print_pieces
     from ..training.devices import check_device
 
@@ -635,7 +635,7 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
         if not in_launcher():
             raise CnnprobeError("--ddp joins a job started by torchrun, but RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "
                                 "and MASTER_PORT are not set: run it under torchrun, or use --nproc N")
-        from ..bench.distributed.worker import RankFailure
+        from ..benchmark.distributed.worker import RankFailure
 
         try:
             with _model_output(json_mode):
@@ -645,11 +645,11 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
             raise
         if data is None:
             return  # only rank 0 prints
-        from ..bench.distributed.worker import from_dict
+        from ..benchmark.distributed.worker import from_dict
 
         result = from_dict(data)
     else:
-        from ..bench.distributed.launcher import launch
+        from ..benchmark.distributed.launcher import launch
 
         assert nproc is not None  # called for --nproc or --ddp, and this is not --ddp
         with _model_output(json_mode):
@@ -666,7 +666,7 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
 
 
 def _parse_one_batch(text: str) -> int:
-    from ..bench.sweep import parse_batches
+    from ..benchmark.sweep import parse_batches
 
     return int(parse_batches(text)[0])
 

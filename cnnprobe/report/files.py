@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import CnnprobeError
 
 if TYPE_CHECKING:
-    from ..bench.result import BenchResult
+    from ..benchmark.result import BenchResult
 
 
 class OutputError(CnnprobeError):

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..bench.result import MIN_BLOCKS
+from ..benchmark.result import MIN_BLOCKS
 from ..core.formatting import ARROW, brief, count, first_few, inputs, macs, ms, nbytes, shape, share
 
 if TYPE_CHECKING:
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from ..analysis.flops import FlopReport
     from ..analysis.summary import Summary
     from ..analysis.trainable import TrainableReport
-    from ..bench.distributed.worker import DistResult
-    from ..bench.regression import Comparison
-    from ..bench.result import BenchResult, Sweep
+    from ..benchmark.distributed.worker import DistResult
+    from ..benchmark.regression import Comparison
+    from ..benchmark.result import BenchResult, Sweep
     from ..memory.predict import MemoryReport
     from ..models.registry import ModelSpec
     from ..weights.statedict import Compatibility
