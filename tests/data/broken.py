@@ -1,2 +1,3 @@
+import torch
 
 x = undefined_name + 1
