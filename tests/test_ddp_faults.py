@@ -185,15 +185,21 @@ def test_stale_launcher_environment_is_one_line(cli, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["ranks starting", "ranks timing"])
 def test_a_killed_launcher_leaves_no_rank_and_no_directory(moment):
+    process, everything = _launched_until(moment)
+    process.kill()  # SIGKILL, as a CI job's timeout does in the end: no handler runs in the launcher
+    process.communicate(timeout=30)
+    assert _all_gone(everything), [p for p in everything if _running(p)]
+    assert not _leftovers(process.pid, _errorfiles())
+
+
+def _launched_until(moment: str) -> tuple[subprocess.Popen, set[int]]:
+    """`bench --nproc 2` with both ranks started (and, for "ranks timing", rank 0 timing): the launcher, and
+    every process it and its ranks are."""
     process = _cnnprobe("bench", "lenet", "--nproc", "2", "--min-time", "300")
     ranks = _wait_for_ranks(process)
     if moment == "ranks timing":
         _wait_for_phase(process, "timing")
-    everything = _children(process.pid)
-    process.kill()  # SIGKILL, as a CI job's timeout does in the end: no handler runs in the launcher
-    process.communicate(timeout=30)
-    assert _all_gone(everything | ranks), [p for p in everything if _running(p)]
-    assert not _leftovers(process.pid, _errorfiles())
+    return process, _children(process.pid) | ranks
 
 
 def _wait_for_phase(process: subprocess.Popen, word: str, timeout: float = 180) -> None:
@@ -215,11 +221,7 @@ def _wait_for_phase(process: subprocess.Popen, word: str, timeout: float = 180) 
 @pytest.mark.parametrize("moment", ["ranks starting", "ranks timing"])
 def test_ctrl_c_exits_130_with_one_line_and_no_rank_left(moment):
     """Ctrl-C reaches the whole foreground process group: the launcher and every rank at once."""
-    process = _cnnprobe("bench", "lenet", "--nproc", "2", "--min-time", "300")
-    ranks = _wait_for_ranks(process)
-    if moment == "ranks timing":
-        _wait_for_phase(process, "timing")
-    everything = _children(process.pid) | ranks
+    process, everything = _launched_until(moment)
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=90)  # a swallowed Ctrl-C would time for 300 s and more
     assert process.returncode == 130, err
@@ -230,10 +232,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_rank_left(moment):
 
 @pytest.mark.slow
 def test_sigterm_exits_143_and_stops_every_rank():
-    process = _cnnprobe("bench", "lenet", "--nproc", "2", "--min-time", "300")
-    ranks = _wait_for_ranks(process)
-    _wait_for_phase(process, "timing")
-    everything = _children(process.pid) | ranks
+    process, everything = _launched_until("ranks timing")
     process.terminate()
     _, err = process.communicate(timeout=90)
     assert process.returncode == 143, err
