@@ -313,3 +313,35 @@ def test_a_ctrl_c_an_import_swallowed_stops_before_the_ranks_start(cli, monkeypa
     monkeypatch.setattr(signals, "_seen", True)  # seen while torch loaded, and swallowed there
     run = cli("bench", "lenet", "--nproc", "2", "--json")
     assert run.exit_code == 130 and not started and run.stdout.count("{") <= 1
+
+
+def test_a_sigterm_an_import_swallowed_stops_before_the_ranks_start(cli, monkeypatch):
+    """Under load, SIGTERM landing in torch's import was caught by a library on the way and the bench ran to
+    the end with exit 0: the handler's note makes it 143 before any rank starts."""
+    from cnnprobe.benchmark.distributed import launcher as launch
+    from cnnprobe.core import signals
+
+    started = []
+    monkeypatch.setattr(launch, "launch", lambda *a, **k: started.append(1))
+    try:
+        signals._on_terminate(15, None)
+    except signals.Terminated:
+        pass  # what the library did
+    monkeypatch.setattr(signals, "_terminated", True)  # restored after the test
+    run = cli("bench", "lenet", "--nproc", "2")
+    assert run.exit_code == 143 and not started and run.stderr.strip() == "cnnprobe: terminated"
+
+
+def test_a_sigterm_swallowed_after_the_last_check_still_exits_143(cli, monkeypatch):
+    from cnnprobe.analysis import summary
+    from cnnprobe.core import signals
+
+    real = summary.summary
+
+    def swallowed(*args, **kwargs):
+        monkeypatch.setattr(signals, "_terminated", True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "summary", swallowed)
+    run = cli("summary", "lenet")
+    assert run.exit_code == 143 and run.stderr.strip() == "cnnprobe: terminated"

@@ -111,6 +111,8 @@ class _OneLineErrors(TyperGroup):
             if signals.seen():  # a Ctrl-C some library turned into another error (an import half done)
                 _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
             _internal(e, json_mode)
+        if signals.terminated():  # a SIGTERM an import swallowed whole
+            _fail("terminated", signals.TERMINATED_EXIT, json_mode, prefix="cnnprobe: ")
         if rv == 130 or signals.seen():  # typer turns Ctrl-C into a silent exit 130; imports may swallow it
             _fail("interrupted", 130, json_mode, prefix="cnnprobe: ")
         try:
@@ -629,8 +631,7 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
     check_device(config.device)
     backend_for(config.device.value, backend)
     options = DistOptions(backend, timeout, bucket_mb, find_unused)
-    if signals.seen():  # a Ctrl-C while torch loaded, which an import swallowed
-        raise KeyboardInterrupt
+    signals.raise_pending()  # a Ctrl-C or SIGTERM while torch loaded, which an import swallowed
     if ddp:
         if not in_launcher():
             raise CnnprobeError("--ddp joins a job started by torchrun, but RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "

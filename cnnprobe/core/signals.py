@@ -59,6 +59,15 @@ def terminated() -> bool:
     return _terminated
 
 
+def raise_pending() -> None:
+    """Act now on a Ctrl-C or SIGTERM that some library swallowed on the way (a handler's exception caught by
+    an `except BaseException` in an import): before work starts, and again before the command exits 0."""
+    if _terminated:
+        raise Terminated()
+    if _seen:
+        raise KeyboardInterrupt
+
+
 def _set_parent_death_signal(signum: int) -> bool:
     """prctl(PR_SET_PDEATHSIG): the kernel sends `signum` to this process when its parent thread ends."""
     if not sys.platform.startswith("linux"):
