@@ -4,12 +4,14 @@ bench times these, the memory prediction runs them on fake tensors, and each DDP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from ..core.enums import Mode, Optimizer
+from .config import BenchConfig
 from .devices import NoClock
 from .recipe import make_optimizer, training_loss
 from .setup import BenchSetup
@@ -121,3 +123,36 @@ class TrainStep(Step):
 
 
 STEPS: dict[Mode, type[Step]] = {s.mode: s for s in (ForwardStep, ForwardBackwardStep, TrainStep)}
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One entry of a run's plan: a mode, frozen or not."""
+
+    mode: Mode
+    frozen: bool  # run and reported with the freezing plan (the backward modes under a plan; never the forward)
+    comparison: bool  # everything trainable, beside a freezing plan, for comparison
+
+
+def plan(config: BenchConfig, modes: Collection[Mode] | None = None, *, compare: bool = True) -> list[PlannedStep]:
+    """`BenchConfig.planned()` as steps, in its order: only `modes` (default: all the config's), and without
+    `compare` none of the all-trainable comparisons."""
+    steps = []
+    for name, frozen in config.planned():
+        mode = Mode(name)
+        comparison = config.freezing and not frozen and mode is not Mode.FORWARD
+        if (modes is None or mode in modes) and (compare or not comparison):
+            steps.append(PlannedStep(mode, frozen, comparison))
+    return steps
+
+
+def walk(setup: BenchSetup, steps: Iterable[PlannedStep]) -> Iterator[PlannedStep]:
+    """Each step with the setup's parameters as it needs them: the freezing plan applied (the forward pass too,
+    which freezing does not change), or everything trainable for a comparison; set only where that changes."""
+    applied: bool | None = None
+    for step in steps:
+        frozen = setup.config.freezing and not step.comparison
+        if frozen is not applied:
+            setup.set_frozen(frozen)
+            applied = frozen
+        yield step
