@@ -4,7 +4,7 @@ The prediction runs the one definition of a step (`training.steps`) on fake tens
 FakeTensorMode): every operator's outputs with their shapes and dtypes, and no
 memory behind them, so vit_h_14 at batch 256 is predicted in seconds on a
 laptop. The same storage-by-storage count as bench's measurement
-(`memtrack`) is taken over the second step, when gradients and optimizer
+(`memory.count`) is taken over the second step, when gradients and optimizer
 state are where a training loop leaves them. What freezing saves shows twice:
 in gradients and optimizer state, and in the activations autograd no longer
 saves (a frozen prefix saves nothing).
