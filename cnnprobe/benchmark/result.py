@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..training.devices import iqr
-
 NOISY = 0.10  # IQR / median above this is flagged
 MIN_BLOCKS = 10  # timed blocks: fewer cannot show a spread worth judging, and are flagged
 
@@ -92,6 +90,8 @@ class ModeResult:
     @classmethod
     def timed(cls, mode: str, samples_s: Sequence[float], batch: int, *, runs: int, **details: Any) -> "ModeResult":
         """`measured` from the timed samples (seconds per step, one per block): their median and IQR."""
+        from ..training.devices import iqr  # here: the records load without torch (`cnnprobe list` renders them)
+
         samples = list(samples_s)
         return cls.measured(mode, 1e3 * statistics.median(samples), 1e3 * iqr(samples), runs, batch,
                             samples_ms=[1e3 * s for s in samples], **details)

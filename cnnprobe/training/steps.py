@@ -49,6 +49,20 @@ class Step:
         }
 
 
+def _loss_backward(module: Any, xs: tuple[torch.Tensor, ...], target: Any, autocast: Callable[[], Any], marks: Any,
+                   zero: torch.nn.Module | None = None) -> torch.Tensor:
+    """The forward pass and its loss, then the backward (marked as phases): what forward_backward and train_step
+    share. `zero`: a module whose last gradients are freed first, inside the forward phase."""
+    marks.phase("forward")
+    if zero is not None:
+        zero.zero_grad(set_to_none=True)
+    with autocast():
+        loss = training_loss(module(*xs), target)
+    marks.phase("backward")
+    loss.backward()
+    return loss
+
+
 class ForwardStep(Step):
     """Inference: eval mode under inference_mode."""
 
@@ -82,12 +96,7 @@ class ForwardBackwardStep(Step):
 
         def forward_backward() -> None:
             marks = self.marks
-            marks.phase("forward")
-            raw.zero_grad(set_to_none=True)
-            with autocast():
-                loss = training_loss(module(*xs), target)
-            marks.phase("backward")
-            loss.backward()
+            _loss_backward(module, xs, target, autocast, marks, zero=raw)
             marks.phase("end")
 
         return forward_backward
@@ -109,11 +118,8 @@ class TrainStep(Step):
 
         def train_step() -> None:
             marks = self.marks
-            marks.phase("forward")
-            with autocast():
-                loss = training_loss(module(*xs), target)
-            marks.phase("backward")
-            loss.backward()
+            loss = _loss_backward(module, xs, target, autocast, marks)  # noqa: F841 - held through the optimizer's
+            # step, as a training loop holds it (its storage counts in the peak)
             marks.phase("optimizer")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
