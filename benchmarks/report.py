@@ -81,15 +81,13 @@ def relations(runs: list[dict]) -> list[str]:
 
 
 def write(runs: list[dict], info: dict[str, object]) -> None:
-    from cnnprobe.benchmark.result import BenchResult, ModeResult, Repeat
+    from cnnprobe.benchmark.result import BenchResult
     from cnnprobe.report.files import plot_throughput, write_atomic
     from cnnprobe.report.render import nbytes
 
     data = {"machine": info, "runs": runs}
     write_atomic(REPORTS / "bench-cpu.json", json.dumps(data, indent=1) + "\n")
-    results = [BenchResult(**{**r, "results": [ModeResult(**{**m, "repeats": [Repeat(**x) for x in m["repeats"]]})
-                                               for m in r["results"]]})  # type: ignore[arg-type]
-               for r in ({k: v for k, v in run.items() if k != "frozen_saving"} for run in runs)]
+    results = [BenchResult.from_dict(run) for run in runs]
     plot_throughput(results, REPORTS / "bench-cpu.png")
     peaks = {run["peak"]["detail"]: run["peak"] for run in runs}  # type: ignore[index]
     moves = drift(runs)

@@ -309,6 +309,66 @@ def test_repeat_keeps_every_run():
     assert len(m.samples_ms) == sum(len(x.samples_ms) for x in m.repeats)
 
 
+def test_a_mode_result_is_made_from_its_samples_in_one_place():
+    from cnnprobe.benchmark.result import NOISY, ModeResult, is_noisy
+
+    samples = [0.010, 0.012, 0.020, 0.011, 0.013]  # seconds per step, one per block
+    r = ModeResult.timed("train_step", samples, 8, runs=50, peak_memory_bytes=123, flops=10**9, frozen=True)
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    assert r.median_ms == pytest.approx(12.0) and r.iqr_ms == pytest.approx(1e3 * (q3 - q1))
+    assert r.samples_per_s == pytest.approx(8 / 0.012) and r.tflops == pytest.approx(1e9 / 0.012 / 1e12)
+    assert r.samples_ms == pytest.approx([10.0, 12.0, 20.0, 11.0, 13.0]) and r.runs == 50 and r.frozen
+    assert r.noisy == (q3 - q1 > NOISY * 0.012) and r.peak_memory_bytes == 123
+    assert ModeResult.timed("forward", [0.010] * 4, 1, runs=4).noisy is False  # no spread at all
+    assert ModeResult.timed("forward", [0.005, 0.010, 0.015], 1, runs=3).noisy  # the IQR is half the median
+    assert ModeResult.timed("forward", [0.005, 0.010, 0.015], 1, runs=3, noisy=False).noisy is False  # DDP's rule
+    assert is_noisy(1.1, 10.0) and not is_noisy(0.9, 10.0)
+    r.set_shares(2 * r.tflops, None)
+    assert r.peak_share == pytest.approx(0.5) and r.datasheet_share is None
+    merged = ModeResult.measured("train_step", 24.0, 1.0, 100, 8, flops=10**9, like=r)
+    assert merged.samples_per_s == pytest.approx(8 / 0.024) and merged.tflops == pytest.approx(r.tflops / 2)
+    assert merged.frozen and merged.mode == "train_step"  # what is not figured again carries over from `like`
+
+
+def test_a_result_survives_its_dict():
+    from cnnprobe.benchmark.result import BenchResult
+
+    r = timing.bench("lenet", batch=2, mode="forward", repeat=2, **FAST)
+    again = BenchResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert again == r and again.results[0].repeats[1] == r.results[0].repeats[1]
+
+
+class _Setup:
+    """What `walk` needs of a setup: its config, and set_frozen, here recorded."""
+
+    def __init__(self, config):
+        self.config, self.calls = config, []
+
+    def set_frozen(self, frozen):
+        self.calls.append(frozen)
+
+
+def test_the_plan_is_walked_freezing_only_where_the_state_changes():
+    from cnnprobe.core.enums import Mode
+    from cnnprobe.training.steps import plan, walk
+
+    config = BenchConfig(freeze_except="fc")
+    setup = _Setup(config)
+    seen = [(s.mode.value, s.frozen, s.comparison, setup.calls[-1]) for s in walk(setup, plan(config))]
+    assert [(m, f) for m, f, *_ in seen] == config.planned()
+    assert seen == [("forward", False, False, True), ("forward_backward", True, False, True),
+                    ("train_step", True, False, True), ("forward_backward", False, True, False),
+                    ("train_step", False, True, False)]  # the forward pass runs under the plan
+    assert setup.calls == [True, False]
+    ddp = plan(config, (Mode.FORWARD_BACKWARD, Mode.TRAIN_STEP), compare=False)
+    assert [(s.mode.value, s.frozen) for s in ddp] == [("forward_backward", True), ("train_step", True)]
+    alone = _Setup(BenchConfig(mode="forward", freeze_all=True))
+    assert [(s.mode.value, s.frozen) for s in walk(alone, plan(alone.config))] == [("forward", False)]
+    assert alone.calls == [True]  # the trainable count is taken under the plan
+    plain = _Setup(BenchConfig())
+    assert len(list(walk(plain, plan(plain.config)))) == 3 and plain.calls == [False]
+
+
 # ---------------------------------------------------------------- the peak
 
 

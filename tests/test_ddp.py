@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnprobe.benchmark.distributed.worker import gradient_checksum
+from cnnprobe.benchmark.distributed.gradients import gradient_checksum
 from cnnprobe.core.errors import CnnprobeError
 
 from .conftest import one_error_line
@@ -182,13 +182,13 @@ def _running(pid: int) -> bool:
 
 
 def _interleaved(ddp, no_sync, single):
-    from cnnprobe.benchmark.distributed.worker import Interleaved
+    from cnnprobe.benchmark.distributed.interleaved import Interleaved
 
     return Interleaved(ddp=ddp, no_sync=no_sync, single=single, own=ddp)
 
 
 def test_figures_are_paired_round_by_round():
-    from cnnprobe.benchmark.distributed.worker import job_figures
+    from cnnprobe.benchmark.distributed.interleaved import job_figures
 
     # load moves between rounds: round 2 is twice as slow for every series alike
     t = _interleaved([0.010, 0.020, 0.010, 0.010, 0.010], [0.008, 0.016, 0.008, 0.008, 0.008],
@@ -202,7 +202,7 @@ def test_figures_are_paired_round_by_round():
 
 
 def test_an_efficiency_above_one_is_noise_not_a_result():
-    from cnnprobe.benchmark.distributed.worker import is_noisy, job_figures
+    from cnnprobe.benchmark.distributed.interleaved import interleaved_noisy, job_figures
 
     # the baseline happened to run slower than the synchronised step: no physics makes DDP faster than that
     t = _interleaved([0.010] * 6, [0.0105] * 6, [0.0110] * 6)
@@ -210,22 +210,22 @@ def test_an_efficiency_above_one_is_noise_not_a_result():
     assert f["scaling_efficiency"] is None and f["scaling_efficiency_noise"]
     assert f["scaling_efficiency_measured"] == pytest.approx(1.1)
     assert f["comm_exposed_noise"] and f["comm_exposed_ms"] == pytest.approx(-0.5)
-    assert is_noisy(t, f)
+    assert interleaved_noisy(t, f)
 
 
 def test_the_noise_flag_sees_the_no_sync_and_single_timings():
-    from cnnprobe.benchmark.distributed.worker import is_noisy, job_figures
+    from cnnprobe.benchmark.distributed.interleaved import interleaved_noisy, job_figures
 
     steady = [0.010, 0.0101, 0.0099, 0.010, 0.010, 0.0100]
     wild = [0.002, 0.009, 0.003, 0.008, 0.002, 0.009]
     for t in (_interleaved(steady, wild, [0.008] * 6), _interleaved(steady, [0.009] * 6, [x * 3 for x in wild])):
-        assert is_noisy(t, job_figures(t, 2, 1))
+        assert interleaved_noisy(t, job_figures(t, 2, 1))
     calm = _interleaved(steady, [0.009] * 6, [0.008] * 6)
-    assert not is_noisy(calm, job_figures(calm, 2, 1))
+    assert not interleaved_noisy(calm, job_figures(calm, 2, 1))
 
 
 def test_bootstrap_interval_of_the_median():
-    from cnnprobe.benchmark.distributed.worker import interval
+    from cnnprobe.benchmark.distributed.interleaved import interval
 
     values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0]
     low, high = interval(values)
@@ -234,7 +234,7 @@ def test_bootstrap_interval_of_the_median():
 
 
 def test_the_table_never_shows_an_efficiency_above_100():
-    from cnnprobe.benchmark.distributed.worker import job_figures
+    from cnnprobe.benchmark.distributed.interleaved import job_figures
     from cnnprobe.report.render import _efficiency, _exposed
 
     figures = job_figures(_interleaved([0.01] * 5, [0.011] * 5, [0.015] * 5), 2, 1)

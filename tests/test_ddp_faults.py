@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnprobe.benchmark.distributed.worker import FAULT_ENV
+from cnnprobe.benchmark.distributed.failures import FAULT_ENV
 
 from .conftest import one_error_line
 

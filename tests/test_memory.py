@@ -80,6 +80,32 @@ def test_freezing_saves_state_and_activations_and_the_frozen_prefix_saves_nothin
     assert r.predicted_peak_bytes["train_step"] == r.result("train_step", True).predicted_peak_bytes
 
 
+class _StepSettingsOnly:
+    """A BenchConfig that refuses to give its timing settings: a prediction must not need them."""
+
+    TIMING = ("min_time", "max_time", "warmup", "repeat", "peak", "count_flops", "predict")
+
+    def __init__(self, config):
+        self._config = config
+
+    def __getattr__(self, name):
+        if name in self.TIMING:
+            raise AssertionError(f"the memory prediction read the benchmark's {name}")
+        return getattr(self._config, name)
+
+    def replace(self, **changes):
+        return _StepSettingsOnly(self._config.replace(**changes))
+
+
+def test_the_prediction_needs_no_timing_setting():
+    options = dict(optimizer="adam", freeze_except="classifier.5")
+    guarded = Predictor("lenet", _StepSettingsOnly(BenchConfig(**options))).at(2, workspaces=False)
+    timed = Predictor("lenet", BenchConfig(min_time=7.0, max_time=70.0, warmup=9, repeat=3, **options))
+    assert [(r.mode, r.frozen, r.predicted_peak_bytes) for r in guarded.results] == \
+        [(r.mode, r.frozen, r.predicted_peak_bytes) for r in timed.at(2, workspaces=False).results]
+    assert len(guarded.results) == 5 and guarded.trainable_params == 84 * 10 + 10  # the plan: classifier.5
+
+
 def test_cuda_predictions_round_to_the_allocator():
     cpu = memory("lenet", batch=2, optimizer="adam", mode="train_step")
     cuda = memory("lenet", batch=2, optimizer="adam", mode="train_step", device="cuda")

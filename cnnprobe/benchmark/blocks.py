@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..training.devices import NoClock, PhaseClock, iqr, synchronize
-from .result import MIN_BLOCKS, NOISY
+from .result import MIN_BLOCKS, is_noisy
 
 BLOCK_SHARE = 20  # a block lasts about --min-time / BLOCK_SHARE ...
 MIN_BLOCK_S = 0.01  # ... and at least this long
@@ -123,9 +123,9 @@ def _fastest(fn: Callable[[], None], device: str, target: float) -> float:
 
 
 def time_blocks(fn: Callable[[], None], reference: Reference, arm: Callable[[Any], None], device: str,
-                min_time: float, max_time: float, threshold: float = NOISY) -> Timed:
+                min_time: float, max_time: float) -> Timed:
     """Blocks of steps with a block of the reference before, between and after them, until `min_time`
-    seconds of steps and MIN_BLOCKS blocks with an IQR within `threshold` of the median, or `max_time`
+    seconds of steps and MIN_BLOCKS blocks whose spread is not noisy (`result.is_noisy`), or `max_time`
     seconds of steps. A step block's reference figure is the mean of the reference blocks on either side
     of it. `arm(marks)` sets where the step reports its phases: a PhaseClock inside the timed blocks only."""
     target = max(MIN_BLOCK_S, min_time / BLOCK_SHARE)
@@ -153,5 +153,5 @@ def time_blocks(fn: Callable[[], None], reference: Reference, arm: Callable[[Any
         spent += seconds
         if spent >= max_time:
             return timed
-        if spent >= min_time and len(timed.samples) >= MIN_BLOCKS and timed.iqr <= threshold * timed.median:
+        if spent >= min_time and len(timed.samples) >= MIN_BLOCKS and not is_noisy(timed.iqr, timed.median):
             return timed

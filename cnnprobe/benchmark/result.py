@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 NOISY = 0.10  # IQR / median above this is flagged
 MIN_BLOCKS = 10  # timed blocks: fewer cannot show a spread worth judging, and are flagged
+
+
+def is_noisy(spread: float, median: float) -> bool:
+    """The one rule for a spread too wide to trust: an IQR above NOISY × the median (in the same unit)."""
+    return spread > NOISY * median
+
+
+def share(tflops: float | None, of: float | None) -> float | None:
+    """Achieved TFLOP/s as a share of a peak; None where either is unknown (or zero)."""
+    return tflops / of if tflops and of else None
 
 
 @dataclass
@@ -62,6 +73,39 @@ class ModeResult:
     reference_samples_ms: list[float] = field(default_factory=list)  # per call, one per block
     step_per_reference: float | None = None  # median over blocks of step ÷ reference: what the gate judges
 
+    @classmethod
+    def measured(cls, mode: str, median_ms: float, iqr_ms: float, runs: int, batch: int, *,
+                 peak_memory_bytes: int = 0, flops: int | None = None, samples_ms: Sequence[float] = (),
+                 noisy: bool | None = None, like: "ModeResult | None" = None, **details: Any) -> "ModeResult":
+        """The one construction of a mode's result: throughput and achieved TFLOP/s from the median, noisy by
+        `is_noisy` unless the timing brings its own verdict (DDP's interleaved rounds). `like`: a result whose
+        other fields carry over (several repeats merged into one)."""
+        seconds = median_ms / 1e3
+        base = {f.name: getattr(like, f.name) for f in fields(like)} if like is not None else {}
+        return cls(**{**base, **details, "mode": mode, "median_ms": median_ms, "iqr_ms": iqr_ms, "runs": runs,
+                      "samples_per_s": batch / seconds, "peak_memory_bytes": peak_memory_bytes, "flops": flops,
+                      "tflops": flops / seconds / 1e12 if flops else None, "samples_ms": list(samples_ms),
+                      "noisy": is_noisy(iqr_ms, median_ms) if noisy is None else noisy})
+
+    @classmethod
+    def timed(cls, mode: str, samples_s: Sequence[float], batch: int, *, runs: int, **details: Any) -> "ModeResult":
+        """`measured` from the timed samples (seconds per step, one per block): their median and IQR."""
+        from ..training.devices import iqr  # here: the records load without torch (`cnnprobe list` renders them)
+
+        samples = list(samples_s)
+        return cls.measured(mode, 1e3 * statistics.median(samples), 1e3 * iqr(samples), runs, batch,
+                            samples_ms=[1e3 * s for s in samples], **details)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModeResult":
+        """A result again from its dict (a rank's answer, a file written by `--json`)."""
+        return cls(**{**data, "repeats": [Repeat(**r) for r in data.get("repeats", [])]})
+
+    def set_shares(self, peak_tflops: float | None, datasheet_tflops: float | None) -> None:
+        """The achieved TFLOP/s as shares of the device's peak and of the datasheet's."""
+        self.peak_share = share(self.tflops, peak_tflops)
+        self.datasheet_share = share(self.tflops, datasheet_tflops)
+
     @property
     def phases_ms(self) -> float | None:
         """The phases' medians added up: a check on the whole-step median."""
@@ -113,6 +157,12 @@ class BenchResult:
         if frozen is None or full is None or not full.median_ms:
             return None
         return 1 - frozen.median_ms / full.median_ms
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchResult":
+        """A result again from `asdict` or `to_dict` (whose derived `frozen_saving` is left out)."""
+        run = {k: v for k, v in data.items() if k != "frozen_saving"}
+        return cls(**{**run, "results": [ModeResult.from_dict(m) for m in run.get("results", [])]})
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,22 +221,19 @@ def merge_repeats(runs: list[BenchResult]) -> BenchResult:
     for r in first.results:
         same = [m for run in runs if (m := run.result(r.mode, r.frozen)) is not None]
         median = statistics.median(m.median_ms for m in same)
-        iqr = statistics.median(m.iqr_ms for m in same)
-        tflops = None if r.flops is None else r.flops / (median / 1e3) / 1e12
-        sheet = (peak or {}).get("datasheet") or {}
         phases: dict[str, Any] = {f"{p}{k}": _median_of(getattr(m, f"{p}{k}") for m in same)
-                  for p in ("forward", "backward", "optimizer") for k in ("_ms", "_iqr_ms")}
-        merged.append(replace(
-            r, median_ms=median, iqr_ms=iqr, runs=sum(m.runs for m in same), samples_per_s=first.batch / (median / 1e3),
-            noisy=iqr > NOISY * median, tflops=tflops,
-            peak_share=tflops / peak["tflops"] if tflops is not None and peak else None,
-            datasheet_share=tflops / sheet["tflops"] if tflops is not None and sheet else None,
-            phase_steps=sum(m.phase_steps for m in same), samples_ms=[s for m in same for s in m.samples_ms],
-            repeats=[_repeat(m) for m in same], blocks=sum(m.blocks for m in same),
-            few_blocks=any(m.few_blocks for m in same), reference_ms=_median_of(m.reference_ms for m in same),
+                                  for p in ("forward", "backward", "optimizer") for k in ("_ms", "_iqr_ms")}
+        merged_mode = ModeResult.measured(
+            r.mode, median, statistics.median(m.iqr_ms for m in same), sum(m.runs for m in same), first.batch,
+            peak_memory_bytes=r.peak_memory_bytes, flops=r.flops, samples_ms=[s for m in same for s in m.samples_ms],
+            like=r, phase_steps=sum(m.phase_steps for m in same), repeats=[_repeat(m) for m in same],
+            blocks=sum(m.blocks for m in same), few_blocks=any(m.few_blocks for m in same),
+            reference_ms=_median_of(m.reference_ms for m in same),
             reference_samples_ms=[s for m in same for s in m.reference_samples_ms],
             step_per_reference=_median_of(m.step_per_reference for m in same), **phases,
-        ))
+        )
+        merged_mode.set_shares((peak or {}).get("tflops"), ((peak or {}).get("datasheet") or {}).get("tflops"))
+        merged.append(merged_mode)
     return replace(first, results=merged, repeat=len(runs), peak=peak,
                    notes=list(dict.fromkeys(n for run in runs for n in run.notes)))
 

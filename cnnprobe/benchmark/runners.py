@@ -22,9 +22,25 @@ from ..training.devices import PhaseTime, iqr
 from ..training.setup import BenchSetup
 from ..training.steps import ForwardBackwardStep, ForwardStep, Step, TrainStep
 from .blocks import Reference, Timed, reference_size, time_blocks
-from .result import MIN_BLOCKS, NOISY, ModeResult
+from .result import MIN_BLOCKS, ModeResult
 
 __all__ = ["RUNNERS", "BenchSetup", "ModeRunner", "ForwardRunner", "ForwardBackwardRunner", "TrainStepRunner"]
+
+
+def phase_figures(timed: Timed) -> dict[str, Any]:
+    """Each clocked phase's share of the step's median, and its IQR over the same blocks (ModeResult's fields).
+
+    One statistic with the step: its median, split in the shares of time each phase took over the same
+    blocks (a median per phase would drop each phase's preemptions, which the step's blocks keep, and the
+    phases would no longer add up to the step under load)."""
+    out: dict[str, Any] = {}
+    total = sum(timed.samples)
+    for name in ("forward", "backward", "optimizer"):
+        if name in timed.phases:
+            out[f"{name}_ms"] = 1e3 * timed.median * sum(timed.phases[name]) / total
+            out[f"{name}_iqr_ms"] = 1e3 * iqr(timed.phases[name])
+            out["phase_steps"] = timed.steps
+    return out
 
 
 class ModeRunner(Step):
@@ -39,29 +55,15 @@ class ModeRunner(Step):
         for _ in range(self.config.warmup):
             fn()
         timed = self.time_blocks(fn)
-        median, iqr_s = timed.median, timed.iqr
         peak_bytes, breakdown, method, tensor_peak = self.memory(fn) if self.config.memory else (0, {}, "", None)
-        result = ModeResult(
-            mode=self.mode.value, median_ms=1e3 * median, iqr_ms=1e3 * iqr_s, runs=timed.steps,
-            samples_per_s=self.setup.batch / median, peak_memory_bytes=peak_bytes, noisy=iqr_s > NOISY * median,
-            frozen=self.frozen, flops=self.flops, tflops=self.flops / median / 1e12 if self.flops else None,
-            memory_breakdown=breakdown, memory_method=method, samples_ms=[1e3 * s for s in timed.samples],
-            tensor_peak_bytes=tensor_peak,
-            blocks=len(timed.samples), steps_per_block=timed.number, few_blocks=len(timed.samples) < MIN_BLOCKS,
-            reference_n=timed.reference_n, reference_ms=1e3 * timed.reference_median,
-            reference_samples_ms=[1e3 * s for s in timed.reference],
-            step_per_reference=statistics.median(timed.ratios),
+        return ModeResult.timed(
+            self.mode.value, timed.samples, self.setup.batch, runs=timed.steps, peak_memory_bytes=peak_bytes,
+            flops=self.flops, frozen=self.frozen, memory_breakdown=breakdown, memory_method=method,
+            tensor_peak_bytes=tensor_peak, blocks=len(timed.samples), steps_per_block=timed.number,
+            few_blocks=len(timed.samples) < MIN_BLOCKS, reference_n=timed.reference_n,
+            reference_ms=1e3 * timed.reference_median, reference_samples_ms=[1e3 * s for s in timed.reference],
+            step_per_reference=statistics.median(timed.ratios), **phase_figures(timed),
         )
-        total = sum(timed.samples)
-        for name in ("forward", "backward", "optimizer"):
-            if name in timed.phases:
-                # one statistic with the step: its median, split in the shares of time each phase took over
-                # the same blocks (a median per phase would drop each phase's preemptions, which the step's
-                # blocks keep, and the phases would no longer add up to the step under load)
-                setattr(result, f"{name}_ms", 1e3 * median * sum(timed.phases[name]) / total)
-                setattr(result, f"{name}_iqr_ms", 1e3 * iqr(timed.phases[name]))
-                result.phase_steps = timed.steps
-        return result
 
     def time_blocks(self, fn: Callable[[], None]) -> Timed:
         """Blocks of timed steps, each followed by a block of the reference kernel (see `blocks`)."""

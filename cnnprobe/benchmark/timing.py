@@ -26,6 +26,7 @@ from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.config import BenchConfig, settings
 from ..training.devices import device_name, free_memory, is_oom
+from ..training.steps import plan, walk
 from .flops_peak import Peak, at_least, datasheet, measured
 from .result import BenchResult, ModeResult, merge_repeats
 from .runners import RUNNERS, BenchSetup, ModeRunner
@@ -111,23 +112,17 @@ class Bench:
         )
         sheet = (datasheet(name, dtype, bool(torch.backends.cuda.matmul.allow_tf32))
                  if setup.device == "cuda" else None)
-        for variant in ([True, False] if config.freezing else [False]):
-            setup.set_frozen(variant)
-            if variant or not config.freezing:
+        for step in walk(setup, plan(config)):
+            if not step.comparison:
                 result.trainable_params = sum(p.numel() for p in setup.trainable())
-            for mode in config.modes:
-                if mode is Mode.FORWARD and config.freezing and not variant:
-                    continue  # freezing does not change the forward pass
-                frozen = variant and mode is not Mode.FORWARD
-                if on_phase:
-                    full = " (all trainable, for comparison)" if config.freezing and not variant else ""
-                    on_phase(f"{result.model} b{self.batch} {mode.value}{full}")
-                key = "forward" if mode is Mode.FORWARD else ("train_frozen" if frozen else "train")
-                runner = RUNNERS[mode](setup, frozen, counted.get(key))
-                measured_mode = self._measure(runner)
-                measured_mode.predicted_peak_bytes = predicted.get((mode.value, frozen))
-                result.results.append(measured_mode)
-                self._share(result, sheet)
+            if on_phase:
+                full = " (all trainable, for comparison)" if step.comparison else ""
+                on_phase(f"{result.model} b{self.batch} {step.mode.value}{full}")
+            key = "forward" if step.mode is Mode.FORWARD else ("train_frozen" if step.frozen else "train")
+            measured_mode = self._measure(RUNNERS[step.mode](setup, step.frozen, counted.get(key)))
+            measured_mode.predicted_peak_bytes = predicted.get((step.mode.value, step.frozen))
+            result.results.append(measured_mode)
+            self._share(result, sheet)
         if setup.built.weights is not None:
             result.notes.append(setup.built.weights.describe())
         if setup.built.materialized:
@@ -164,8 +159,7 @@ class Bench:
         if sheet is not None:
             result.peak["datasheet"] = asdict(sheet)
         for r in result.results:
-            r.peak_share = r.tflops / self.peak.tflops if r.tflops else None
-            r.datasheet_share = r.tflops / sheet.tflops if r.tflops and sheet else None
+            r.set_shares(self.peak.tflops, sheet.tflops if sheet else None)
 
     def explain(self, runner: ModeRunner, error: BaseException) -> Exception:
         """A step failed for a reason other than memory: run it once more under the tracer to name the layer."""

@@ -4,7 +4,7 @@ The prediction runs the one definition of a step (`training.steps`) on fake tens
 FakeTensorMode): every operator's outputs with their shapes and dtypes, and no
 memory behind them, so vit_h_14 at batch 256 is predicted in seconds on a
 laptop. The same storage-by-storage count as bench's measurement
-(`memtrack`) is taken over the second step, when gradients and optimizer
+(`memory.count`) is taken over the second step, when gradients and optimizer
 state are where a training loop leaves them. What freezing saves shows twice:
 in gradients and optimizer state, and in the activations autograd no longer
 saves (a frozen prefix saves nothing).
@@ -39,7 +39,7 @@ from ..models.meta import paused_gc
 from ..trace.failures import explain_failure
 from ..training.config import BenchConfig
 from ..training.setup import BenchSetup
-from ..training.steps import STEPS
+from ..training.steps import STEPS, plan, walk
 from .count import count_step
 from .tracker import MemoryPeak
 from .workspace import TIME_LIMIT_S, calibrate, with_workspace
@@ -223,16 +223,11 @@ class Predictor:
             target = torch.randint(0, 1000, (batch,))
             setup = BenchSetup.assembled(built, module, inputs, target, run_config, batch, device="cpu",
                                          foreach=True if self.cuda else None, round_to=CUDA_ROUND if self.cuda else 1)
-            variants = [True, False] if config.freezing and compare_freezing else [config.freezing]
-            for variant in variants:
-                setup.set_frozen(variant)
-                if variant or not config.freezing or not compare_freezing:
+            for step in walk(setup, plan(run_config, wanted, compare=compare_freezing)):
+                if not step.comparison:
                     report.trainable_params = sum(p.numel() for p in setup.trainable())
-                for mode in wanted:
-                    if mode is Mode.FORWARD and config.freezing and not variant:
-                        continue
-                    frozen = variant and mode is not Mode.FORWARD
-                    counted.append((mode, frozen, self._count(setup, mode, frozen, workspaces and not self.cuda)))
+                counted.append((step.mode, step.frozen,
+                                self._count(setup, step.mode, step.frozen, workspaces and not self.cuda)))
         if self.cuda:
             report.notes.append(CUDA_UNSEEN + "; autocast follows the CPU's op lists" * (config.dtype != "float32"))
         elif workspaces:

@@ -4,12 +4,14 @@ bench times these, the memory prediction runs them on fake tensors, and each DDP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from ..core.enums import Mode, Optimizer
+from .config import BenchConfig
 from .devices import NoClock
 from .recipe import make_optimizer, training_loss
 from .setup import BenchSetup
@@ -47,6 +49,20 @@ class Step:
         }
 
 
+def _loss_backward(module: Any, xs: tuple[torch.Tensor, ...], target: Any, autocast: Callable[[], Any], marks: Any,
+                   zero: torch.nn.Module | None = None) -> torch.Tensor:
+    """The forward pass and its loss, then the backward (marked as phases): what forward_backward and train_step
+    share. `zero`: a module whose last gradients are freed first, inside the forward phase."""
+    marks.phase("forward")
+    if zero is not None:
+        zero.zero_grad(set_to_none=True)
+    with autocast():
+        loss = training_loss(module(*xs), target)
+    marks.phase("backward")
+    loss.backward()
+    return loss
+
+
 class ForwardStep(Step):
     """Inference: eval mode under inference_mode."""
 
@@ -80,12 +96,7 @@ class ForwardBackwardStep(Step):
 
         def forward_backward() -> None:
             marks = self.marks
-            marks.phase("forward")
-            raw.zero_grad(set_to_none=True)
-            with autocast():
-                loss = training_loss(module(*xs), target)
-            marks.phase("backward")
-            loss.backward()
+            _loss_backward(module, xs, target, autocast, marks, zero=raw)
             marks.phase("end")
 
         return forward_backward
@@ -107,11 +118,8 @@ class TrainStep(Step):
 
         def train_step() -> None:
             marks = self.marks
-            marks.phase("forward")
-            with autocast():
-                loss = training_loss(module(*xs), target)
-            marks.phase("backward")
-            loss.backward()
+            loss = _loss_backward(module, xs, target, autocast, marks)  # noqa: F841 - held through the optimizer's
+            # step, as a training loop holds it (its storage counts in the peak)
             marks.phase("optimizer")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -121,3 +129,36 @@ class TrainStep(Step):
 
 
 STEPS: dict[Mode, type[Step]] = {s.mode: s for s in (ForwardStep, ForwardBackwardStep, TrainStep)}
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One entry of a run's plan: a mode, frozen or not."""
+
+    mode: Mode
+    frozen: bool  # run and reported with the freezing plan (the backward modes under a plan; never the forward)
+    comparison: bool  # everything trainable, beside a freezing plan, for comparison
+
+
+def plan(config: BenchConfig, modes: Collection[Mode] | None = None, *, compare: bool = True) -> list[PlannedStep]:
+    """`BenchConfig.planned()` as steps, in its order: only `modes` (default: all the config's), and without
+    `compare` none of the all-trainable comparisons."""
+    steps = []
+    for name, frozen in config.planned():
+        mode = Mode(name)
+        comparison = config.freezing and not frozen and mode is not Mode.FORWARD
+        if (modes is None or mode in modes) and (compare or not comparison):
+            steps.append(PlannedStep(mode, frozen, comparison))
+    return steps
+
+
+def walk(setup: BenchSetup, steps: Iterable[PlannedStep]) -> Iterator[PlannedStep]:
+    """Each step with the setup's parameters as it needs them: the freezing plan applied (the forward pass too,
+    which freezing does not change), or everything trainable for a comparison; set only where that changes."""
+    applied: bool | None = None
+    for step in steps:
+        frozen = setup.config.freezing and not step.comparison
+        if frozen is not applied:
+            setup.set_frozen(frozen)
+            applied = frozen
+        yield step

@@ -36,7 +36,10 @@ from ...core.errors import CnnprobeError, RunError
 from ...core.formatting import nbytes
 from ...core.signals import LAUNCHER_PID_ENV, Terminated
 from ...training.config import BenchConfig
-from .worker import CONSEQUENCE, DDP_MODES, PROGRESS_ENV, DistOptions, DistResult, from_dict, worker
+from .failures import CONSEQUENCE, PROGRESS_ENV
+from .group import DistOptions
+from .result import DistResult, from_dict
+from .worker import DDP_MODES, worker
 
 MAX_LOCAL_RANKS = 256
 
