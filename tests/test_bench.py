@@ -653,6 +653,75 @@ def test_cli_frozen_saving_is_said(cli):
     assert weights == ["-", "frozen", "frozen", "all", "all"]
 
 
+@pytest.fixture
+def builds(monkeypatch):
+    """Every model built: each call of a registered builder (however a module reached it), and each
+    `build_model` by device; every freeze plan parsed; every eval-mode forward traced for a FLOP count."""
+    from cnnprobe.analysis import flops as flops_module
+    from cnnprobe.models import build, freezing
+    from cnnprobe.models.registry import ModelSpec
+
+    seen = {"builders": 0, "meta": 0, "device": 0, "plans": 0, "forward_traces": 0}
+    real_builder, real_build = ModelSpec.build, build.build_model
+    real_parse, real_forward = freezing.FreezePlan.from_options.__func__, flops_module._torch_forward
+
+    def counted_builder(self, *args, **kwargs):
+        seen["builders"] += 1
+        return real_builder(self, *args, **kwargs)
+
+    def counted_build(*args, **kwargs):
+        seen["meta" if kwargs.get("device", "meta") == "meta" else "device"] += 1
+        return real_build(*args, **kwargs)
+
+    def counted_parse(cls, *args, **kwargs):
+        seen["plans"] += 1
+        return real_parse(cls, *args, **kwargs)
+
+    def counted_forward(*args, **kwargs):
+        seen["forward_traces"] += 1
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(ModelSpec, "build", counted_builder)
+    monkeypatch.setattr(build, "build_model", counted_build)
+    monkeypatch.setattr(freezing.FreezePlan, "from_options", classmethod(counted_parse))
+    monkeypatch.setattr(flops_module, "_torch_forward", counted_forward)
+    return seen
+
+
+@pytest.mark.parametrize("args", [[], ["--freeze-except", "classifier"], ["--json"],
+                                  ["--freeze-all", "--num-classes", "3", "--json"]])
+def test_cli_bench_builds_each_model_at_most_twice(cli, builds, args):
+    """One build on meta (the memory prediction, the CPU fit check and the FLOP counts share it), one on the
+    device; the freeze plan parsed once; the forward pass traced once for FLOPs, frozen or not."""
+    run = cli("bench", "lenet", *args, *FAST_ARGS)
+    assert run.exit_code == 0, run.stderr
+    assert builds == {"builders": 2, "meta": 1, "device": 1, "plans": 1, "forward_traces": 1}
+    if "--json" in args:
+        results = run.json()["results"]
+        assert all(r["flops"] and r["predicted_peak_bytes"] for r in results)
+
+
+def test_cli_sweep_builds_on_meta_once_per_model(cli, builds):
+    """A sweep over batch sizes and repeats: still one meta build per model; one device build per timed run."""
+    run = cli("bench", "lenet", "--batch", "1,2", "--repeat", "2", "--mode", "forward", *FAST_ARGS)
+    assert run.exit_code == 0, run.stderr
+    assert builds["meta"] == 1 and builds["device"] == 2 * 2 and builds["builders"] == 1 + 2 * 2
+    assert builds["plans"] == 1
+
+
+def test_bench_counts_the_same_flops_as_the_flops_command():
+    """The shared meta build and the one forward trace give what `cnnprobe flops` counts on its own builds."""
+    config = BenchConfig(freeze_except="classifier", predict=False, memory=False, peak=False, **FAST)
+    run = timing.bench("lenet", 2, config)
+    full = cnnprobe.flops("lenet", batch=2, backward=True)
+    frozen = cnnprobe.flops("lenet", batch=2, backward=True, freeze_except="classifier")
+    got = {(r.mode, r.frozen): r.flops for r in run.results}
+    assert got == {("forward", False): full.flops, ("forward_backward", True): frozen.training_flops,
+                   ("train_step", True): frozen.training_flops, ("forward_backward", False): full.training_flops,
+                   ("train_step", False): full.training_flops}
+    assert frozen.training_flops < full.training_flops
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
 def test_cli_cuda_without_cuda(cli):
     assert "no CUDA device" in one_error_line(cli("bench", "lenet", "--device", "cuda"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,18 @@ import pytest
 
 from .conftest import one_error_line
 
-COMMANDS = ["list", "summary", "trainable", "flops"]
+COMMANDS = ["list", "summary", "trainable", "flops", "bench", "memory", "checkpoint", "compare"]
+# the help panels each command's options show under (besides typer's own "Options", for -h)
+PANELS = {
+    "list": ["Output"],
+    "summary": ["Model and input", "Output"],
+    "trainable": ["Model and input", "Freezing", "Step", "Output"],
+    "flops": ["Model and input", "Freezing", "Step", "Output"],
+    "bench": ["Model and input", "Freezing", "Step", "Timing", "Output", "Distributed"],
+    "memory": ["Model and input", "Freezing", "Step", "Output"],
+    "checkpoint": ["Model and input", "Output"],
+    "compare": ["Model and input", "Output"],
+}
 
 
 def test_help(cli):
@@ -18,13 +30,35 @@ def test_help(cli):
     assert run.exit_code == 0
     for command in COMMANDS:
         assert command in run.stdout
+    assert "<bool>" not in run.stdout and "Examples:" in run.stdout
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help_of_every_command(cli, command):
-    run = cli(command, "--help")
+@pytest.mark.parametrize("option", ["--help", "-h"])
+def test_help_of_every_command(cli, command, option):
+    """Every command's help: its panels, an example of the command itself, and flags shown without a value."""
+    run = cli(command, option)
     assert run.exit_code == 0
     assert "Usage" in run.stdout
+    titles = re.findall(r"╭─ (.+?) ─", run.stdout)
+    assert titles == ["Arguments", "Options", *PANELS[command]]
+    example = re.search(r"Examples:\s+(cnnprobe \S+)", run.stdout)
+    assert example is not None and example.group(1) == f"cnnprobe {command}"
+    assert "<bool>" not in run.stdout
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("bench", ["--json", "--trust", "--freeze-all", "--channels-last", "--compile", "--ddp", "--find-unused-parameters"]),
+    ("trainable", ["--freeze-all", "--freeze-bn", "--trust", "--json"]),
+    ("flops", ["--backward", "--freeze-all"]),
+])
+def test_flags_show_no_value(cli, command, flags):
+    """A flag's help row names the flag and goes straight to its help: no placeholder, no `--no-` twin."""
+    text = cli(command, "--help").stdout
+    for name in flags:
+        row = next(line for line in text.splitlines() if re.search(rf"│ {name}\s", line))
+        assert re.search(rf"│ {name}\s+[^\s<\[]", row), row
+        assert f"--no-{name[2:]}" not in text
 
 
 def test_help_does_not_import_torch_and_is_fast():

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import torch
 
 from ..core.errors import WeightsError
 from ..core.formatting import brief
-from ..models.build import build_model
 from ..models.loading import torchvision_weights_of
+from ..models.request import ModelOptions, ModelRequest
 from ..weights.safeload import safe_load
 from ..weights.statedict import (
     Compatibility,
@@ -125,12 +125,13 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, bool, type(None))) else brief(value)
 
 
-def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | None" = None, num_classes: int | None = None,
-                       trust: bool = False, input_size: Any = None, input_dtype: Any = None,
-                       input_range: Any = None) -> CheckpointInfo:
-    """Detect a file's format and describe what it holds; with `model`, check it fits that model."""
+def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | ModelRequest | None" = None,
+                       **options: Unpack[ModelOptions]) -> CheckpointInfo:
+    """Detect a file's format and describe what it holds; with `model` (a name, a module or a ModelRequest,
+    whose keywords these are), check it fits that model. `trust` opens the file too."""
+    request = ModelRequest.of(model, **options)
     p = Path(path).expanduser()
-    loaded = safe_load(p, trust=trust, mmap=True)
+    loaded = safe_load(p, trust=request.trust, mmap=True)
     state, kind = state_dict_of(loaded.obj)
     info = CheckpointInfo(
         path=str(p), format=kind, file_bytes=p.stat().st_size, weights=tensor_stats(state),
@@ -149,9 +150,8 @@ def inspect_checkpoint(path: str | Path, *, model: "str | nn.Module | None" = No
         if found is not None:
             info.format = "torchvision_weights"
             info.torchvision, info.hash_ok = found
-    if model is not None:
-        built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
-                            input_range=input_range)
+    if request.model is not None:
+        built = request.build(weights=False)  # the file's weights are what is checked
         info.compatibility = check_compatible(built.module, state, built.name)[0]
         info.model_notes = [n for n in [built.materialized] if n]
     return info

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core.formatting import shape
-from ..models.build import build_model, check_batch
+from ..models.build import check_batch
 from ..models.meta import paused_gc
+from ..models.request import ModelOptions, ModelRequest
 from ..weights.statedict import check_compatible
 from .probe import probe
 from .summary import summarize, torchinfo_pass
@@ -110,27 +111,27 @@ def diff_layers(a: list["LayerRecord"], b: list["LayerRecord"]) -> list[LayerDif
 
 
 def compare_models(
-    a: "str | nn.Module",
-    b: "str | nn.Module",
+    a: "str | nn.Module | ModelRequest",
+    b: "str | nn.Module | ModelRequest",
     *,
-    input_size: Any = None,
-    input_dtype: Any = None,
-    input_range: Any = None,
-    batch: int = 1,
     weights_a: str | None = None,
     weights_b: str | None = None,
-    trust: bool = False,
+    **options: Unpack[ModelOptions],
 ) -> ModelComparison:
-    """Compare two models at one input size (A's default unless given), on meta unless weights are loaded."""
-    check_batch(batch)
+    """Compare two models at one input size (A's default unless given), on meta unless weights are loaded.
+    The keywords are a ModelRequest's, for A; B is built as A is, with its own weights, at A's inputs."""
+    request_a = ModelRequest.of(a, **options)
+    if weights_a is not None:
+        request_a = replace(request_a, weights=weights_a)
+    request_b = b if isinstance(b, ModelRequest) else replace(request_a, model=b, weights=weights_b)
+    check_batch(request_a.batch)
     with paused_gc():
-        built_a = build_model(a, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
-                              weights=weights_a, trust=trust)
-        built_b = build_model(b, inputs=built_a.inputs, weights=weights_b, trust=trust)
-        sa = summarize(probe(built_a, batch, torchinfo_pass), 99)
-        sb = summarize(probe(built_b, batch, torchinfo_pass), 99)
+        built_a = request_a.build()
+        built_b = request_b.build(inputs=built_a.inputs)
+        sa = summarize(probe(built_a, request_a.batch, torchinfo_pass), 99)
+        sb = summarize(probe(built_b, request_a.batch, torchinfo_pass), 99)
     notes = [f"{b.name}: {b.materialized}" for b in (built_a, built_b) if b.materialized]
-    if input_size is None and built_b.spec.input_shape not in (None, built_a.input_shape):
+    if request_a.input_size is None and built_b.spec.input_shape not in (None, built_a.input_shape):
         notes.append(f"both at {built_a.name}'s input {shape(built_a.input_shape)}; "
                      f"{built_b.name} defaults to {shape(built_b.spec.input_shape)}")
     compat, _ = check_compatible(built_b.module, built_a.module.state_dict(), built_b.name)

@@ -18,19 +18,19 @@ which traces real tensors with torch.jit.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import torch
 
 from ..core.enums import Counter
 from ..core.errors import CnnprobeError, ForwardError, InputSizeError, PatternError, UsageError
 from ..core.formatting import shape
-from ..models.build import Built, build_model, check_batch, check_depth, rebuild
+from ..models.build import Built, check_batch, check_depth, rebuild
 from ..models.freezing import FreezePlan
 from ..models.inputs import InputSpec
 from ..models.meta import paused_gc
+from ..models.request import ModelRequest, RequestOptions, requested
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.devices import is_oom
@@ -209,39 +209,30 @@ def _fvcore_forward(built: Built, batch: int, depth: int) -> _Forward:
 
 
 def flops(
-    model: "str | nn.Module",
+    model: "str | nn.Module | ModelRequest",
     *,
-    input_size: Any = None,
-    input_dtype: Any = None,
-    input_range: Any = None,
+    plan: FreezePlan | None = None,
     inputs: tuple[InputSpec, ...] | None = None,
-    batch: int = 1,
     depth: int = 2,
-    num_classes: int | None = None,
     backward: bool = False,
-    freeze_all: bool = False,
-    freeze_except: str | Sequence[str] | None = None,
-    freeze: str | Sequence[str] | None = None,
     counter: Counter | str = Counter.TORCH,
-    weights: str | None = None,
-    trust: bool = False,
-    head: str | None = None,
+    **options: Unpack[RequestOptions],
 ) -> FlopReport:
     """MACs (and FLOPs = 2 × MACs) of one forward pass, by module and operator; optionally the backward pass.
 
     The backward pass is counted from the operators autograd really runs, so
-    freezing (`freeze_except="layer4,fc"`) removes weight gradients of frozen
-    layers and input gradients before the first trainable one.
+    freezing (`freeze_except="layer4,fc"`, or a FreezePlan) removes weight gradients of frozen
+    layers and input gradients before the first trainable one. The keywords are a ModelRequest's and a
+    FreezePlan's; `inputs` states the inputs outright (another build's).
     """
     counter = Counter(counter)
-    check_batch(batch)
+    request, plan = requested(model, plan, **options)
+    batch = check_batch(request.batch)
     check_depth(depth)
-    plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
     if not plan.empty and not backward:
         raise PatternError("freezing changes only the backward pass: add --backward")
     with paused_gc():
-        built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
-                            input_range=input_range, inputs=inputs, weights=weights, trust=trust, head=head)
+        built = request.build(inputs=inputs)
         plan.apply(built.module)  # a pattern that matches nothing fails here, before any counting
         engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
         macs, rows, ops, uncounted, built = engine(built, batch, depth)
@@ -275,3 +266,25 @@ def flops(
 def within_published(gmacs: float, published: float) -> bool:
     """torchvision's `_ops` agreement: 1%, or the rounding of its three decimals for the tiniest models."""
     return abs(gmacs - published) <= max(PARITY_TOLERANCE * published, PUBLISHED_ROUNDING)
+
+
+def step_flops(built: Built, batch: int, plan: FreezePlan, *, training: bool) -> dict[str, int | None]:
+    """FLOPs of one step of each kind, as bench times them, from one build: the eval forward (traced once),
+    and the train-mode forward with its backward, all trainable and, with a plan, frozen. The build's
+    module is frozen here: give a copy."""
+    with paused_gc():
+        macs, _, _, _, built = _torch_forward(built, batch, 0)
+        if not training:
+            return {"forward": 2 * macs}
+        out: dict[str, int | None] = {"forward": 2 * macs, "train": _train_flops(built, batch), "train_frozen": None}
+        if not plan.empty:
+            plan.apply(built.module)
+            out["train_frozen"] = _train_flops(built, batch)
+    return out
+
+
+def _train_flops(built: Built, batch: int) -> int:
+    for p in built.module.parameters():
+        p.grad = None  # a pass before left gradients: this backward starts as a training step's does
+    train, backward, _ = _torch_backward(built, batch)
+    return 2 * (train + backward)

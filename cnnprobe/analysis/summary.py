@@ -12,14 +12,15 @@ called come last, so that the rows add up to the totals.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import torch
 import torchinfo
 
 from ..core.formatting import first_few
-from ..models.build import build_model, check_batch, check_depth
+from ..models.build import check_batch, check_depth
 from ..models.meta import paused_gc
+from ..models.request import ModelOptions, ModelRequest
 from .probe import probe
 
 if TYPE_CHECKING:
@@ -226,29 +227,18 @@ def _uncalled(model: "nn.Module", tracer: Any, infos: dict[int, Any], scripted: 
     return rows
 
 
-def summary(
-    model: "str | nn.Module",
-    *,
-    input_size: Any = None,
-    input_dtype: Any = None,
-    input_range: Any = None,
-    batch: int = 1,
-    depth: int = 3,
-    num_classes: int | None = None,
-    weights: str | None = None,
-    trust: bool = False,
-) -> Summary:
+def summary(model: "str | nn.Module | ModelRequest", *, depth: int = 3, **options: Unpack[ModelOptions]) -> Summary:
     """Per-layer output shapes, parameters and MACs, from one forward pass on the meta device.
 
-    `model` is a registry name (`resnet18`, `cnnprobe:vgg16`, `file.py:Net`)
-    or an `nn.Module`. Nothing is allocated for weights unless the model
-    cannot run on meta, or `weights` are asked for (then they load strictly).
-    `input_size`, `input_dtype` and `input_range` describe the inputs as
-    `build_model` takes them: one or several, any rank, any dtype.
+    `model` is a registry name (`resnet18`, `cnnprobe:vgg16`, `file.py:Net`),
+    an `nn.Module`, or a `ModelRequest`; the keywords are a ModelRequest's.
+    Nothing is allocated for weights unless the model cannot run on meta, or
+    `weights` are asked for (then they load strictly). `input_size`,
+    `input_dtype` and `input_range` describe the inputs as `build_model` takes
+    them: one or several, any rank, any dtype.
     """
-    check_batch(batch)
+    request = ModelRequest.of(model, **options)
+    check_batch(request.batch)
     check_depth(depth)
     with paused_gc():
-        built = build_model(model, num_classes=num_classes, input_size=input_size, input_dtype=input_dtype,
-                            input_range=input_range, weights=weights, trust=trust)
-        return summarize(probe(built, batch, torchinfo_pass), depth)
+        return summarize(probe(request.build(), request.batch, torchinfo_pass), depth)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core.enums import Optimizer
 from ..core.errors import HeadError
 from ..core.formatting import first_few
-from ..models.build import build_model, head_of, new_head
+from ..models.build import head_of, new_head
 from ..models.freezing import FreezePlan, ParamGroup, batchnorm_layers, freeze_batchnorm, param_groups, parse_lr
 from ..models.head import describe
+from ..models.request import ModelRequest, RequestOptions, requested
 
 if TYPE_CHECKING:
     from torch import nn
@@ -128,37 +129,29 @@ def _blocks(model: "nn.Module") -> dict[str, tuple[int, int]]:
 
 
 def trainable(
-    model: "str | nn.Module",
+    model: "str | nn.Module | ModelRequest",
     *,
-    freeze_all: bool = False,
-    freeze_except: str | Sequence[str] | None = None,
-    freeze: str | Sequence[str] | None = None,
-    num_classes: int | None = None,
-    head: str | None = None,
+    plan: FreezePlan | None = None,
     lr: Sequence[str] | dict[str, float] | None = None,
     freeze_bn: bool = False,
     optimizer: Optimizer | str = Optimizer.ADAM,
-    weights: str | None = None,
-    trust: bool = False,
-    input_size: Any = None,
-    input_dtype: Any = None,
-    input_range: Any = None,
+    **options: Unpack[RequestOptions],
 ) -> TrainableReport:
     """Total and trainable parameters before and after freezing (and a new head).
 
     The model is built on meta: counting needs no weights. `head` is a layer
     list such as `dropout(0.3),linear(256),relu,dropout(0.3),linear(10)`;
     `lr` maps module patterns to learning rates (`["layer4=1e-4", "fc=1e-3"]`).
+    The other keywords are a ModelRequest's and a FreezePlan's.
     """
     optimizer = Optimizer(optimizer)
-    plan = FreezePlan.from_options(freeze_all, freeze_except, freeze)
-    if num_classes is not None and num_classes <= 0:
-        raise HeadError(f"--num-classes must be positive, got {num_classes}")
-    head_spec = head_of(head, num_classes)
+    request, plan = requested(model, plan, **options)
+    if request.num_classes is not None and request.num_classes <= 0:
+        raise HeadError(f"--num-classes must be positive, got {request.num_classes}")
+    head_spec = head_of(request.head, request.num_classes)
     lrs = lr if isinstance(lr, dict) else parse_lr(lr or [])
 
-    built = build_model(model, weights=weights, trust=trust, input_size=input_size, input_dtype=input_dtype,
-                        input_range=input_range)
+    built = request.build(head=False)  # the head is replaced below, to report what it replaced
     module = built.module
     before = _snapshot(module, optimizer)
     blocks_before = _blocks(module)
@@ -176,35 +169,15 @@ def trainable(
                  blocks_before.get(n, (0, 0))[1], blocks_after.get(n, (0, 0))[1])
         for n in dict.fromkeys([*blocks_before, *blocks_after])
     ]
-
-    warnings: list[str] = []
-    bn = batchnorm_layers(module)
-    frozen_bn = sum(1 for _, m in bn if any(not p.requires_grad for p in m.parameters(recurse=False)))
-    unfrozen = (len(bn), sum(len(list(m.buffers(recurse=False))) for _, m in bn))
-    layers, buffers = freeze_batchnorm(module) if freeze_bn else unfrozen
-    if frozen_bn and not freeze_bn:
-        warnings.append(
-            f"{frozen_bn} BatchNorm layers have frozen parameters but still update their running statistics "
-            "in train mode; pass --freeze-bn to keep them fixed"
-        )
-
+    layers, buffers, frozen_bn, warnings = _batchnorm(module, freeze_bn)
     groups, summary, orphans = param_groups(module, lrs) if lrs else ([], [], [])
-    for g in summary:
-        if g.frozen_params:
-            warnings.append(f"--lr group '{g.modules}' holds {g.frozen_params:,} frozen parameters; they will not be "
-                            "updated")
-    if lrs and orphans:
-        count = sum(p.numel() for n, p in module.named_parameters() if n in set(orphans))
-
-        shown = first_few(orphans)
-        warnings.append(f"{count:,} trainable parameters ({len(orphans)} tensors) belong to no --lr group: {shown}")
+    warnings += _group_warnings(module, summary, orphans if lrs else [])
 
     return TrainableReport(
         model=built.name,
         source=built.spec.source.value,
         optimizer=optimizer.value,
-        plan={"freeze_all": plan.freeze_all, "freeze_except": plan.freeze_except, "freeze": plan.freeze,
-              "freeze_bn": freeze_bn},
+        plan={**plan.as_parsed(), "freeze_bn": freeze_bn},
         before=before,
         after=after,
         blocks=rows,
@@ -217,3 +190,32 @@ def trainable(
         inputs=[s.to_dict() for s in built.inputs],
         notes=[n for n in [built.materialized] if n],
     )
+
+
+def _batchnorm(module: "nn.Module", freeze_bn: bool) -> tuple[int, int, int, list[str]]:
+    """(layers, buffers, layers with frozen parameters, warnings): with `freeze_bn`, put in eval mode."""
+    warnings: list[str] = []
+    bn = batchnorm_layers(module)
+    frozen_bn = sum(1 for _, m in bn if any(not p.requires_grad for p in m.parameters(recurse=False)))
+    unfrozen = (len(bn), sum(len(list(m.buffers(recurse=False))) for _, m in bn))
+    layers, buffers = freeze_batchnorm(module) if freeze_bn else unfrozen
+    if frozen_bn and not freeze_bn:
+        warnings.append(
+            f"{frozen_bn} BatchNorm layers have frozen parameters but still update their running statistics "
+            "in train mode; pass --freeze-bn to keep them fixed"
+        )
+    return layers, buffers, frozen_bn, warnings
+
+
+def _group_warnings(module: "nn.Module", summary: list[ParamGroup], orphans: list[str]) -> list[str]:
+    """What an --lr grouping leaves out: frozen parameters in a group, trainable ones in none."""
+    warnings = []
+    for g in summary:
+        if g.frozen_params:
+            warnings.append(f"--lr group '{g.modules}' holds {g.frozen_params:,} frozen parameters; they will not be "
+                            "updated")
+    if orphans:
+        count = sum(p.numel() for n, p in module.named_parameters() if n in set(orphans))
+        shown = first_few(orphans)
+        warnings.append(f"{count:,} trainable parameters ({len(orphans)} tensors) belong to no --lr group: {shown}")
+    return warnings

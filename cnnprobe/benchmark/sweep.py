@@ -11,6 +11,7 @@ from ..core.errors import InputSizeError, OutOfMemory
 from ..training.config import BenchConfig
 from ..training.devices import free_memory
 from .batchsearch import auto_batch, fits_on_cpu
+from .prepared import Prepared
 from .result import BenchResult, Failure, Sweep, merge_repeats
 from .timing import run_once
 
@@ -60,6 +61,7 @@ def sweep(
     failed: set[str] = set()
     fits: set[tuple[str, int]] = set()  # predicted to fit on the CPU: the same in every repeat
     largest: dict[str, int] = {}
+    prepared = {str(model): Prepared(model, config) for model in models}  # each model built on meta once
     try:
         for repeat in range(config.repeat):
             label = on_phase
@@ -75,18 +77,18 @@ def sweep(
                     try:
                         if batch == "auto":
                             if name not in out.auto:
-                                out.auto[name] = auto_batch(model, config, on_search)
+                                out.auto[name] = auto_batch(model, config, on_search, prepared[name])
                             batch = out.auto[name]
                         batch = int(batch)
                         if Device(config.device) is Device.CPU and (name, batch) not in fits:
-                            ok, need, available = fits_on_cpu(model, batch, config)
+                            ok, need, available = fits_on_cpu(model, batch, config, prepared[name])
                             if not ok:
                                 raise OutOfMemory(name, batch, "cpu", f"needs about {need / 2**30:.1f} GiB, "
                                                   f"{(available or 0) / 2**30:.1f} GiB available")
                             fits.add((name, batch))
                         partial: list[BenchResult] = []
                         try:
-                            result = run_once(model, batch, run_config, label, partial)
+                            result = run_once(model, batch, run_config, label, partial, prepared[name])
                             done.setdefault((name, batch), []).append(result)
                         finally:
                             done.setdefault((name, batch), []).extend(partial)

@@ -17,17 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..analysis.flops import flops
+from ..analysis.flops import step_flops as count_steps
 from ..core.enums import Device, DType, Mode, Source
 from ..core.errors import CnnprobeError, ForwardError, OutOfMemory
-from ..memory.predict import Predictor
 from ..models.build import check_batch
+from ..models.request import ModelRequest
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.config import BenchConfig, settings
 from ..training.devices import device_name, free_memory, is_oom
 from ..training.steps import plan, walk
 from .flops_peak import Peak, at_least, datasheet, measured
+from .prepared import Prepared
 from .result import BenchResult, ModeResult, merge_repeats
 from .runners import RUNNERS, BenchSetup, ModeRunner
 
@@ -35,35 +36,29 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def step_flops(setup: BenchSetup, config: BenchConfig) -> dict[str, int | None]:
+def step_flops(setup: BenchSetup, config: BenchConfig, prepared: Prepared | None = None) -> dict[str, int | None]:
     """FLOPs of one step of each kind, counted on meta: the eval forward, and the train-mode forward with
-    its backward, all trainable and (with a plan) frozen. A passed-in module is counted on a meta copy."""
+    its backward, all trainable and (with a plan) frozen. The count runs on a copy of the run's meta
+    build (`prepared`) where it stands for the device's; else on a meta copy of what the setup built."""
     built = setup.built
     assert built is not None and setup.raw is not None
     if not config.count_flops:
         return {}
-    module = built.spec.source is Source.MODULE  # a module passed in holds its new head already
-    ref: Any = copy_to_meta(setup.raw) if module else built.spec
-    kwargs: dict[str, Any] = dict(batch=setup.batch, inputs=built.inputs, depth=0,
-                                  num_classes=None if module else config.num_classes,
-                                  head=None if module else config.head)
-    if not config.training:
-        return {"forward": flops(ref, **kwargs).flops}
-    full = flops(ref, backward=True, **kwargs)
-    out = {"forward": full.flops, "train": full.training_flops, "train_frozen": None}
-    if config.freezing:
-        frozen = flops(ref, backward=True, freeze_all=config.freeze_all, freeze_except=config.freeze_except,
-                       freeze=config.freeze, **kwargs)
-        out["train_frozen"] = frozen.training_flops
-    return out
+    meta = prepared.built(built.inputs) if prepared is not None else None
+    if meta is None:
+        module = built.spec.source is Source.MODULE  # a module passed in holds its new head already
+        ref: Any = copy_to_meta(setup.raw) if module else built.spec
+        meta = config.request.build(ref, inputs=built.inputs, weights=False, head=not module)
+    return count_steps(meta, setup.batch, config.plan, training=config.training)
 
 
-def predicted_peaks(model: "str | nn.Module", batch: int, config: BenchConfig) -> dict[tuple[str, bool], int]:
+def predicted_peaks(model: "str | nn.Module", batch: int, config: BenchConfig,
+                    prepared: Prepared | None = None) -> dict[tuple[str, bool], int]:
     """`cnnprobe memory`'s prediction of every planned step, to print beside what is measured."""
     if not (config.predict and config.memory) or config.compile:
         return {}
     try:
-        report = Predictor(model, config).at(batch)
+        report = (prepared or Prepared(model, config)).predictor().at(batch)
     except CnnprobeError:  # a model that cannot run on fake tensors is measured all the same
         return {}
     return {(r.mode, r.frozen): r.predicted_peak_bytes for r in report.results}
@@ -76,8 +71,10 @@ def copy_to_meta(module: "nn.Module") -> "nn.Module":
 class Bench:
     """One model at one batch size on one device, mode by mode."""
 
-    def __init__(self, model: "str | nn.Module", batch: int, config: BenchConfig) -> None:
+    def __init__(self, model: "str | nn.Module", batch: int, config: BenchConfig,
+                 prepared: Prepared | None = None) -> None:
         self.model = model
+        self.prepared = prepared or Prepared(model, config)  # the meta build, shared with other batches
         self.batch = check_batch(batch)
         self.config = config
         self.setup = BenchSetup(model, batch, config)
@@ -97,8 +94,8 @@ class Bench:
     def _run(self, on_phase: Callable[[str], None] | None) -> BenchResult:
         config, setup = self.config, self.setup.build()
         assert setup.built is not None and setup.raw is not None
-        counted = step_flops(setup, config)
-        predicted = predicted_peaks(self.model, self.batch, config)
+        counted = step_flops(setup, config, self.prepared)
+        predicted = predicted_peaks(self.model, self.batch, config, self.prepared)
         threads = torch.get_num_threads()
         dtype = DType(config.dtype).value
         if config.peak and config.count_flops:
@@ -184,10 +181,11 @@ def first_line(error: BaseException) -> str:
 
 
 def run_once(model: "str | nn.Module", batch: int, config: BenchConfig,
-             on_phase: Callable[[str], None] | None = None, keep: list[BenchResult] | None = None) -> BenchResult:
+             on_phase: Callable[[str], None] | None = None, keep: list[BenchResult] | None = None,
+             prepared: Prepared | None = None) -> BenchResult:
     """One timed run; out of memory becomes OutOfMemory after the memory is freed. An interrupted run's
-    partial result is appended to `keep`."""
-    run = Bench(model, batch, config)
+    partial result is appended to `keep`; `prepared` is the model's meta build, when a sweep has it."""
+    run = Bench(model, batch, config, prepared)
     detail = None
     try:
         return run.run(on_phase)
@@ -206,13 +204,22 @@ def run_once(model: "str | nn.Module", batch: int, config: BenchConfig,
     raise OutOfMemory(str(model), batch, Device(config.device).value, detail)
 
 
-def bench(model: "str | nn.Module", batch: int = 1, config: BenchConfig | None = None, **options: Any) -> BenchResult:
-    """Time one model at one batch size; options are BenchConfig's fields. With `repeat=N` the whole run
-    happens N times and each mode keeps every run's figures.
+def bench(model: "str | nn.Module | ModelRequest", batch: int = 1, config: BenchConfig | None = None,
+          **options: Any) -> BenchResult:
+    """Time one model at one batch size; options are BenchConfig's fields (its request's and plan's keywords
+    among them). With `repeat=N` the whole run happens N times and each mode keeps every run's figures.
 
     Raises OutOfMemory (after freeing the memory) when the batch does not fit.
     """
+    if isinstance(model, ModelRequest):  # the request's options go into the configuration
+        options["request"] = model
+        config = config.replace(**options) if config is not None else None
     config = config or BenchConfig(**options)
+    target = config.request.model if isinstance(model, ModelRequest) else model
+    if target is None:
+        raise TypeError("bench() needs a model")
     check_batch(batch)
     later = config.replace(predict=False)  # the prediction is the same in every repeat; the first run's is kept
-    return merge_repeats([run_once(model, batch, config if i == 0 else later) for i in range(config.repeat)])
+    prepared = Prepared(target, config)
+    return merge_repeats([run_once(target, batch, config if i == 0 else later, prepared=prepared)
+                          for i in range(config.repeat)])

@@ -23,7 +23,7 @@ import logging
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import nn
@@ -33,9 +33,10 @@ from ..core.enums import Device, DType, Mode, Optimizer
 from ..core.errors import CnnprobeError, UsageError
 from ..core.formatting import nbytes
 from ..core.search import search_batch
-from ..models.build import Built, build_model, check_batch, check_depth
+from ..models.build import Built, check_batch, check_depth
 from ..models.freezing import freeze_batchnorm
 from ..models.meta import paused_gc
+from ..models.request import FreezePlan, ModelRequest, RequestOptions, requested
 from ..trace.failures import explain_failure
 from ..training.config import BenchConfig
 from ..training.setup import BenchSetup
@@ -185,18 +186,20 @@ def _to_fake(module: nn.Module, device: str) -> nn.Module:
 class Predictor:
     """Predicts one model's steady-state peaks under one configuration, at any batch size."""
 
-    def __init__(self, model: "str | nn.Module", config: BenchConfig, *, head: str | None = None,
-                 freeze_bn: bool = False, calibration_s: float = TIME_LIMIT_S) -> None:
+    def __init__(self, model: "str | nn.Module", config: BenchConfig, *, freeze_bn: bool = False,
+                 calibration_s: float = TIME_LIMIT_S, built: Built | None = None) -> None:
+        """`built`: the model already built on meta from `config.request` (bench builds it once for all)."""
         self.config = config
         self.calibration_s = calibration_s
         self.freeze_bn = freeze_bn
         self.cuda = Device(config.device) is Device.CUDA
+        if built is not None:
+            self.built: Built = built
+            return
         with paused_gc():
             if isinstance(model, nn.Module):  # predict on a meta copy: the caller's module stays as it is
                 model = copy.deepcopy(model).to("meta")
-            self.built: Built = build_model(model, num_classes=config.num_classes, input_size=config.input_size,
-                                            input_dtype=config.input_dtype, input_range=config.input_range,
-                                            head=head if head is not None else config.head)
+            self.built = config.request.build(model, weights=False)  # shapes do not depend on the weights
 
     def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True,
            workspaces: bool = True) -> MemoryReport:
@@ -209,8 +212,7 @@ class Predictor:
             dtype=DType(config.dtype).value, optimizer=Optimizer(config.optimizer).value, batch=batch,
             input_size=[batch, *built.input_shape], inputs=[s.to_dict() for s in built.inputs],
             total_params=sum(p.numel() for p in built.module.parameters()), trainable_params=0,
-            plan={"freeze_all": config.freeze_all, "freeze_except": config.freeze_except, "freeze": config.freeze,
-                  "freeze_bn": self.freeze_bn},
+            plan={**config.plan.as_written(), "freeze_bn": self.freeze_bn},
             notes=[n for n in [built.materialized] if n],
         )
         wanted = modes or config.modes
@@ -320,22 +322,23 @@ class Predictor:
                             len(tensors) + len(full))
 
 
-def memory(model: "str | nn.Module", *, batch: int = 1, mode: Mode | str = Mode.ALL, optimizer: Optimizer | str =
-           Optimizer.SGD, dtype: DType | str = DType.FLOAT32, device: Device | str = Device.CPU,
-           freeze_all: bool = False, freeze_except: Any = None, freeze: Any = None, head: str | None = None,
-           freeze_bn: bool = False, num_classes: int | None = None, input_size: Any = None, input_dtype: Any = None,
-           input_range: Any = None, budget: str | int | None = None, depth: int = 2) -> MemoryReport:
+def memory(model: "str | nn.Module | ModelRequest", *, plan: FreezePlan | None = None, mode: Mode | str = Mode.ALL,
+           optimizer: Optimizer | str = Optimizer.SGD, dtype: DType | str = DType.FLOAT32,
+           device: Device | str = Device.CPU, freeze_bn: bool = False, budget: str | int | None = None,
+           depth: int = 2, **options: Unpack[RequestOptions]) -> MemoryReport:
     """Predict the steady-state peak memory of each mode, with and without freezing; with `budget`, the
-    largest batch whose heaviest mode fits. Nothing is allocated for the model, on any device."""
+    largest batch whose heaviest mode fits. Nothing is allocated for the model, on any device. The keywords
+    are a ModelRequest's (its weights are not loaded: they change no shape) and a FreezePlan's."""
     check_depth(depth)
-    if head is not None and not head.strip():
+    request, plan = requested(model, plan, **options)
+    if request.head is not None and not request.head.strip():
         raise UsageError("--head is empty: write layers like dropout(0.3),linear(256),relu,linear(10)")
-    config = BenchConfig(device=device, dtype=dtype, mode=mode, optimizer=optimizer, freeze_all=freeze_all,
-                         freeze_except=freeze_except, freeze=freeze, num_classes=num_classes, input_size=input_size,
-                         input_dtype=input_dtype, input_range=input_range)
+    config = BenchConfig(device=device, dtype=dtype, mode=mode, optimizer=optimizer, request=request, plan=plan)
     limit = parse_budget(budget) if budget is not None else None
-    predictor = Predictor(model, config, head=head, freeze_bn=freeze_bn)
-    report = predictor.at(batch)
+    if request.model is None:
+        raise TypeError("memory() needs a model")
+    predictor = Predictor(request.model, config, freeze_bn=freeze_bn)
+    report = predictor.at(request.batch)
     if limit is not None:
         answer = predictor.largest_batch(limit)
         if answer.batch == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -65,13 +66,16 @@ def select(model: "nn.Module", patterns: Iterable[str], what: str = "pattern") -
     return found
 
 
-@dataclass
+@dataclass(frozen=True)
 class FreezePlan:
-    """What to freeze: everything, everything except some modules, or only some modules."""
+    """What to freeze: everything, everything except some modules, or only some modules; parsed once
+    (`from_options`) and applied as often as a run needs (`apply`)."""
 
     freeze_all: bool = False
-    freeze_except: list[str] = field(default_factory=list)
-    freeze: list[str] = field(default_factory=list)
+    freeze_except: tuple[str, ...] = ()
+    freeze: tuple[str, ...] = ()
+    # the patterns as the caller wrote them ("layer4,fc", a list, or None), for reports that echo them
+    written: tuple[Any, Any] = field(default=(None, None), compare=False, repr=False)
 
     @classmethod
     def from_options(
@@ -80,10 +84,19 @@ class FreezePlan:
         freeze_except: str | Sequence[str] | None = None,
         freeze: str | Sequence[str] | None = None,
     ) -> "FreezePlan":
-        plan = cls(freeze_all, split_patterns(freeze_except), split_patterns(freeze))
+        plan = cls(freeze_all, tuple(split_patterns(freeze_except)), tuple(split_patterns(freeze)),
+                   (freeze_except, freeze))
         if plan.freeze_all and plan.freeze_except:
             raise PatternError("--freeze-all and --freeze-except contradict each other; use one")
         return plan
+
+    def as_written(self) -> dict[str, Any]:
+        """freeze_all, freeze_except and freeze as the caller gave them."""
+        return {"freeze_all": self.freeze_all, "freeze_except": self.written[0], "freeze": self.written[1]}
+
+    def as_parsed(self) -> dict[str, Any]:
+        """freeze_all, and the pattern lists."""
+        return {"freeze_all": self.freeze_all, "freeze_except": list(self.freeze_except), "freeze": list(self.freeze)}
 
     @property
     def empty(self) -> bool:

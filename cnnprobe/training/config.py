@@ -3,53 +3,65 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 from ..core.enums import Device, DType, Mode, Optimizer
 from ..core.errors import UsageError
+from ..models.request import FREEZE_KEYS, MODEL_KEYS, FreezePlan, ModelRequest, RequestOptions, requested
 
 MAX_REPEAT = 20
 
 
-@dataclass
+@dataclass(init=False)
 class BenchConfig:
-    """Everything a benchmark run depends on, besides the model and batch."""
+    """Everything a benchmark run depends on, besides the model and batch: how to time it, and the model's
+    request (inputs, head, weights) and freezing plan, as records. The request's and the plan's keywords
+    (`freeze_except="layer4,fc"`, `input_size=...`) are taken too, and go into those records."""
 
-    device: Device | str = Device.CPU
-    dtype: DType | str = DType.FLOAT32
-    mode: Mode | str = Mode.ALL
-    channels_last: bool = False
-    compile: bool = False
-    threads: int | None = None
-    min_time: float = 1.0
-    max_time: float | None = None  # default: 10 × min_time
-    warmup: int = 3
-    optimizer: Optimizer | str = Optimizer.SGD
-    freeze_all: bool = False
-    freeze_except: str | Sequence[str] | None = None
-    freeze: str | Sequence[str] | None = None
-    num_classes: int | None = None
-    head: str | None = None  # a new classifier, as `trainable --head` writes it
-    input_size: Any = None  # one size or several, as build_model takes them
-    input_dtype: Any = None
-    input_range: Any = None
-    weights: str | None = None
-    trust: bool = False
-    count_flops: bool = True
-    peak: bool = True
-    memory: bool = True
-    predict: bool = True  # predict each mode's peak memory beside the measurement
-    repeat: int = 1  # whole sweeps, to see how far medians drift from run to run
+    device: Device
+    dtype: DType
+    mode: Mode
+    channels_last: bool
+    compile: bool
+    threads: int | None
+    min_time: float
+    max_time: float | None  # default: 10 × min_time
+    warmup: int
+    optimizer: Optimizer
+    count_flops: bool
+    peak: bool
+    memory: bool
+    predict: bool  # predict each mode's peak memory beside the measurement
+    repeat: int  # whole sweeps, to see how far medians drift from run to run
+    request: ModelRequest  # inputs, head, weights; its `model` is unused (bench takes the model beside it)
+    plan: FreezePlan
 
-    def __post_init__(self) -> None:
-        self.device = Device(self.device)
-        self.dtype = DType(self.dtype)
-        self.mode = Mode(self.mode)
-        self.optimizer = Optimizer(self.optimizer)
+    def __init__(self, device: Device | str = Device.CPU, dtype: DType | str = DType.FLOAT32,
+                 mode: Mode | str = Mode.ALL, channels_last: bool = False, compile: bool = False,
+                 threads: int | None = None, min_time: float = 1.0, max_time: float | None = None, warmup: int = 3,
+                 optimizer: Optimizer | str = Optimizer.SGD, *, count_flops: bool = True, peak: bool = True,
+                 memory: bool = True, predict: bool = True, repeat: int = 1, request: ModelRequest | None = None,
+                 plan: FreezePlan | None = None, **options: Unpack[RequestOptions]) -> None:
+        self.device, self.dtype, self.mode = Device(device), DType(dtype), Mode(mode)
+        self.channels_last, self.compile, self.threads = channels_last, compile, threads
+        self.min_time, self.max_time, self.warmup = min_time, max_time, warmup
+        self.optimizer = Optimizer(optimizer)
+        self.count_flops, self.peak, self.memory, self.predict, self.repeat = count_flops, peak, memory, predict, repeat
+        self.request, self.plan = requested(request, plan, **options)
+        self._check()
+
+    def __getattr__(self, name: str) -> Any:
+        """The request's and the plan's keywords read as the fields they were (`config.head`)."""
+        if name in MODEL_KEYS:
+            return getattr(self.request, name)
+        if name in FREEZE_KEYS:
+            return self.plan.as_written()[name]
+        raise AttributeError(f"'BenchConfig' object has no attribute '{name}'")
+
+    def _check(self) -> None:
         if not (isinstance(self.min_time, (int, float)) and math.isfinite(self.min_time) and self.min_time > 0):
             raise UsageError(f"--min-time must be a positive number of seconds, got {self.min_time}")
         if self.max_time is not None and not (math.isfinite(self.max_time) and self.max_time >= self.min_time):
@@ -72,7 +84,7 @@ class BenchConfig:
 
     @property
     def freezing(self) -> bool:
-        return bool(self.freeze_all or self.freeze_except or self.freeze)
+        return not self.plan.empty
 
     def planned(self) -> list[tuple[str, bool]]:
         """(mode, frozen) of every result a run will hold, in the order `timing.Bench` measures them: with
@@ -86,7 +98,14 @@ class BenchConfig:
         return out
 
     def replace(self, **changes: Any) -> "BenchConfig":
-        return BenchConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+        """A copy with `changes`: fields, or the request's and plan's keywords (which go into them)."""
+        freezing = {k: changes.pop(k) for k in FREEZE_KEYS if k in changes}
+        modelling = {k: changes.pop(k) for k in MODEL_KEYS if k in changes}
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        if freezing:
+            current["plan"] = FreezePlan.from_options(**{**self.plan.as_written(), **freezing})
+        current["request"] = ModelRequest.of(changes.pop("request", self.request), **modelling)
+        return BenchConfig(**{**current, **changes})
 
 
 def settings(config: BenchConfig, threads: int) -> dict[str, Any]:

@@ -12,8 +12,7 @@ from torch import nn
 
 from ..core.enums import DType
 from ..core.errors import CnnprobeError
-from ..models.build import Built, build_model
-from ..models.freezing import FreezePlan
+from ..models.build import Built
 from .config import BenchConfig
 from .devices import check_device
 
@@ -57,9 +56,7 @@ class BenchSetup:
         if isinstance(model, nn.Module):  # never change the caller's module: time a copy on the device
             model = copy.deepcopy(model).to(self.device)
         config = self.config
-        self.built = build_model(model, num_classes=config.num_classes, input_size=config.input_size,
-                                 input_dtype=config.input_dtype, input_range=config.input_range, device=self.device,
-                                 weights=config.weights, trust=config.trust, head=config.head)
+        self.built = config.request.build(model, device=self.device)
         module = self.built.module
         self.inputs = self.built.example_inputs(self.batch, random=True)
         self.target = torch.randint(0, 1000, (self.batch,), device=self.device)
@@ -82,8 +79,7 @@ class BenchSetup:
         for p in self.raw.parameters():
             p.requires_grad_(True)
         if frozen:
-            config = self.config
-            FreezePlan.from_options(config.freeze_all, config.freeze_except, config.freeze).apply(self.raw)
+            self.config.plan.apply(self.raw)
         if self.config.training and not any(p.requires_grad for p in self.raw.parameters()):
             if not any(True for _ in self.raw.parameters()):
                 raise CnnprobeError(f"{self.built.name if self.built else 'the model'} has no parameters: there is "
