@@ -163,14 +163,19 @@ def test_more_ranks_than_gpus(monkeypatch):
 def test_gradient_checksums_tell_gradients_apart():
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     b.load_state_dict(a.state_dict())
+    x = torch.tensor([[1.0, 2.0, 3.0]])
     for m in (a, b):
-        m(torch.ones(1, 3)).sum().backward()
+        m(x).sum().backward()
     assert torch.equal(gradient_checksum(a), gradient_checksum(b))
+    grad = b.weight.grad.clone()  # [[1, 2, 3], [1, 2, 3]]: every row holds x
     b.weight.grad[0, 0] += 1e-6
     assert not torch.equal(gradient_checksum(a), gradient_checksum(b))
-    b.weight.grad[0, 0] -= 1e-6
-    b.weight.grad[[0, 1]] = b.weight.grad[[1, 0]].clone()  # the same numbers in other places
-    assert not torch.equal(gradient_checksum(a), gradient_checksum(b)) or torch.equal(a.weight.grad, b.weight.grad)
+    b.weight.grad.copy_(grad)
+    assert torch.equal(gradient_checksum(a), gradient_checksum(b))
+    b.weight.grad[0, [0, 2]] = grad[0, [2, 0]]  # the same numbers in other places: 1 and 3 swapped
+    assert not torch.equal(b.weight.grad, grad)
+    assert b.weight.grad.sum() == grad.sum()  # a plain sum cannot see it
+    assert not torch.equal(gradient_checksum(a), gradient_checksum(b))
 
 
 def _running(pid: int) -> bool:
