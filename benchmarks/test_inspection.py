@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import cnnprobe
+from cnnprobe.models.registry import resolve
 
 from .conftest import enabled
 from .cost import measure
@@ -16,7 +17,7 @@ LARGE = ["vgg16", "vit_h_14", "efficientnet_v2_l", "regnet_y_128gf"]
 def test_summary(benchmark, machine_info, name):
     benchmark.extra_info.update(model=name, device="meta", batch=1)
     result = benchmark.pedantic(cnnprobe.summary, args=(name,), rounds=5, warmup_rounds=1)
-    assert result.total_params > 100_000_000 or name == "efficientnet_v2_l"
+    assert result.total_params == resolve(name).published_params
 
 
 @pytest.mark.parametrize("name", LARGE)
@@ -27,28 +28,38 @@ def test_flops(benchmark, machine_info, name):
 
 
 def test_summary_costs_a_fraction_of_a_real_build(request):
-    """The issue's goals, measured in fresh interpreters on top of importing torch and torchvision:
-    summary within 0.5 s and 100 MiB; building vgg16 for real and calling torchinfo costs ~2.5 s, ~500 MiB."""
+    """The issue's goals, measured in fresh interpreters on top of importing torch and torchvision: summary
+    in 100 MiB and a fifth of the time of building vgg16 for real and calling torchinfo (~0.3 s against
+    ~2.5 s and ~500 MiB on an idle machine), both timed in this run."""
     ours = measure("vgg16", "summary")
     real = measure("vgg16", "real")
     assert ours.peak_mib < 100, ours
     assert real.peak_mib > 5 * ours.peak_mib, (ours, real)
     if enabled(request.config):  # timings only when measuring on purpose
-        assert ours.seconds < 0.5
-        assert real.seconds > 5 * ours.seconds
+        assert real.seconds > 5 * ours.seconds, (ours, real)
 
 
 def test_flops_of_vit_h_14_costs_no_arithmetic(request):
-    """1 TMAC counted in well under 2 GB (fvcore on real tensors: ~43 s and 3 GB here)."""
+    """1 TMAC counted in well under 2 GB (fvcore on real tensors: ~43 s and 3 GB here), and in less than
+    half the time the arithmetic itself would take at the machine's peak, one thread (as `measure` runs),
+    measured in this run."""
+    from cnnprobe.benchmark.flops_peak import measured
+
     ours = measure("vit_h_14", "flops")
     assert ours.peak_mib < 2048
     assert abs(ours.gmacs - 1016.717) < 0.5
     if enabled(request.config):
-        assert ours.seconds < 5
+        arithmetic = 2 * ours.gmacs * 1e9 / (measured("cpu", "float32", 1, refresh=True).tflops * 1e12)
+        assert ours.seconds < arithmetic / 2, (ours.seconds, arithmetic)
 
 
-def test_offline_default_weights_fail_within_a_second(benchmark, machine_info, tmp_path, monkeypatch, request):
-    """`--weights DEFAULT` with nothing in the local cache: one clear error, no download, no retries."""
+def test_offline_default_weights_fail_before_the_model_is_built(benchmark, machine_info, tmp_path, monkeypatch):
+    """`--weights DEFAULT` with nothing in the local cache: one clear error, no download, no retries, and no
+    build: the refusal costs less than half of building the same model on meta (the least any command does
+    with it), timed in this run, the same statistic (the median) on both sides."""
+    import statistics
+    import time
+
     from cnnprobe.core.errors import WeightsError
     from cnnprobe.models.build import build_model
 
@@ -64,5 +75,12 @@ def test_offline_default_weights_fail_within_a_second(benchmark, machine_info, t
 
     message = benchmark.pedantic(attempt, rounds=5, iterations=1)
     assert "not in the local cache" in message
-    if enabled(request.config):
-        assert benchmark.stats["max"] < 1.0
+    refusals, builds = [], []
+    for _ in range(3):  # alternately, so that load that comes and goes falls on both
+        start = time.perf_counter()
+        attempt()
+        refusals.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        build_model("vit_h_14", device="meta")
+        builds.append(time.perf_counter() - start)
+    assert statistics.median(refusals) < statistics.median(builds) / 2, (refusals, builds)

@@ -89,15 +89,18 @@ def test_forward_median_matches_torch_utils_benchmark(request):
 
 def test_frozen_backbone_train_step_is_cheaper(request):
     """resnet18 with --freeze-except layer4,fc against all trainable: a train step measurably cheaper, in
-    time, in counted FLOPs and in memory."""
+    time, in counted FLOPs and in memory. The two steps are timed one after the other, so each is judged as a
+    multiple of the reference kernel timed between its own blocks (what `--compare` judges), in the reference
+    product's FLOPs: the machine's speed at each moment cancels."""
     measuring = enabled(request.config)
     result = cnnprobe.bench("resnet18", batch=8, freeze_except="layer4,fc", mode="train_step",
                             input_size=None if measuring else "3,112,112", min_time=2.0 if measuring else 0.3,
                             peak=False)
     frozen, full = result.result("train_step", True), result.result("train_step", False)
     assert frozen is not None and full is not None
-    assert frozen.median_ms + frozen.iqr_ms < full.median_ms - full.iqr_ms
-    assert result.frozen_saving("train_step") > (0.2 if measuring else 0.15)
+    # the reference's size follows each step's counted FLOPs: a step's cost is the reference FLOPs it equals
+    frozen_cost, full_cost = (m.step_per_reference * 2 * m.reference_n**3 for m in (frozen, full))
+    assert 1 - frozen_cost / full_cost > (0.2 if measuring else 0.15), (frozen_cost, full_cost)
     assert frozen.flops < 0.6 * full.flops and frozen.peak_memory_bytes < full.peak_memory_bytes
 
 

@@ -48,8 +48,9 @@ CONV1_MACS = 1 * 6 * 25 * 28 * 28
 LENET_BACKWARD_MACS = LENET_MACS + (LENET_MACS - CONV1_MACS)
 
 
-def plain_step_ms(mode: str, batch: int, steps: int = 30) -> float:
-    """A LeNet step timed with nothing but perf_counter: the independent reference for bench's figures."""
+def plain_step_ms(mode: str, batch: int, blocks: int = 10, block_s: float = 0.01) -> float:
+    """A LeNet step timed with nothing but perf_counter: the independent reference for bench's figures. The
+    statistic is bench's: the median over blocks of a block's mean step."""
     torch.manual_seed(0)
     model = cnnprobe.build_model("lenet", device="cpu").module
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
@@ -73,9 +74,15 @@ def plain_step_ms(mode: str, batch: int, steps: int = 30) -> float:
         for _ in range(5):
             step()
         start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        return 1e3 * (time.perf_counter() - start) / steps
+        step()
+        number = max(1, round(block_s / (time.perf_counter() - start)))
+        samples = []
+        for _ in range(blocks):
+            start = time.perf_counter()
+            for _ in range(number):
+                step()
+            samples.append((time.perf_counter() - start) / number)
+        return 1e3 * statistics.median(samples)
     finally:
         torch.set_num_threads(threads)
 
@@ -101,14 +108,22 @@ def test_flops_per_step_match_the_hand_count(lenet8):
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward_backward", "train_step"])
-def test_times_and_rates_agree_with_a_plain_perf_counter_loop(lenet8, mode):
+def test_times_and_rates_agree_with_a_plain_perf_counter_loop(mode):
     """A unit slip (ms for s), a forgotten batch or a step timed twice is off by 2× or more; machine noise
-    is not. Rates are checked against the plain loop too, not against bench's own median."""
-    r = lenet8.result(mode)
-    plain_ms = plain_step_ms(mode, 8)
-    assert 0.5 < r.median_ms / plain_ms < 2.0, (r.median_ms, plain_ms)
-    assert 0.5 < r.samples_per_s / (8 / (plain_ms / 1e3)) < 2.0
-    assert 0.5 < r.tflops / (r.flops / (plain_ms / 1e3) / 1e12) < 2.0
+    is not. Both sides are the same statistic (the median over blocks of a block's mean step), measured
+    alternately three times so that load coming and going falls on both; the median of the three ratios is
+    judged. Rates are checked against the plain loop too, not against bench's own median."""
+    times, rates, tflops = [], [], []
+    for _ in range(3):
+        r = timing.bench("lenet", batch=8, mode=mode, min_time=0.1, max_time=1.0, warmup=3, threads=1, peak=False,
+                         memory=False, predict=False).results[0]
+        plain_ms = plain_step_ms(mode, 8)
+        times.append(r.median_ms / plain_ms)
+        rates.append(r.samples_per_s / (8 / (plain_ms / 1e3)))
+        tflops.append(r.tflops / (r.flops / (plain_ms / 1e3) / 1e12))
+    assert 0.5 < statistics.median(times) < 2.0, times
+    assert 0.5 < statistics.median(rates) < 2.0, rates
+    assert 0.5 < statistics.median(tflops) < 2.0, tflops
 
 
 def test_phases_add_up_to_the_step(lenet8):
@@ -123,7 +138,12 @@ def test_phases_add_up_to_the_step(lenet8):
         assert m.phases_ms == pytest.approx(m.median_ms, rel=0.15), (m.mode, m.phases_ms, m.median_ms)
         assert m.phase_steps == m.runs  # the timed steps, and only those (not the calibration)
         assert m.forward_iqr_ms >= 0 and m.backward_iqr_ms >= 0
-    assert train.backward_ms > 0.5 * fb.backward_ms  # the same backward pass in both modes
+    # the same backward pass in both modes, measured at different moments: each as a multiple of the reference
+    # kernel timed between its own blocks, so that the machine's speed at each moment cancels
+    def backward_per_reference(m):
+        return m.step_per_reference * m.backward_ms / m.median_ms
+
+    assert backward_per_reference(train) > 0.5 * backward_per_reference(fb), (train.backward_ms, fb.backward_ms)
 
 
 def test_figures_say_how_many_blocks_they_rest_on(lenet8):
@@ -443,20 +463,20 @@ def test_a_corrupt_peak_cache_is_ignored_and_rewritten(tmp_path, monkeypatch, co
 
 
 def test_the_measured_peak_is_a_real_matmul_rate():
-    """The cached peak against one more matrix product timed here with perf_counter: of the same order."""
-    p = peak_module.measured("cpu", "float32", 1)
+    """The peak measured now against a matrix product timed here with perf_counter right after: of the same
+    order. Both are the best of several products (the peak the best of its sizes, this one the best of
+    five), and both are measured in the same moment, not the peak of an earlier, quieter one from the cache."""
+    p = peak_module.measured("cpu", "float32", 1, refresh=True)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.mm(a, b)
-        start = time.perf_counter()
-        for _ in range(5):
-            torch.mm(a, b)
-        here = 5 * 2 * 1024**3 / (time.perf_counter() - start) / 1e12
+        best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(5))
     finally:
         torch.set_num_threads(threads)
-    assert 0.5 < p.tflops / here < 3.0
+    here = 2 * 1024**3 / best / 1e12
+    assert 0.5 < p.tflops / here < 3.0, (p.tflops, here)
 
 
 def test_datasheet_peaks():
@@ -544,7 +564,7 @@ def test_a_busy_or_oversubscribed_machine_is_said_before_timing(monkeypatch):
     n = devices.cores()
     assert "oversubscribe" in devices.machine_load(n + 1)
     monkeypatch.setattr(devices, "runnable_elsewhere", lambda: 0)
-    assert devices.machine_load(1) is None or n < 1
+    assert devices.machine_load(1) is None
     monkeypatch.setattr(devices, "runnable_elsewhere", lambda: n)
     assert f"{n} other runnable thread" in devices.machine_load(1)
 
@@ -648,7 +668,15 @@ def test_cli_frozen_saving_is_said(cli):
     run = cli("bench", "cnnprobe:resnet18", "--input-size", "3,32,32", "--batch", "2", "--freeze-except", "layer4,fc",
               *FAST_ARGS)
     assert run.exit_code == 0
-    assert "freezing saves" in run.stdout or "did not make" in run.stdout
+    # one verdict per backward mode, and the one the two times printed beside it call for
+    text = " ".join(run.stdout.split())
+    verdicts = re.findall(r"resnet18 b2: freezing (saves [\d.]+% of a|did not make) (\w+) (?:faster here \(see the "
+                          r"IQR\) )?\(([\d.,]+) ms frozen, ([\d.,]+) ms with all params trainable\)", text)
+    assert [mode for _, mode, _, _ in verdicts] == ["forward_backward", "train_step"], text
+    for verdict, _, frozen_ms, full_ms in verdicts:
+        frozen_ms, full_ms = float(frozen_ms.replace(",", "")), float(full_ms.replace(",", ""))
+        if frozen_ms != full_ms:  # equal once rounded: either verdict is what the unrounded medians say
+            assert verdict.startswith("saves") == (frozen_ms < full_ms), verdicts
     weights = [row[1] for row in table_rows(run.stdout, until=BENCH_FOOTER)]
     assert weights == ["-", "frozen", "frozen", "all", "all"]
 

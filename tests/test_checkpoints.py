@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import time
 
 import pytest
 import torch
@@ -85,7 +84,9 @@ def test_training_checkpoint(files):
     assert info.format == "training_checkpoint"
     assert info.epoch == 7 and info.loss == pytest.approx(0.25)
     assert info.keys == ["epoch", "model_state_dict", "optimizer_state_dict", "loss"]
-    assert info.optimizer.type in ("Adam", "Adam or AdamW")
+    saved = torch.load(files["training"], weights_only=True)["optimizer_state_dict"]["param_groups"][0]
+    # torch releases whose Adam saves no decoupled_weight_decay flag cannot be told from AdamW by their state
+    assert info.optimizer.type == ("Adam" if "decoupled_weight_decay" in saved else "Adam or AdamW")
     assert info.optimizer.params == 10
     assert info.optimizer.state_bytes == 2 * 61_706 * 4 + 10 * 4  # exp_avg, exp_avg_sq and a step counter each
     assert info.weights.params == 61_706
@@ -216,18 +217,23 @@ def test_unknown_weights_name(hub):
 
 
 def test_offline_default_fails_at_once_without_touching_the_network(tmp_path, monkeypatch):
+    """No download is tried: every way to the network (torch.hub's, torchvision's own binding of it, urllib,
+    requests) ends in a name lookup and a socket's connect, which are watched here. How long the refusal takes
+    is benchmarks/test_inspection.py's, against a build of the same model."""
+    import socket
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    tried = []
 
     def no_network(*args, **kwargs):
+        tried.append(args)
         raise AssertionError("cnnprobe must not download")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    monkeypatch.setattr("urllib.request.urlopen", no_network)
-    start = time.perf_counter()
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.raises(WeightsError) as info:
         build_model("vgg16", weights="DEFAULT")
-    assert time.perf_counter() - start < 5  # generous; benchmarks/ measures the real cost
+    assert tried == []
     message = str(info.value)
     assert "vgg16-397923af.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
 
