@@ -10,6 +10,17 @@ NOISY = 0.10  # IQR / median above this is flagged
 MIN_BLOCKS = 10  # timed blocks: fewer cannot show a spread worth judging, and are flagged
 
 
+def share_of_peak(tflops: float | None, peak_tflops: float | None) -> float | None:
+    """Achieved TFLOP/s as a share of a peak's (measured, or the datasheet's); None where either is unknown,
+    or nothing was counted."""
+    return tflops / peak_tflops if tflops and peak_tflops else None
+
+
+def is_noisy(iqr: float, median: float) -> bool:
+    """A spread too wide to trust the median: the IQR above NOISY × the median."""
+    return iqr > NOISY * median
+
+
 @dataclass
 class Repeat:
     """One of several timed runs of the same mode (`--repeat`), kept to judge run-to-run drift."""
@@ -178,9 +189,8 @@ def merge_repeats(runs: list[BenchResult]) -> BenchResult:
                   for p in ("forward", "backward", "optimizer") for k in ("_ms", "_iqr_ms")}
         merged.append(replace(
             r, median_ms=median, iqr_ms=iqr, runs=sum(m.runs for m in same), samples_per_s=first.batch / (median / 1e3),
-            noisy=iqr > NOISY * median, tflops=tflops,
-            peak_share=tflops / peak["tflops"] if tflops is not None and peak else None,
-            datasheet_share=tflops / sheet["tflops"] if tflops is not None and sheet else None,
+            noisy=is_noisy(iqr, median), tflops=tflops, peak_share=share_of_peak(tflops, (peak or {}).get("tflops")),
+            datasheet_share=share_of_peak(tflops, sheet.get("tflops")),
             phase_steps=sum(m.phase_steps for m in same), samples_ms=[s for m in same for s in m.samples_ms],
             repeats=[_repeat(m) for m in same], blocks=sum(m.blocks for m in same),
             few_blocks=any(m.few_blocks for m in same), reference_ms=_median_of(m.reference_ms for m in same),

@@ -27,7 +27,7 @@ from ..trace.tracer import Tracer
 from ..training.config import BenchConfig, settings
 from ..training.devices import device_name, free_memory, is_oom
 from .flops_peak import Peak, at_least, datasheet, measured
-from .result import BenchResult, ModeResult, merge_repeats
+from .result import BenchResult, ModeResult, merge_repeats, share_of_peak
 from .runners import RUNNERS, BenchSetup, ModeRunner
 
 if TYPE_CHECKING:
@@ -164,8 +164,8 @@ class Bench:
         if sheet is not None:
             result.peak["datasheet"] = asdict(sheet)
         for r in result.results:
-            r.peak_share = r.tflops / self.peak.tflops if r.tflops else None
-            r.datasheet_share = r.tflops / sheet.tflops if r.tflops and sheet else None
+            r.peak_share = share_of_peak(r.tflops, self.peak.tflops)
+            r.datasheet_share = share_of_peak(r.tflops, sheet.tflops if sheet else None)
 
     def explain(self, runner: ModeRunner, error: BaseException) -> Exception:
         """A step failed for a reason other than memory: run it once more under the tracer to name the layer."""

@@ -209,7 +209,8 @@ def list_cmd(
     """List the models cnnprobe can build: source, name, parameters and default input size."""
     from ..models.build import param_counts
     from ..models.registry import list_models
-    from ..report.render import emit_json, list_table, print_pieces
+    from ..report.console import emit_json, print_pieces
+    from ..report.registry_list import list_table
 
     specs = list_models(pattern)
     if not specs:
@@ -240,7 +241,8 @@ def summary(
 ) -> None:
     """Per-layer output shapes, parameters and MACs, built on the meta device: no weights are allocated."""
     from ..analysis import summary as inspect
-    from ..report.render import emit_json, print_pieces, summary_lines
+    from ..report.console import emit_json, print_pieces
+    from ..report.summary import summary_lines
 
     with _model_output(json):
         result = inspect.summary(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
@@ -283,7 +285,8 @@ def trainable(
     """Total and trainable parameters before and after freezing, per top-level block (a model with lazy layers
     is sized by one pass of its input)."""
     from ..analysis import trainable as api
-    from ..report.render import emit_json, print_pieces, trainable_lines, warn
+    from ..report.console import emit_json, print_pieces, warn
+    from ..report.trainable import trainable_lines
 
     with _model_output(json):
         report = api.trainable(
@@ -323,7 +326,8 @@ def flops(
 ) -> None:
     """MACs and FLOPs (FLOPs = 2 × MACs) by module and operator; --backward counts training's backward pass."""
     from ..analysis import flops as flopcount
-    from ..report.render import emit_json, flops_lines, print_pieces
+    from ..report.console import emit_json, print_pieces
+    from ..report.flops import flops_lines
 
     with _model_output(json):
         report = flopcount.flops(
@@ -410,17 +414,10 @@ def bench(
     from ..benchmark import regression
     from ..benchmark.sweep import parse_batches, sweep
     from ..models.registry import resolve
+    from ..report.bench import BENCH_COLUMNS, bench_lines, bench_rows
+    from ..report.console import emit_json, json_text, print_pieces, warn
     from ..report.files import OutputError, check_writable, plot_throughput, require_matplotlib, write_atomic, write_csv
-    from ..report.render import (
-        BENCH_COLUMNS,
-        bench_lines,
-        bench_rows,
-        comparison_lines,
-        emit_json,
-        json_text,
-        print_pieces,
-        warn,
-    )
+    from ..report.regression import comparison_lines
     from ..training.config import BenchConfig
     from ..training.devices import check_device
 
@@ -536,7 +533,8 @@ def memory(
     """Predict a training step's peak memory before running it, freezing included: parameters, gradients,
     optimizer state, activations and temporaries, on fake tensors (nothing is allocated)."""
     from ..memory.predict import memory as predict
-    from ..report.render import emit_json, memory_lines, print_pieces
+    from ..report.console import emit_json, print_pieces
+    from ..report.memory import memory_lines
 
     if top <= 0:
         raise CnnprobeError(f"--top must be positive, got {top}")
@@ -567,7 +565,8 @@ def checkpoint(
     """What a weights or checkpoint file holds, read safely (weights_only): format, tensors, dtypes, devices,
     training state."""
     from ..analysis.checkpoint import inspect_checkpoint
-    from ..report.render import checkpoint_lines, emit_json, print_pieces
+    from ..report.checkpoint import checkpoint_lines
+    from ..report.console import emit_json, print_pieces
 
     with _model_output(json):
         info = inspect_checkpoint(file, model=model, num_classes=num_classes, trust=trust, input_size=input_size,
@@ -595,7 +594,8 @@ def compare(
     """Two models side by side: parameters, MACs, the layers that differ, and whether A's weights load into B."""
     from ..analysis.compare import compare_models
     from ..models.build import check_depth
-    from ..report.render import comparison_model_lines, emit_json, print_pieces
+    from ..report.compare import comparison_model_lines
+    from ..report.console import emit_json, print_pieces
 
     check_depth(depth)
     with _model_output(json):
@@ -614,7 +614,8 @@ def _distributed(models: list[str], batch: str, nproc: int | None, ddp: bool, js
     import math
 
     from ..benchmark.distributed.worker import DistOptions, backend_for, in_launcher, worker
-    from ..report.render import ddp_lines, emit_json, print_pieces
+    from ..report.console import emit_json, print_pieces
+    from ..report.ddp import ddp_lines
     from ..training.devices import check_device
 
     if nproc is not None and ddp:
