@@ -244,3 +244,51 @@ def test_list_snapshot_matches_the_json(cli, snapshot):
     table = rows(run.stdout, "source ")
     assert [(r[1], value(r[2])) for r in table] == [(m["name"], m["params"]) for m in data]
     assert run.stdout.startswith(f"{len(data)} models")
+
+
+# ---------------------------------------------------------------- one vocabulary, one formula
+
+
+def test_memory_categories_are_one_enum_whose_values_are_the_json_keys(cli):
+    from cnnprobe.core.enums import MemoryCategory
+    from cnnprobe.memory.tracker import CATEGORIES
+    from cnnprobe.report.memory import COLUMNS, category_label
+
+    data = cli("memory", "lenet", "--batch", "2", "--device", "cuda", "--json").json()
+    assert all(list(r["breakdown"]) == [c.value for c in MemoryCategory] for r in data["results"])
+    tensors = tuple(c.value for c in MemoryCategory if c is not MemoryCategory.WORKSPACE)
+    assert tensors == CATEGORIES  # the tracker's, derived from the enum
+    assert category_label("optimizer_state") == "optimizer state" and category_label("a_new_key") == "a_new_key"
+    assert MemoryCategory.WORKSPACE.label == "operators' workspaces"
+    table = rows(cli("memory", "lenet", "--batch", "2", "--device", "cuda").stdout, "mode ")
+    assert len(table[0]) == 2 + len(COLUMNS)  # mode, peak, one column per category shown
+
+
+def test_share_of_peak_is_one_formula_for_a_run_and_for_merged_repeats():
+    from dataclasses import replace
+
+    from cnnprobe.benchmark.result import merge_repeats, share_of_peak
+
+    assert share_of_peak(0.5, 2.0) == 0.25
+    assert share_of_peak(None, 2.0) is None and share_of_peak(0.0, 2.0) is None and share_of_peak(1.0, None) is None
+    run = _baseline_sweep(1).runs[0]
+    merged = merge_repeats([run, replace(run, results=[replace(r, median_ms=2 * r.median_ms) for r in run.results])])
+    for r in merged.results:
+        assert r.tflops is not None and r.peak_share == pytest.approx(r.tflops / run.peak["tflops"])
+        assert r.noisy == (r.iqr_ms > 0.10 * r.median_ms)
+
+
+def test_a_mark_in_the_table_comes_with_its_legend_and_only_then():
+    from dataclasses import replace
+
+    from cnnprobe.report.bench import bench_lines
+
+    sweep = _baseline_sweep(1)
+    calm = _render(bench_lines(sweep), 160)
+    assert "!:" not in calm and "?:" not in calm
+    run = sweep.runs[0]
+    run.results = [replace(run.results[0], noisy=True), replace(run.results[1], few_blocks=True), *run.results[2:]]
+    marked = _render(bench_lines(sweep), 160)
+    cells = [r[2] for r in rows(marked, "mode ")]  # mode, median ms, IQR
+    assert cells[0].endswith("!") and cells[1].endswith("?") and not cells[2].endswith(("!", "?"))
+    assert "!: noisy, IQR above 10% of the median" in marked and "?: rests on fewer than 10 timed blocks" in marked

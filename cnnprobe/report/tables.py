@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Console, ConsoleOptions, RenderableType
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -62,7 +62,7 @@ class Col:
     """A column of a Fitted table."""
 
     header: str
-    justify: str = "right"
+    justify: JustifyMethod = "right"
     text: bool = False  # words (names, types) that may wrap; a figure never does
     key: bool = False  # names the row: repeated in every part of a split table
 
@@ -90,7 +90,7 @@ class Fitted:
         table.collapse_padding = self.collapse_padding
         for i in indices:
             c = self.columns[i]
-            table.add_column(c.header, justify=c.justify, no_wrap=not (c.text or fold),  # type: ignore[arg-type]
+            table.add_column(c.header, justify=c.justify, no_wrap=not (c.text or fold),
                              overflow="fold" if c.text or fold else "ellipsis", max_width=(caps or {}).get(i))
         for row in self.rows:
             table.add_row(*(row[i] for i in indices))
