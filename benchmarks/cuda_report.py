@@ -37,7 +37,7 @@ def main() -> None:
     import torch
 
     from cnnprobe.benchmark.sweep import sweep
-    from cnnprobe.report.render import nbytes
+    from cnnprobe.core.formatting import nbytes
     from cnnprobe.training.config import BenchConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -27,8 +27,8 @@ def main() -> None:
 
     from cnnprobe.benchmark.distributed.launcher import launch
     from cnnprobe.benchmark.distributed.worker import DistOptions
+    from cnnprobe.core.formatting import nbytes
     from cnnprobe.report.files import write_atomic
-    from cnnprobe.report.render import nbytes
     from cnnprobe.training.config import BenchConfig
     from cnnprobe.training.devices import cpu_name
 

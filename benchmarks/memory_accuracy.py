@@ -27,8 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnprobe.core.enums import MemoryCategory
+
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
-CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
+CATEGORIES = MemoryCategory.tensors()
 # model: (input size or None for the model's own, two batch sizes, the freezing recipe: freeze all except these)
 CASES: dict[str, tuple[str | None, tuple[int, int], str]] = {
     "lenet": (None, (8, 32), "classifier.5"),
@@ -195,8 +197,8 @@ def write(data: list[dict[str, Any]], device: str, path: Path) -> None:
     import torch
     import torchvision
 
+    from cnnprobe.core.formatting import nbytes
     from cnnprobe.report.files import write_atomic
-    from cnnprobe.report.render import nbytes
     from cnnprobe.training.devices import device_name
 
     worst = max(data, key=lambda r: abs(r["error"]))

@@ -82,8 +82,8 @@ def relations(runs: list[dict]) -> list[str]:
 
 def write(runs: list[dict], info: dict[str, object]) -> None:
     from cnnprobe.benchmark.result import BenchResult
+    from cnnprobe.core.formatting import nbytes
     from cnnprobe.report.files import plot_throughput, write_atomic
-    from cnnprobe.report.render import nbytes
 
     data = {"machine": info, "runs": runs}
     write_atomic(REPORTS / "bench-cpu.json", json.dumps(data, indent=1) + "\n")

@@ -244,12 +244,12 @@ def test_bootstrap_interval_of_the_median():
 
 def test_the_table_never_shows_an_efficiency_above_100():
     from cnnprobe.benchmark.distributed.interleaved import job_figures
-    from cnnprobe.report.render import _efficiency, _exposed
+    from cnnprobe.report.ddp import efficiency, exposed
 
     figures = job_figures(_interleaved([0.01] * 5, [0.011] * 5, [0.015] * 5), 2, 1)
-    assert _efficiency(figures) == "noise [150–150%]!" and _exposed(figures).startswith("noise")
+    assert efficiency(figures) == "noise [150–150%]!" and exposed(figures).startswith("noise")
     figures = job_figures(_interleaved([0.01] * 5, [0.009] * 5, [0.008] * 5), 2, 1)
-    assert _efficiency(figures) == "80.0% [80–80%]" and _exposed(figures).startswith("1.000")
+    assert efficiency(figures) == "80.0% [80–80%]" and exposed(figures).startswith("1.000")
 
 
 @pytest.mark.slow

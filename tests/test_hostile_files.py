@@ -167,7 +167,7 @@ def test_keys_json_cannot_hold_are_written_as_text(cli, tmp_path):
     path = files.training_checkpoint(tmp_path, "tuple_loss", loss={(1, 2): 3.0})
     data = cli("checkpoint", str(path), "--json").json()
     assert data["loss"] == "{(1, 2): 3.0}"
-    from cnnprobe.report.render import json_text
+    from cnnprobe.report.console import json_text
 
     assert json.loads(json_text({(1, 2): {("a",): 1}, 3: 4})) == {"(1, 2)": {"('a',)": 1}, "3": 4}
 

@@ -87,7 +87,7 @@ def _plan(freeze_all: bool, freeze_except: str | None, freeze: str | None) -> An
 
 def _show(data: Any, json_mode: bool, lines: Any) -> None:
     """The record as one JSON object, or its tables (`lines()` renders them)."""
-    from ..report.render import emit_json, print_pieces
+    from ..report.console import emit_json, print_pieces
 
     if json_mode:
         emit_json(data.to_dict())
@@ -103,7 +103,8 @@ def list_cmd(
     """List the models cnnprobe can build: source, name, parameters and default input size."""
     from ..models.build import param_counts
     from ..models.registry import list_models
-    from ..report.render import emit_json, list_table, print_pieces
+    from ..report.console import emit_json, print_pieces
+    from ..report.registry_list import list_table
 
     specs = list_models(pattern)
     if not specs:
@@ -127,7 +128,7 @@ def summary(
 ) -> None:
     """Per-layer output shapes, parameters and MACs, built on the meta device: no weights are allocated."""
     from ..analysis import summary as api
-    from ..report.render import summary_lines
+    from ..report.summary import summary_lines
 
     request = _request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
                        num_classes=num_classes, weights=weights, trust=trust)
@@ -150,7 +151,8 @@ def trainable(
     """Total and trainable parameters before and after freezing, per top-level block (a model with lazy layers
     is sized by one pass of its input)."""
     from ..analysis import trainable as api
-    from ..report.render import trainable_lines, warn
+    from ..report.console import warn
+    from ..report.trainable import trainable_lines
 
     plan = _plan(freeze_all, freeze_except, freeze)
     request = _request(model, num_classes=num_classes, head=head, weights=weights, trust=trust,
@@ -175,7 +177,7 @@ def flops(
 ) -> None:
     """MACs and FLOPs (FLOPs = 2 × MACs) by module and operator; --backward counts training's backward pass."""
     from ..analysis import flops as api
-    from ..report.render import flops_lines
+    from ..report.flops import flops_lines
 
     request = _request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
                        num_classes=num_classes, head=head, weights=weights, trust=trust)
@@ -207,7 +209,7 @@ def memory(
     """Predict a training step's peak memory before running it, freezing included: parameters, gradients,
     optimizer state, activations and temporaries, on fake tensors (nothing is allocated)."""
     from ..memory import predict as api
-    from ..report.render import memory_lines
+    from ..report.memory import memory_lines
 
     if top <= 0:
         raise CnnprobeError(f"--top must be positive, got {top}")
@@ -233,7 +235,7 @@ def checkpoint(
     """What a weights or checkpoint file holds, read safely (weights_only): format, tensors, dtypes, devices,
     training state."""
     from ..analysis import checkpoint as api
-    from ..report.render import checkpoint_lines
+    from ..report.checkpoint import checkpoint_lines
 
     request = _request(model, num_classes=num_classes, trust=trust, input_size=input_size, input_dtype=input_dtype,
                        input_range=input_range)
@@ -258,7 +260,7 @@ def compare(
     """Two models side by side: parameters, MACs, the layers that differ, and whether A's weights load into B."""
     from ..analysis import compare as api
     from ..models.build import check_depth
-    from ..report.render import comparison_model_lines
+    from ..report.compare import comparison_model_lines
 
     check_depth(depth)
     request = _request(a, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,

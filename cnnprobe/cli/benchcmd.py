@@ -125,16 +125,9 @@ def timed(models: list[str], batch: str, config: Any, json_mode: bool, *, csv: s
     from ..benchmark import outcome
     from ..benchmark.sweep import sweep
     from ..report import files
-    from ..report.render import (
-        BENCH_COLUMNS,
-        bench_lines,
-        bench_rows,
-        comparison_lines,
-        emit_json,
-        json_text,
-        print_pieces,
-        warn,
-    )
+    from ..report.bench import BENCH_COLUMNS, bench_lines, bench_rows
+    from ..report.console import emit_json, json_text, print_pieces, warn
+    from ..report.regression import comparison_lines
     from ..training.devices import machine_load
 
     for path in (csv, plot, save):  # fail before timing, not after
@@ -177,7 +170,8 @@ def distributed(models: list[str], batch: str, config: Any, json_mode: bool, *, 
     """`bench --nproc N` (ranks started here) or `bench --ddp` (this process is one rank of a torchrun job)."""
     from ..benchmark import outcome
     from ..benchmark.distributed.worker import DistOptions, RankFailure, backend_for, from_dict, in_launcher, worker
-    from ..report.render import ddp_lines, emit_json, print_pieces
+    from ..report.console import emit_json, print_pieces
+    from ..report.ddp import ddp_lines
     from ..training.devices import check_device
 
     per_rank = outcome.check_distributed(models, batch, nproc=nproc, ddp=ddp, files=files, timeout=timeout,

@@ -66,3 +66,31 @@ class Mode(str, Enum):
     def expand(cls, mode: "Mode | str") -> list["Mode"]:
         mode = cls(mode)
         return [cls.FORWARD, cls.FORWARD_BACKWARD, cls.TRAIN_STEP] if mode is cls.ALL else [mode]
+
+
+class MemoryCategory(str, Enum):
+    """What the bytes of a step's peak hold: the keys of every memory breakdown, in the JSON as these strings."""
+
+    PARAMETERS = "parameters"
+    BUFFERS = "buffers"
+    GRADIENTS = "gradients"
+    OPTIMIZER_STATE = "optimizer_state"
+    INPUTS = "inputs"
+    ACTIVATIONS = "activations"
+    TEMPORARIES = "temporaries"
+    WORKSPACE = "workspace"  # what the allocator held above the tensors: operators' own allocations
+
+    @property
+    def label(self) -> str:
+        """As prose names it."""
+        return {"optimizer_state": "optimizer state", "workspace": "operators' workspaces"}.get(self.value, self.value)
+
+    @property
+    def heading(self) -> str:
+        """As a table's column is headed, where width is short."""
+        return {"optimizer_state": "optimizer", "workspace": "workspace"}.get(self.value, self.label)
+
+    @classmethod
+    def tensors(cls) -> tuple[str, ...]:
+        """The categories a tensor falls in, counted tensor by tensor (all but the operators' workspaces)."""
+        return tuple(c.value for c in cls if c is not cls.WORKSPACE)

@@ -37,7 +37,9 @@ from torch.nn.modules import module as module_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
+from ..core.enums import MemoryCategory
+
+CATEGORIES = MemoryCategory.tensors()  # the tensors' kinds: every breakdown's keys but "workspace"
 _MADE_IN = {"forward": "activations", "backward": "temporaries", "optimizer": "temporaries", "end": "temporaries"}
 
 
