@@ -25,8 +25,8 @@ def main() -> None:
 
     import torch
 
+    from cnnprobe.benchmark.distributed.group import DistOptions
     from cnnprobe.benchmark.distributed.launcher import launch
-    from cnnprobe.benchmark.distributed.worker import DistOptions
     from cnnprobe.core.formatting import nbytes
     from cnnprobe.report.files import write_atomic
     from cnnprobe.training.config import BenchConfig

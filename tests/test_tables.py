@@ -116,7 +116,8 @@ def _baseline_sweep(count: int | None = None):
 
 
 def _ddp_result():
-    from cnnprobe.benchmark.distributed.worker import DistResult, Interleaved, RankResult, job_figures
+    from cnnprobe.benchmark.distributed.interleaved import Interleaved, job_figures
+    from cnnprobe.benchmark.distributed.result import DistResult, RankResult
 
     run = _baseline_sweep(1).runs[0]
     timed = Interleaved(ddp=[0.010, 0.011, 0.012], no_sync=[0.009, 0.0095, 0.01], single=[0.008, 0.011, 0.009],

@@ -169,7 +169,10 @@ def distributed(models: list[str], batch: str, config: Any, json_mode: bool, *, 
                 port: int | None, find_unused: bool) -> None:
     """`bench --nproc N` (ranks started here) or `bench --ddp` (this process is one rank of a torchrun job)."""
     from ..benchmark import outcome
-    from ..benchmark.distributed.worker import DistOptions, RankFailure, backend_for, from_dict, in_launcher, worker
+    from ..benchmark.distributed.failures import RankFailure
+    from ..benchmark.distributed.group import DistOptions, backend_for, in_launcher
+    from ..benchmark.distributed.result import from_dict
+    from ..benchmark.distributed.worker import worker
     from ..report.console import emit_json, print_pieces
     from ..report.ddp import ddp_lines
     from ..training.devices import check_device

@@ -10,7 +10,7 @@ from ..core.formatting import count, first_few, inputs, ms, nbytes, share
 from .tables import Col, Fitted, marked, mode_label
 
 if TYPE_CHECKING:
-    from ..benchmark.distributed.worker import DistResult
+    from ..benchmark.distributed.result import DistResult
 
 
 def ddp_lines(d: DistResult) -> list[Any]:
