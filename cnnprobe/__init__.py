@@ -33,6 +33,8 @@ _EXPORTS = {
     "bench": "benchmark.timing",
     "BenchResult": "benchmark.result",
     "BenchConfig": "training.config",
+    "ModelRequest": "models.request",
+    "FreezePlan": "models.freezing",
     "FlopReport": "analysis.flops",
     "build_model": "models.build",
     "compare_models": "analysis.compare",

@@ -190,3 +190,30 @@ def test_shape_rules_agree_with_metas_own_kernels(name):
     slow = probe(built, 2, fast=False)
     assert [(c.name, c.output_shape) for c in fast.tracer.calls] == [(c.name, c.output_shape) for c in slow.tracer.calls]
     assert fast.tracer.flops_by_op == slow.tracer.flops_by_op
+
+
+def test_the_api_takes_the_records_and_the_keywords_alike():
+    """A ModelRequest and a FreezePlan say what the keywords say: the same reports from either."""
+    import dataclasses
+
+    from cnnprobe import BenchConfig, FreezePlan, ModelRequest
+
+    request = ModelRequest("cnnprobe:resnet18", input_size="3,32,32", batch=2, num_classes=7)
+    keywords = dict(input_size="3,32,32", num_classes=7)
+    assert cnnprobe.summary(request).to_dict() == cnnprobe.summary("cnnprobe:resnet18", batch=2, **keywords).to_dict()
+    plan = FreezePlan.from_options(freeze_except="layer4,fc")
+    by_record = cnnprobe.trainable(request, plan=plan)
+    assert by_record.to_dict() == cnnprobe.trainable("cnnprobe:resnet18", freeze_except="layer4,fc",
+                                                     **keywords).to_dict()
+    assert 0 < by_record.after.trainable_params < by_record.before.trainable_params
+    config = BenchConfig(request=request, plan=plan)
+    assert config.freezing and config.freeze_except == "layer4,fc" and config.num_classes == 7
+    assert config == BenchConfig(request=request, freeze_except="layer4,fc")
+    assert BenchConfig(freeze_except="layer4,fc", batch=2, **keywords).request.given() == request.given()
+    assert config.replace(freeze_except=None).plan.empty and config.replace(head="linear(3)").request.head == "linear(3)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.freeze_all = True  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cnnprobe.summary("lenet", freeze_all=True)  # summary freezes nothing
+    with pytest.raises(TypeError):
+        cnnprobe.flops("lenet", plan=plan, freeze_all=True, backward=True)  # a plan or its keywords

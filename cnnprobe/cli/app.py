@@ -6,7 +6,7 @@ This module imports no torch at module level, so `cnnprobe --help` is fast. The 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -41,6 +41,10 @@ from .options import (
     option,
 )
 
+if TYPE_CHECKING:
+    from ..models.freezing import FreezePlan
+    from ..models.request import ModelRequest
+
 app = typer.Typer(
     cls=OneLineErrors,
     add_completion=False,
@@ -72,14 +76,14 @@ def _root(
     """Look inside CNNs: per-layer shapes, parameters before and after freezing, FLOPs, timings."""
 
 
-def _request(model: str | None, **options: Any) -> Any:
+def _request(model: str | None, **options: Any) -> ModelRequest:
     """The model options as one record (imported here: the records import torch)."""
     from ..models.request import ModelRequest
 
     return ModelRequest(model, **options)
 
 
-def _plan(freeze_all: bool, freeze_except: str | None, freeze: str | None) -> Any:
+def _plan(freeze_all: bool, freeze_except: str | None, freeze: str | None) -> FreezePlan:
     from ..models.freezing import FreezePlan
 
     return FreezePlan.from_options(freeze_all, freeze_except, freeze)
