@@ -331,11 +331,12 @@ def test_a_sigterm_an_import_swallowed_stops_before_the_ranks_start(cli, monkeyp
 
     started = []
     monkeypatch.setattr(launch, "launch", lambda *a, **k: started.append(1))
-    monkeypatch.setattr(signals, "_terminated", False)  # so that the note the handler makes is undone after
+    monkeypatch.setattr(signals, "_terminated", False)  # restored after the test: later tests see no SIGTERM
     try:
         signals._on_terminate(15, None)
     except signals.Terminated:
         pass  # what the library did
+    assert signals.terminated()
     run = cli("bench", "lenet", "--nproc", "2")
     assert run.exit_code == 143 and not started and run.stderr.strip() == "cnnprobe: terminated"
 
