@@ -175,10 +175,9 @@ def _parse(args: list[str]) -> dict:
     from cnnprobe.cli import app
 
     group = get_command(app)
-    context = group.make_context("cnnprobe", list(args))
-    name, command, rest = group.resolve_command(context, context.args)
+    command = group.get_command(group.context_class(group, info_name="cnnprobe"), args[0])
     assert command is not None, args
-    return command.make_context(name, rest, parent=context).params
+    return command.make_context(args[0], list(args[1:]), parent=group.context_class(group, info_name="cnnprobe")).params
 
 
 TOUR = "Inputs of any shape, dtype and number"
@@ -211,6 +210,13 @@ NOT_RUN_HERE = {
 }
 
 
+def test_the_parser_refuses_what_the_cli_refuses():
+    assert _parse(["bench", "resnet18", "--batch", "8"])["batch"] == "8"
+    for wrong in (["bench", "resnet18", "--batchh", "8"], ["bench", "resnet18", "--threshold", "x"], ["bnech", "x"]):
+        with pytest.raises(Exception):  # noqa: B017  (click's usage errors: unknown option, bad value, command)
+            _parse(wrong)
+
+
 def test_every_other_shell_example_parses():
     commands = [c for c in _shell_commands() if c not in _shell_commands(TOUR)]
     assert len(commands) >= 8, commands
@@ -225,6 +231,7 @@ def test_every_other_shell_example_parses():
         assert params["model"] == args[start + 1], command
 
 
+@pytest.mark.slow
 def test_the_benchmark_commands_are_pytests_own(tmp_path):
     """The two pytest-benchmark commands: every option they pass is one pytest (with pytest-benchmark) takes."""
     commands = [c for c in _shell_commands() if " -m pytest " in c]
