@@ -423,15 +423,7 @@ def test_a_cached_peak_too_low_but_never_beaten_is_measured_again(tmp_path, monk
     again = peak_module.measured("cpu", "float32", 1)
     assert again.detail != "planted by a test" and again.tflops > 3 * true.tflops / 10
     assert json.loads((tmp_path / "peaks.json").read_text())[key]["tflops"] == again.tflops
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.mm(a, b)
-        best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(5))
-    finally:
-        torch.set_num_threads(threads)
-    assert again.tflops > 0.3 * 2 * 512**3 / best / 1e12  # of the order of a real product's rate
+    assert again.tflops > 0.3 * _one_thread_matmul_tflops(512)  # of the order of a real product's rate
 
 
 def test_a_plausible_cached_peak_is_kept_without_measuring(tmp_path, monkeypatch):
@@ -446,6 +438,19 @@ def _seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _one_thread_matmul_tflops(n: int) -> float:
+    """An n×n product on one thread timed with perf_counter, the best of five after one warm-up."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.mm(a, b)
+        best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(5))
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * n**3 / best / 1e12
 
 
 def test_a_model_that_beats_every_matmul_is_the_peak(tmp_path, monkeypatch):
@@ -473,15 +478,7 @@ def test_the_measured_peak_is_a_real_matmul_rate():
     order. Both are the best of several products (the peak the best of its sizes, this one the best of
     five), and both are measured in the same moment, not the peak of an earlier, quieter one from the cache."""
     p = peak_module.measured("cpu", "float32", 1, refresh=True)
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.mm(a, b)
-        best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(5))
-    finally:
-        torch.set_num_threads(threads)
-    here = 2 * 1024**3 / best / 1e12
+    here = _one_thread_matmul_tflops(1024)
     assert 0.5 < p.tflops / here < 3.0, (p.tflops, here)
 
 

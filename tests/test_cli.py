@@ -139,3 +139,21 @@ def test_version_and_short_help(cli):
     short, long = cli("-h"), cli("--help")
     assert short.exit_code == 0 and short.stdout == long.stdout and "summary" in short.stdout
     assert cli("summary", "-h").stdout == cli("summary", "--help").stdout
+
+
+@pytest.mark.parametrize("args", [["trainable", "--help"], ["--help"], ["list"]])
+def test_a_closed_pipe_is_a_quiet_exit_not_a_models_sys_exit(args):
+    """`cnnprobe trainable --help | head -3`: rich answers the broken pipe with SystemExit(1), which the error
+    edge once took for a model calling sys.exit(). The reader here is gone before anything is written."""
+    import os
+    from pathlib import Path
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        run = subprocess.run([sys.executable, "-m", "cnnprobe", *args], stdout=write, stderr=subprocess.PIPE,
+                             text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent,
+                             env={**os.environ, "COLUMNS": "80"}, check=False)
+    finally:
+        os.close(write)
+    assert run.returncode == 1 and run.stderr == "", run.stderr

@@ -89,7 +89,9 @@ class OneLineErrors(_FlagHelp, TyperGroup):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted() from None
-        except SystemExit as e:  # typer's own exits are not SystemExit: this came from user code
+        except SystemExit as e:  # typer's own exits are not SystemExit: this came from user code, or from rich
+            if isinstance(e.__context__, BrokenPipeError):  # rich's answer to `cnnprobe ... | head`
+                raise e.__context__ from None
             raise ModelExited(e.code) from None
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
