@@ -141,7 +141,11 @@ def test_the_python_block_runs_as_written(clone, monkeypatch):
     says so above the block); every value a comment shows is what the expression gives."""
     import torch
 
-    [(_, code)] = _section_blocks("python")
+    import cnnprobe
+
+    blocks = _section_blocks("python")
+    assert {heading for heading, _ in blocks} == {"Python API"}, blocks
+    code = "\n".join(text for _, text in blocks)  # one session: later blocks use what earlier ones made
     assert "python examples/checkpoint.py" in README.read_text().split("## Python API", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(clone)
     namespace: dict = {}
@@ -152,6 +156,8 @@ def test_the_python_block_runs_as_written(clone, monkeypatch):
         assert eval(expression, namespace) == value, expression
     assert isinstance(namespace["optimizer"], torch.optim.Adam)
     assert [g["lr"] for g in namespace["optimizer"].param_groups] == [1e-4, 1e-3]
+    by_keywords = cnnprobe.flops("resnet18", input_size="3,128,128", batch=4, backward=True, freeze_except="layer4,fc")
+    assert namespace["frozen"].to_dict() == by_keywords.to_dict()  # the records' block says so
 
 
 def _shell_commands(section: str | None = None) -> list[str]:
