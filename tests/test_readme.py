@@ -50,11 +50,12 @@ def masked(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder as a reader's clone is when the README's examples run: examples/ in it, and the checkpoint
-    `python examples/checkpoint.py` writes, written by that command."""
+    """A folder as a reader's clone is when the README's examples run: tests/examples/ in it, and the checkpoint
+    `python tests/examples/checkpoint.py` writes, written by that command."""
     folder = tmp_path_factory.mktemp("clone")
-    (folder / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
-    subprocess.run([sys.executable, "examples/checkpoint.py"], cwd=folder, check=True, capture_output=True)
+    (folder / "tests").mkdir()
+    (folder / "tests" / "examples").symlink_to(ROOT / "tests" / "examples", target_is_directory=True)
+    subprocess.run([sys.executable, "tests/examples/checkpoint.py"], cwd=folder, check=True, capture_output=True)
     assert (folder / "run" / "checkpoint.pth").is_file()
     return folder
 
@@ -137,7 +138,7 @@ def test_shown_values_are_read_from_expression_lines_only():
 
 @pytest.mark.slow
 def test_the_python_block_runs_as_written(clone, monkeypatch):
-    """Executed as a reader would paste it, in a clone where `python examples/checkpoint.py` ran (the README
+    """Executed as a reader would paste it, in a clone where `python tests/examples/checkpoint.py` ran (the README
     says so above the block); every value a comment shows is what the expression gives."""
     import torch
 
@@ -146,7 +147,7 @@ def test_the_python_block_runs_as_written(clone, monkeypatch):
     blocks = _section_blocks("python")
     assert {heading for heading, _ in blocks} == {"Python API"}, blocks
     code = "\n".join(text for _, text in blocks)  # one session: later blocks use what earlier ones made
-    assert "python examples/checkpoint.py" in README.read_text().split("## Python API", 1)[1].split("```", 1)[0]
+    assert "python tests/examples/checkpoint.py" in README.read_text().split("## Python API", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(clone)
     namespace: dict = {}
     exec(compile(code, "README.md (Python API)", "exec"), namespace)
@@ -192,7 +193,7 @@ TOUR = "Inputs of any shape, dtype and number"
 @pytest.mark.slow
 @pytest.mark.parametrize("command", _shell_commands(TOUR))
 def test_the_tours_commands_run_as_written(command, clone, monkeypatch, cli):
-    """From a clone's root, with the example models shipped in examples/."""
+    """From a clone's root, with the example models shipped in tests/examples/."""
     monkeypatch.chdir(clone)
     args = shlex.split(command)
     assert args[0] == "cnnprobe" and (clone / args[2].split(":")[0]).is_file(), command
@@ -203,7 +204,7 @@ def test_the_tours_commands_run_as_written(command, clone, monkeypatch, cli):
 
 def test_the_tour_says_where_cnnprobe_comes_from():
     tour = README.read_text().split("## A short tour", 1)[1].split("```", 1)[0]
-    assert ". .venv/bin/activate" in tour and "examples/" in tour
+    assert ". .venv/bin/activate" in tour and "tests/examples/" in tour
 
 
 # What the remaining shell examples need beyond a CPU and a few seconds: these are parsed by the CLI's own

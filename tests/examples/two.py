@@ -1,6 +1,6 @@
 """A model with two inputs, an image and a vector of 10 features, in forward's order: the README's tour.
 
-    cnnprobe flops examples/two.py:Net --input-size 3,224,224 --input-size 10
+    cnnprobe flops tests/examples/two.py:Net --input-size 3,224,224 --input-size 10
 """
 
 import torch

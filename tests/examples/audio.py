@@ -1,6 +1,6 @@
 """A small 1-D CNN over raw audio, one channel of 16000 samples (one second at 16 kHz): the README's tour.
 
-    cnnprobe flops examples/audio.py:Net --input-size 1,16000
+    cnnprobe flops tests/examples/audio.py:Net --input-size 1,16000
 """
 
 from torch import nn

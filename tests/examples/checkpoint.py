@@ -2,7 +2,7 @@
 data, the usual keys (epoch, model_state_dict, optimizer_state_dict, loss), in run/checkpoint.pth. The
 README's `cnnprobe checkpoint` example and its Python API block read this file.
 
-    python examples/checkpoint.py [PATH]
+    python tests/examples/checkpoint.py [PATH]
 """
 
 from __future__ import annotations

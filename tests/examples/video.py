@@ -1,6 +1,6 @@
 """A small 3-D CNN over video clips, 3 channels × 16 frames × 112×112: the README's tour.
 
-    cnnprobe summary examples/video.py:Net --input-size 3,16,112,112
+    cnnprobe summary tests/examples/video.py:Net --input-size 3,16,112,112
 """
 
 from torch import nn

@@ -1,7 +1,7 @@
 """A small text CNN over token ids (BERT's vocabulary of 30522), one 1-D convolution over the embeddings:
 the README's tour.
 
-    cnnprobe bench examples/text.py:Net --input-size 256 --input-dtype long --input-range 0,30522
+    cnnprobe bench tests/examples/text.py:Net --input-size 256 --input-dtype long --input-range 0,30522
 """
 
 from torch import nn
