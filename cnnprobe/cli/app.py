@@ -6,7 +6,7 @@ This module imports no torch at module level, so `cnnprobe --help` is fast. The 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -38,12 +38,10 @@ from .options import (
     Weights,
     example,
     flag,
+    freeze_plan,
+    model_request,
     option,
 )
-
-if TYPE_CHECKING:
-    from ..models.freezing import FreezePlan
-    from ..models.request import ModelRequest
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -74,19 +72,6 @@ def _root(
                                           help="Print cnnprobe's version and exit.")] = False,
 ) -> None:
     """Look inside CNNs: per-layer shapes, parameters before and after freezing, FLOPs, timings."""
-
-
-def _request(model: str | None, **options: Any) -> ModelRequest:
-    """The model options as one record (imported here: the records import torch)."""
-    from ..models.request import ModelRequest
-
-    return ModelRequest(model, **options)
-
-
-def _plan(freeze_all: bool, freeze_except: str | None, freeze: str | None) -> FreezePlan:
-    from ..models.freezing import FreezePlan
-
-    return FreezePlan.from_options(freeze_all, freeze_except, freeze)
 
 
 def _show(data: Any, json_mode: bool, lines: Any) -> None:
@@ -134,7 +119,7 @@ def summary(
     from ..analysis import summary as api
     from ..report.summary import summary_lines
 
-    request = _request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
+    request = model_request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
                        num_classes=num_classes, weights=weights, trust=trust)
     with model_output(json):
         result = api.summary(request, depth=depth)
@@ -158,8 +143,8 @@ def trainable(
     from ..report.console import warn
     from ..report.trainable import trainable_lines
 
-    plan = _plan(freeze_all, freeze_except, freeze)
-    request = _request(model, num_classes=num_classes, head=head, weights=weights, trust=trust,
+    plan = freeze_plan(freeze_all, freeze_except, freeze)
+    request = model_request(model, num_classes=num_classes, head=head, weights=weights, trust=trust,
                        input_size=input_size, input_dtype=input_dtype, input_range=input_range)
     with model_output(json):
         report = api.trainable(request, plan=plan, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer)
@@ -183,9 +168,9 @@ def flops(
     from ..analysis import flops as api
     from ..report.flops import flops_lines
 
-    request = _request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
+    request = model_request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
                        num_classes=num_classes, head=head, weights=weights, trust=trust)
-    plan = _plan(freeze_all, freeze_except, freeze)
+    plan = freeze_plan(freeze_all, freeze_except, freeze)
     with model_output(json):
         report = api.flops(request, plan=plan, depth=depth, backward=backward, counter=counter)
     _show(report, json, lambda: flops_lines(report))
@@ -217,9 +202,9 @@ def memory(
 
     if top <= 0:
         raise CnnprobeError(f"--top must be positive, got {top}")
-    request = _request(model, batch=batch, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
+    request = model_request(model, batch=batch, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
                        num_classes=num_classes, head=head)
-    plan = _plan(freeze_all, freeze_except, freeze)
+    plan = freeze_plan(freeze_all, freeze_except, freeze)
     with model_output(json):
         report = api.memory(request, plan=plan, mode=mode, optimizer=optimizer, dtype=dtype, device=device,
                             freeze_bn=freeze_bn, budget=budget, depth=depth)
@@ -241,7 +226,7 @@ def checkpoint(
     from ..analysis import checkpoint as api
     from ..report.checkpoint import checkpoint_lines
 
-    request = _request(model, num_classes=num_classes, trust=trust, input_size=input_size, input_dtype=input_dtype,
+    request = model_request(model, num_classes=num_classes, trust=trust, input_size=input_size, input_dtype=input_dtype,
                        input_range=input_range)
     with model_output(json):
         info = api.inspect_checkpoint(file, model=request)
@@ -267,7 +252,7 @@ def compare(
     from ..report.compare import comparison_model_lines
 
     check_depth(depth)
-    request = _request(a, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
+    request = model_request(a, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
                        weights=weights_a, trust=trust)
     with model_output(json):
         result = api.compare_models(request, b, weights_b=weights_b)

@@ -33,6 +33,8 @@ from .options import (
     Trust,
     Weights,
     flag,
+    freeze_plan,
+    model_request,
     option,
 )
 from .progress import progress
@@ -100,16 +102,14 @@ def bench(
     """Time forward, backward and train steps with warm-up, synchronised timers and stable medians; with
     --nproc or --ddp, data-parallel across processes, GPUs and nodes."""
     from ..benchmark.outcome import split_models
-    from ..models.freezing import FreezePlan
-    from ..models.request import ModelRequest
     from ..training.config import BenchConfig
 
     models = split_models(model)
-    request = ModelRequest(None, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
-                           num_classes=num_classes, head=head, weights=weights, trust=trust)
+    request = model_request(None, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
+                            num_classes=num_classes, head=head, weights=weights, trust=trust)
     config = BenchConfig(device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile,
                          threads=threads, min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer,
-                         request=request, plan=FreezePlan.from_options(freeze_all, freeze_except, freeze))
+                         request=request, plan=freeze_plan(freeze_all, freeze_except, freeze))
     if nproc is not None or ddp:
         distributed(models, batch, config.replace(predict=False), json, nproc=nproc, ddp=ddp,
                     files=[csv, plot, save, compare], backend=backend, timeout=timeout, bucket_mb=bucket_mb,

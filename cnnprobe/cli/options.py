@@ -5,11 +5,15 @@ A flag (a bool option) shows no value placeholder: it takes none. This module im
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..core.enums import Device, DType, Mode, Optimizer
+
+if TYPE_CHECKING:
+    from ..models.freezing import FreezePlan
+    from ..models.request import ModelRequest
 
 MODEL = "Model and input"
 FREEZING = "Freezing"
@@ -84,3 +88,16 @@ Depth = Annotated[int, option("--depth", panel=OUTPUT, help="How deep the rows b
 def example(*commands: str) -> str:
     """An epilog of examples, one a line."""
     return "\n\n".join(["Examples:", *commands])
+
+
+def model_request(model: str | None, **options: Any) -> ModelRequest:
+    """The model options as one record (imported here: the records import torch)."""
+    from ..models.request import ModelRequest
+
+    return ModelRequest(model, **options)
+
+
+def freeze_plan(freeze_all: bool, freeze_except: str | None, freeze: str | None) -> FreezePlan:
+    from ..models.freezing import FreezePlan
+
+    return FreezePlan.from_options(freeze_all, freeze_except, freeze)
