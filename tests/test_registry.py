@@ -16,10 +16,14 @@ from .conftest import DATA
 TORCHVISION = [s.name for s in list_models("torchvision:*")]
 
 
-def test_every_torchvision_classification_model_is_registered():
-    expected = torchvision.models.list_models(module=torchvision.models)
+def test_every_torchvision_model_of_every_task_is_registered():
+    expected = torchvision.models.list_models()
     assert sorted(TORCHVISION) == sorted(expected)
-    assert len(TORCHVISION) >= 80
+    assert len(TORCHVISION) >= 121 or torchvision.__version__ < "0.29"
+    classifiers = torchvision.models.list_models(module=torchvision.models)
+    assert sorted(s.name for s in list_models("torchvision:*", task="classification")) == sorted(classifiers)
+    detection = torchvision.models.list_models(module=torchvision.models.detection)
+    assert sorted(s.name for s in list_models(task="detection")) == sorted(detection)
 
 
 def test_bare_name_prefers_torchvision():

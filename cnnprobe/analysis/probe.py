@@ -33,7 +33,7 @@ class Probe:
         return [self.batch, *self.built.input_shape]
 
 
-Run = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], Any]
+Run = Callable[[torch.nn.Module, tuple[Any, ...]], Any]  # (module, the call's arguments) -> anything
 
 
 def _forward(built: Built, xs: tuple[torch.Tensor, ...], run: Run, fast: bool = True) -> tuple[Tracer, Any]:
@@ -43,7 +43,7 @@ def _forward(built: Built, xs: tuple[torch.Tensor, ...], run: Run, fast: bool = 
     tracer = Tracer(module, fast_meta=fast and built.device == "meta")
     try:
         with tracer, torch.no_grad(), no_mha_fastpath():
-            extra = run(module, xs)
+            extra = run(module, built.arguments(xs))
     except Exception as e:  # noqa: BLE001 - explained below
         e.__cnnprobe_tracer__ = tracer  # type: ignore[attr-defined]
         raise
@@ -68,7 +68,8 @@ class no_mha_fastpath:
 
 
 def probe(built: Built, batch: int = 1, run: Run | None = None, fast: bool = True) -> Probe:
-    """One forward pass under the tracer, `run(module, inputs)` doing the calling.
+    """One forward pass under the tracer, `run(module, arguments)` doing the calling (the arguments are the
+    batch as the model's task takes it: a list of images for a detection model).
 
     `fast=False` runs every operator's real meta kernel instead of the
     tracer's shape rules (for checking those rules).
@@ -78,7 +79,7 @@ def probe(built: Built, batch: int = 1, run: Run | None = None, fast: bool = Tru
     fits in memory. A genuine failure of the model becomes a ForwardError
     naming the layer.
     """
-    run = run or (lambda module, xs: module(*xs))
+    run = run or (lambda module, args: module(*args))
     xs = built.example_inputs(batch)
     try:
         tracer, extra = _forward(built, xs, run, fast)
@@ -107,7 +108,7 @@ def check_real_run_fits(built: Built, batch: int) -> None:
     tracker = MemoryTracker({})
     with tracker, torch.no_grad():
         built.module.eval()
-        built.module(*built.example_inputs(1))
+        built.module(*built.arguments(built.example_inputs(1)))
     tracker.close()
     need = weights + batch * tracker.result().peak_bytes
     if need > 0.8 * available:

@@ -134,11 +134,23 @@ def shape_flow(probe: "Probe") -> list[list[int]]:
     return best
 
 
-def torchinfo_pass(module: "nn.Module", xs: tuple[Any, ...]) -> Any:
+def torchinfo_pass(module: "nn.Module", args: tuple[Any, ...]) -> Any:
+    """torchinfo's records of one call with `args` (torchinfo passes a list's items as the arguments)."""
     return torchinfo.summary(
-        module, input_data=list(xs), depth=64, device=xs[0].device, mode="eval", verbose=0,
+        module, input_data=list(args), depth=64, device=_device(args), mode="eval", verbose=0,
         col_names=("output_size", "num_params"),
     )
+
+
+def _device(value: Any) -> Any:
+    """The device of the first tensor in the arguments (a detection model's are a list of images)."""
+    if isinstance(value, torch.Tensor):
+        return value.device
+    for item in value if isinstance(value, (list, tuple)) else ():
+        found = _device(item)
+        if found is not None:
+            return found
+    return None
 
 
 def summarize(probe: "Probe", depth: int) -> Summary:

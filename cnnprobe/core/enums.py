@@ -18,6 +18,17 @@ class Source(str, Enum):
     MODULE = "module"
 
 
+class Task(str, Enum):
+    """What a model does, as torchvision groups its models: each task has its own inputs, outputs and loss."""
+
+    CLASSIFICATION = "classification"
+    DETECTION = "detection"
+    SEGMENTATION = "segmentation"
+    VIDEO = "video"
+    OPTICAL_FLOW = "optical_flow"
+    QUANTIZED = "quantized"
+
+
 class Optimizer(str, Enum):
     """Optimizers whose per-parameter state size we know."""
 

@@ -20,6 +20,7 @@ from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
 from .registry import ModelSpec, resolve
+from .tasks import arguments
 
 COUNTS = "param_counts.json"
 MAX_CLASSES = 1 << 24
@@ -60,6 +61,10 @@ class Built:
         """A batch of every input: storage-free on meta, zeros (or noise) and in-range integers otherwise."""
         return tuple(spec.make(batch, self.device, random=random) for spec in self.inputs)
 
+    def arguments(self, xs: tuple[torch.Tensor, ...], targets: Any = None) -> tuple[Any, ...]:
+        """How the model is called on the batch `xs` (and, for a detection model in training, its targets)."""
+        return arguments(self.spec.task, xs, targets)
+
 
 def _module_spec(module: "nn.Module") -> ModelSpec:
     return ModelSpec(
@@ -72,12 +77,18 @@ def _module_spec(module: "nn.Module") -> ModelSpec:
     )
 
 
-def construct(spec: ModelSpec, num_classes: int | None, device: str) -> tuple["nn.Module", str, str | None]:
-    """Build `spec` on `device` ("meta" builds without storage); returns (module, device, note)."""
+def construct(spec: ModelSpec, num_classes: int | None, device: str,
+              **kwargs: Any) -> tuple["nn.Module", str, str | None]:
+    """Build `spec` on `device` ("meta" builds without storage); returns (module, device, note). `kwargs` go
+    to the builder."""
 
     def make() -> "nn.Module":
-        return spec.build(num_classes)
+        return spec.build(num_classes, **kwargs)
 
+    if device == "meta" and not spec.on_meta:
+        with torch.device("cpu"):
+            module = make()
+        return module, "cpu", f"built on the CPU: {spec.name} holds packed int8 weights, which meta tensors cannot"
     if device == "meta":
         try:
             module, note = meta.on_meta(make)
@@ -108,6 +119,7 @@ def build_model(
     trust: bool = False,
     inputs: tuple[InputSpec, ...] | None = None,
     head: "str | HeadSpec | None" = None,
+    builder_options: dict[str, Any] | None = None,
 ) -> Built:
     """Resolve and construct a model, and settle its inputs.
 
@@ -120,7 +132,8 @@ def build_model(
     them outright (rebuilding a model elsewhere). Lazy layers are materialised
     with one pass of the example input, before the head is replaced. `head`
     (`dropout(0.3),linear(10)`) replaces the final classifier; it and a head
-    built for `num_classes` are new heads, which freezing leaves trainable.
+    built for `num_classes` are new heads, which freezing leaves trainable. `builder_options` go to a
+    registered model's builder as they are (`trainable_backbone_layers` for a detection model).
     """
     head_spec = head_of(head, num_classes)
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
@@ -142,7 +155,7 @@ def build_model(
                                                 trust=trust)
             note = loaded.describe()
         else:
-            module, where, note = construct(spec, num_classes, device)
+            module, where, note = construct(spec, num_classes, device, **(builder_options or {}))
     if inputs is not None:
         settled, source = inputs, "user"
     else:
@@ -185,9 +198,11 @@ def _default_inputs(spec: ModelSpec, module: nn.Module,
                     loaded: WeightsLoad | None) -> tuple[tuple[InputSpec, ...], str]:
     """The model's own inputs: the registry's, the loaded weights' resolution, what the model states, or
     what its first layer suggests."""
+    if spec.inputs is not None and len(spec.inputs) > 1:
+        return spec.inputs, "weights" if spec.source is Source.TORCHVISION else "default"
     if spec.input_shape is not None:
         shape = spec.input_shape
-        if loaded is not None and loaded.input_side:  # the loaded weights' own resolution
+        if loaded is not None and loaded.input_side and len(shape) == 3:  # the loaded weights' own resolution
             return (InputSpec((shape[0], loaded.input_side, loaded.input_side)),), "weights"
         return (InputSpec(shape),), "weights" if spec.source is Source.TORCHVISION else "default"
     stated = stated_inputs(_example_source(spec, module))

@@ -1,7 +1,8 @@
 """One registry: names -> builders and their metadata.
 
 Three sources feed it: the hand-written classics (`cnnprobe:`), every
-torchvision classification model (`torchvision:`), and a user's
+torchvision model of every task (`torchvision:`: classification, detection,
+segmentation, video, optical flow and quantized), and a user's
 `path/to/file.py:ClassOrFactory`. A bare name means torchvision's model where
 torchvision has one and the hand-written one otherwise.
 """
@@ -20,14 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torchvision
 from torch import nn
 from torchvision import models
 
-from ..core.enums import Source
+from ..core.enums import Source, Task
 from ..core.errors import UnknownModelError, UserFileError
 from .classics import BUILDERS
-from .inputs import DEFAULT_IMAGE
+from .inputs import DEFAULT_IMAGE, InputSpec
+from .shipped import build_shipped, default_weights
+from .tasks import default_inputs
 
 DEFAULT_INPUT = DEFAULT_IMAGE
 
@@ -47,17 +49,21 @@ class ModelSpec:
     published_gmacs: float | None = None  # torchvision's meta["_ops"] (GMACs, though labelled GFLOPS)
     doc: str = ""
     example: Any = field(default=None, repr=False, compare=False)  # a user's class or factory stating example_input
+    task: Task = Task.CLASSIFICATION
+    inputs: tuple[InputSpec, ...] | None = None  # every input, where there is more than `input_shape` to say
+    on_meta: bool = True  # False: the model cannot be built on meta (packed int8 weights), so it is built on the CPU
 
     @property
     def qualified(self) -> str:
         """`source:name`, which always resolves to this spec."""
         return self.name if self.source is Source.FILE else f"{self.source.value}:{self.name}"
 
-    def build(self, num_classes: int | None = None) -> "nn.Module":
-        """Call the builder; `num_classes` only where the builder takes it."""
+    def build(self, num_classes: int | None = None, **kwargs: Any) -> "nn.Module":
+        """Call the builder; `num_classes` only where the builder takes it; `kwargs` (a torchvision builder's
+        own arguments, such as `trainable_backbone_layers`) as they are."""
         if num_classes is not None and self.accepts_num_classes:
-            return self.builder(num_classes=num_classes)
-        return self.builder()
+            return self.builder(num_classes=num_classes, **kwargs)
+        return self.builder(**kwargs)
 
 
 # --------------------------------------------------------------------------- hand-written
@@ -100,9 +106,19 @@ def shipped_kwargs(name: str, weights: Any) -> dict[str, Any]:
     return kwargs
 
 
-def _build_torchvision(name: str, num_classes: int = 1000) -> "nn.Module":
+def _build_classifier(name: str, num_classes: int = 1000) -> "nn.Module":
     weights = models.get_model_weights(name).DEFAULT
     return models.get_model(name, weights=None, num_classes=num_classes, **shipped_kwargs(name, weights))
+
+
+def _tasks() -> dict[str, Task]:
+    """Every torchvision model's task, by the module torchvision lists it under."""
+    tasks = {}
+    for task, module in ((Task.DETECTION, models.detection), (Task.SEGMENTATION, models.segmentation),
+                         (Task.VIDEO, models.video), (Task.OPTICAL_FLOW, models.optical_flow),
+                         (Task.QUANTIZED, models.quantization)):
+        tasks.update(dict.fromkeys(models.list_models(module=module), task))
+    return tasks
 
 
 def eval_crop(weights: Any) -> int:
@@ -114,26 +130,34 @@ def eval_crop(weights: Any) -> int:
 
 @functools.cache
 def _torchvision() -> dict[str, ModelSpec]:
+    """Every model torchvision lists, of every task. Classifiers build from their architecture's arguments
+    (so that `num_classes` makes the head at its width); the others as shipped with their DEFAULT weights,
+    whose head a new class count replaces."""
     specs: dict[str, ModelSpec] = {}
-    for name in models.list_models(module=torchvision.models):
+    tasks = _tasks()
+    for name in models.list_models():
         builder = models.get_model_builder(name)
-        try:
-            weights = models.get_model_weights(name).DEFAULT
-        except (ValueError, AttributeError):  # a model without weights
-            weights = None
+        weights = default_weights(name)
         crop = eval_crop(weights) if weights is not None else DEFAULT_INPUT[1]
         meta = weights.meta if weights is not None else {}
         doc = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
+        task = tasks.get(name, Task.CLASSIFICATION)
+        inputs = default_inputs(task, name, crop)
+        classifier = task is Task.CLASSIFICATION
         specs[name] = ModelSpec(
             name=name,
             source=Source.TORCHVISION,
-            builder=functools.partial(_build_torchvision, name),
-            input_shape=(3, crop, crop),
-            num_classes=len(meta.get("categories", [])) or 1000,
+            builder=functools.partial(_build_classifier if classifier else build_shipped, name),
+            input_shape=inputs[0].shape,
+            num_classes=len(meta.get("categories", [])) or (1000 if classifier else None),
+            accepts_num_classes=classifier,
             weights=str(weights) if weights is not None else None,
             published_params=meta.get("num_params"),
             published_gmacs=meta.get("_ops"),
             doc=doc,
+            task=task,
+            inputs=inputs,
+            on_meta=task is not Task.QUANTIZED,
         )
     return specs
 
@@ -247,9 +271,11 @@ def all_specs() -> list[ModelSpec]:
     )
 
 
-def list_models(pattern: str | None = None) -> list[ModelSpec]:
-    """Models whose bare or qualified name matches `pattern` (a glob, or a plain substring)."""
+def list_models(pattern: str | None = None, task: Task | str | None = None) -> list[ModelSpec]:
+    """Models whose bare or qualified name matches `pattern` (a glob, or a plain substring), of `task` if given."""
     specs = all_specs()
+    if task is not None:
+        specs = [s for s in specs if s.task is Task(task)]
     if not pattern:
         return specs
     if any(ch in pattern for ch in "*?["):

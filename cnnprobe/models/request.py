@@ -35,6 +35,7 @@ class ModelOptions(TypedDict, total=False):
     head: str | None
     weights: str | None
     trust: bool
+    trainable_backbone_layers: int | None
 
 
 class FreezeOptions(TypedDict, total=False):
@@ -69,6 +70,7 @@ class ModelRequest:
     head: str | None = None
     weights: str | None = None
     trust: bool = False
+    trainable_backbone_layers: int | None = None  # a detection builder's own: how many backbone stages train
 
     @classmethod
     def of(cls, model: "str | nn.Module | ModelRequest | None", **options: Any) -> "ModelRequest":
@@ -93,7 +95,13 @@ class ModelRequest:
             target, num_classes=self.num_classes if head else None, input_size=self.input_size,
             input_dtype=self.input_dtype, input_range=self.input_range, device=device,
             weights=self.weights if weights else None, trust=self.trust, inputs=inputs,
-            head=self.head if head else None)
+            head=self.head if head else None, builder_options=self.builder_options())
+
+    def builder_options(self) -> dict[str, Any]:
+        """What goes to the model's builder as it is."""
+        if self.trainable_backbone_layers is None:
+            return {}
+        return {"trainable_backbone_layers": self.trainable_backbone_layers}
 
 
 def requested(model: "str | nn.Module | ModelRequest | None", plan: FreezePlan | None = None,

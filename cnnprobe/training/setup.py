@@ -68,6 +68,11 @@ class BenchSetup:
         self.module = torch.compile(module) if self.config.compile else module
         return self
 
+    def arguments(self, targets: Any = None) -> tuple[Any, ...]:
+        """The model's call on the inputs, as its task takes them (a detection model: a list of images)."""
+        assert self.built is not None
+        return self.built.arguments(self.inputs, targets)
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if DType(self.config.dtype) is DType.FLOAT32:
             return contextlib.nullcontext()

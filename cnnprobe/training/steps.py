@@ -70,14 +70,14 @@ class ForwardStep(Step):
 
     def step(self, module: Any = None) -> Callable[[], None]:
         module = module or self.setup.module
-        xs, autocast = self.setup.inputs, self.setup.autocast
+        args, autocast = self.setup.arguments(), self.setup.autocast
         module.eval()
 
         def forward() -> None:
             marks = self.marks
             marks.phase("forward")
             with torch.inference_mode(), autocast():
-                module(*xs)
+                module(*args)
             marks.phase("end")
 
         return forward

@@ -1,0 +1,53 @@
+"""What each task's model is fed and how it is called: the one place that knows a detection model takes a
+list of images (and targets while training) where every other model takes its input tensors as arguments.
+
+Every pass cnnprobe runs (the tracer's, torchinfo's, a timed step, a fake-tensor step) calls a model through
+`arguments`, so that a detection model sees the same call everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core.enums import Task
+from .inputs import InputSpec
+
+# The inputs of each task's published figures (torchvision's `_ops`): a detection model is given one image,
+# which its own transform resizes; video clips are 16 frames; optical flow takes two images.
+DETECTION_SIDES = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}
+DETECTION_SIDE = 800
+SEGMENTATION_SIDE = 520
+VIDEO_FRAMES = 16
+FLOW_SIZE = (520, 960)
+
+
+def default_inputs(task: Task, name: str, crop: int) -> tuple[InputSpec, ...]:
+    """The inputs a task's model is measured at by default, without the batch. `crop` is the side its
+    weights were evaluated at, where they say."""
+    if task is Task.DETECTION:
+        side = DETECTION_SIDES.get(name, DETECTION_SIDE)
+        return (InputSpec((3, side, side)),)
+    if task is Task.SEGMENTATION:
+        return (InputSpec((3, SEGMENTATION_SIDE, SEGMENTATION_SIDE)),)
+    if task is Task.VIDEO:
+        return (InputSpec((3, VIDEO_FRAMES, crop, crop)),)
+    if task is Task.OPTICAL_FLOW:
+        return (InputSpec((3, *FLOW_SIZE)), InputSpec((3, *FLOW_SIZE)))
+    return (InputSpec((3, crop, crop)),)
+
+
+def arguments(task: Task, xs: tuple[torch.Tensor, ...], targets: Any = None) -> tuple[Any, ...]:
+    """The positional arguments of one call of a `task` model on the batch `xs`: a detection model takes the
+    batch as a list of images, and while training the targets beside them; every other model takes its
+    inputs as they are (the targets go to the loss, not to the model)."""
+    if task is Task.DETECTION:
+        images = list(xs[0].unbind(0))
+        return (images,) if targets is None else (images, targets)
+    return tuple(xs)
+
+
+def takes_targets(task: Task) -> bool:
+    """Whether a training step hands the targets to the model itself (which then returns its losses)."""
+    return task is Task.DETECTION
