@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core.enums import Optimizer
@@ -11,8 +11,8 @@ from ..core.errors import HeadError
 from ..core.formatting import first_few
 from ..models.build import head_of, new_head
 from ..models.freezing import FreezePlan, ParamGroup, batchnorm_layers, freeze_batchnorm, param_groups, parse_lr
-from ..models.head import describe
 from ..models.request import ModelRequest, RequestOptions, requested
+from ..models.taskheads import describe
 
 if TYPE_CHECKING:
     from torch import nn
@@ -153,14 +153,15 @@ def trainable(
 
     built = request.build(head=False)  # the head is replaced below, to report what it replaced
     module = built.module
-    before = _snapshot(module, optimizer)
-    blocks_before = _blocks(module)
+    # "before" is the model as shipped: a detection model's builder already freezes its first stages
+    shipped = module if request.trainable_backbone_layers is None else \
+        replace(request, trainable_backbone_layers=None).build(head=False).module
+    before = _snapshot(shipped, optimizer)
+    blocks_before = _blocks(shipped)
 
     change = None
     if head_spec is not None:  # the head first, then the plan: as every command does (build.new_head)
-        name, old, new = new_head(built, head_spec)
-        change = HeadChange(name, describe(old), describe(new),
-                            sum(p.numel() for p in old.parameters()), sum(p.numel() for p in new.parameters()))
+        change = _change(new_head(built, head_spec))
     plan.apply(module)
     after = _snapshot(module, optimizer)
     blocks_after = _blocks(module)
@@ -188,8 +189,26 @@ def trainable(
         warnings=warnings,
         weights=built.weights.describe() if built.weights else None,
         inputs=[s.to_dict() for s in built.inputs],
-        notes=[n for n in [built.materialized] if n],
+        notes=[n for n in [built.materialized, *built.head_notes, _backbone_note(request)] if n],
     )
+
+
+def _backbone_note(request: ModelRequest) -> str | None:
+    layers = request.trainable_backbone_layers
+    if layers is None:
+        return None
+    return (f"--trainable-backbone-layers {layers}: torchvision's builder trains the last {layers} backbone stages and "
+            "freezes the rest; before is the model as shipped")
+
+
+def _change(replaced: list[tuple[str, "nn.Module", "nn.Module"]]) -> HeadChange:
+    """One report of the heads replaced (a task model may have two: Mask R-CNN's box and mask predictors)."""
+    def params(module: "nn.Module") -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    return HeadChange(", ".join(n for n, _, _ in replaced), ", ".join(describe(old) for _, old, _ in replaced),
+                      ", ".join(describe(new) for _, _, new in replaced),
+                      sum(params(old) for _, old, _ in replaced), sum(params(new) for _, _, new in replaced))
 
 
 def _batchnorm(module: "nn.Module", freeze_bn: bool) -> tuple[int, int, int, list[str]]:

@@ -34,6 +34,7 @@ from .options import (
     ModeOpt,
     NumClasses,
     OptimizerOpt,
+    TrainableBackboneLayers,
     Trust,
     Weights,
     example,
@@ -113,14 +114,15 @@ def list_cmd(
 def summary(
     model: ModelArg, input_size: InputSize = None, input_dtype: InputDtype = None, input_range: InputRange = None,
     batch: Batch = 1, num_classes: NumClasses = None, weights: Weights = None, trust: Trust = False,
-    depth: Depth = 3, json: Json = False,
+    trainable_backbone_layers: TrainableBackboneLayers = None, depth: Depth = 3, json: Json = False,
 ) -> None:
     """Per-layer output shapes, parameters and MACs, built on the meta device: no weights are allocated."""
     from ..analysis import summary as api
     from ..report.summary import summary_lines
 
     request = model_request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
-                       num_classes=num_classes, weights=weights, trust=trust)
+                       num_classes=num_classes, weights=weights, trust=trust,
+                       trainable_backbone_layers=trainable_backbone_layers)
     with model_output(json):
         result = api.summary(request, depth=depth)
     _show(result, json, lambda: summary_lines(result))
@@ -132,7 +134,7 @@ def trainable(
     model: ModelArg, num_classes: NumClasses = None, head: Head = None, weights: Weights = None,
     trust: Trust = False, input_size: InputSize = None, input_dtype: InputDtype = None,
     input_range: InputRange = None, freeze_except: FreezeExcept = None, freeze_all: FreezeAll = False,
-    freeze: Freeze = None, freeze_bn: FreezeBn = False,
+    freeze: Freeze = None, freeze_bn: FreezeBn = False, trainable_backbone_layers: TrainableBackboneLayers = None,
     lr: Annotated[list[str] | None, option("--lr", panel=STEP, help="MODULES=LR, repeatable: an optimizer parameter "
                                            "group, e.g. --lr layer4=1e-4 --lr fc=1e-3.")] = None,
     optimizer: OptimizerOpt = Optimizer.ADAM, json: Json = False,
@@ -145,7 +147,8 @@ def trainable(
 
     plan = freeze_plan(freeze_all, freeze_except, freeze)
     request = model_request(model, num_classes=num_classes, head=head, weights=weights, trust=trust,
-                       input_size=input_size, input_dtype=input_dtype, input_range=input_range)
+                       input_size=input_size, input_dtype=input_dtype, input_range=input_range,
+                       trainable_backbone_layers=trainable_backbone_layers)
     with model_output(json):
         report = api.trainable(request, plan=plan, lr=lr or [], freeze_bn=freeze_bn, optimizer=optimizer)
     for w in report.warnings:
@@ -158,6 +161,7 @@ def flops(
     model: ModelArg, input_size: InputSize = None, input_dtype: InputDtype = None, input_range: InputRange = None,
     batch: Batch = 1, num_classes: NumClasses = None, head: Head = None, weights: Weights = None,
     trust: Trust = False, freeze_except: FreezeExcept = None, freeze_all: FreezeAll = False, freeze: Freeze = None,
+    trainable_backbone_layers: TrainableBackboneLayers = None,
     backward: Annotated[bool, flag("--backward", panel=STEP, help="Also count the backward pass, from the operators "
                                    "autograd runs.")] = False,
     counter: Annotated[Counter, option("--counter", panel=STEP, help="torch: formulas of torch.utils.flop_counter on "
@@ -169,7 +173,8 @@ def flops(
     from ..report.flops import flops_lines
 
     request = model_request(model, input_size=input_size, input_dtype=input_dtype, input_range=input_range, batch=batch,
-                       num_classes=num_classes, head=head, weights=weights, trust=trust)
+                       num_classes=num_classes, head=head, weights=weights, trust=trust,
+                       trainable_backbone_layers=trainable_backbone_layers)
     plan = freeze_plan(freeze_all, freeze_except, freeze)
     with model_output(json):
         report = api.flops(request, plan=plan, depth=depth, backward=backward, counter=counter)
@@ -185,7 +190,8 @@ def memory(
     model: ModelArg, batch: Batch = 1, input_size: InputSize = None, input_dtype: InputDtype = None,
     input_range: InputRange = None, num_classes: NumClasses = None, head: Head = None,
     freeze_except: FreezeExcept = None, freeze_all: FreezeAll = False, freeze: Freeze = None,
-    freeze_bn: FreezeBn = False, optimizer: OptimizerOpt = Optimizer.ADAM, dtype: DTypeOpt = DType.FLOAT32,
+    freeze_bn: FreezeBn = False, trainable_backbone_layers: TrainableBackboneLayers = None,
+    optimizer: OptimizerOpt = Optimizer.ADAM, dtype: DTypeOpt = DType.FLOAT32,
     device: Annotated[Device, option("--device", panel=STEP, help="The device predicted for (prediction itself "
                                      "needs none).")] = Device.CPU,
     mode: ModeOpt = Mode.ALL,
@@ -203,7 +209,7 @@ def memory(
     if top <= 0:
         raise CnnprobeError(f"--top must be positive, got {top}")
     request = model_request(model, batch=batch, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
-                       num_classes=num_classes, head=head)
+                       num_classes=num_classes, head=head, trainable_backbone_layers=trainable_backbone_layers)
     plan = freeze_plan(freeze_all, freeze_except, freeze)
     with model_output(json):
         report = api.memory(request, plan=plan, mode=mode, optimizer=optimizer, dtype=dtype, device=device,

@@ -30,6 +30,7 @@ from .options import (
     ModeOpt,
     NumClasses,
     RunDevice,
+    TrainableBackboneLayers,
     Trust,
     Weights,
     flag,
@@ -53,7 +54,7 @@ def bench(
     input_size: InputSize = None, input_dtype: InputDtype = None, input_range: InputRange = None,
     num_classes: NumClasses = None, head: Head = None, weights: Weights = None, trust: Trust = False,
     freeze_except: FreezeExcept = None, freeze_all: FreezeAll = False, freeze: Freeze = None,
-    device: RunDevice = Device.CPU,
+    trainable_backbone_layers: TrainableBackboneLayers = None, device: RunDevice = Device.CPU,
     mode: ModeOpt = Mode.ALL, dtype: DTypeOpt = DType.FLOAT32,
     optimizer: Annotated[Optimizer, option("--optimizer", panel=STEP, help="Optimizer of train_step.")] = Optimizer.SGD,
     channels_last: Annotated[bool, flag("--channels-last", panel=STEP, help="Model and input in channels_last "
@@ -106,7 +107,8 @@ def bench(
 
     models = split_models(model)
     request = model_request(None, input_size=input_size, input_dtype=input_dtype, input_range=input_range,
-                            num_classes=num_classes, head=head, weights=weights, trust=trust)
+                            num_classes=num_classes, head=head, weights=weights, trust=trust,
+                            trainable_backbone_layers=trainable_backbone_layers)
     config = BenchConfig(device=device, dtype=dtype, mode=mode, channels_last=channels_last, compile=compile,
                          threads=threads, min_time=min_time, max_time=max_time, warmup=warmup, optimizer=optimizer,
                          request=request, plan=freeze_plan(freeze_all, freeze_except, freeze))

@@ -67,6 +67,12 @@ FreezeExcept = Annotated[str | None, option(
 FreezeAll = Annotated[bool, flag("--freeze-all", panel=FREEZING, help="Freeze every parameter (feature extraction).")]
 Freeze = Annotated[str | None, option(
     "--freeze", panel=FREEZING, help="Freeze only these modules; globs allowed: layer1,layer2.")]
+TrainableBackboneLayers = Annotated[int | None, option(
+    "--trainable-backbone-layers", panel=FREEZING, metavar="N", help="Detection models only: how many backbone "
+    "stages train, counted from the last (0-5 for ResNet and VGG backbones, 0-6 for MobileNetV3), passed to "
+    "torchvision's builder, which freezes the rest. Default: as shipped (3; SSD 4, SSDLite 6). The builder freezes "
+    "first; --freeze freezes more on top; --freeze-except and --freeze-all decide every parameter themselves, so the "
+    "modules they keep train even where the builder froze them.")]
 FreezeBn = Annotated[bool, flag(
     "--freeze-bn", panel=FREEZING, help="Put BatchNorm layers in eval mode, so their running statistics stop "
     "updating.")]

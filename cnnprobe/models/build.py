@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from torch.nn.parameter import is_lazy
 from ..core import cache
 from ..core.enums import Source
 from ..core.errors import ForwardError, HeadError, InputSizeError, UsageError
-from . import meta
+from . import backbone, meta, taskheads
 from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
@@ -42,6 +42,8 @@ class Built:
     weights: WeightsLoad | None = None  # when weights were loaded
     head: HeadSpec | None = None  # the new head, from --head or --num-classes
     materialized: str | None = None  # which input gave lazy layers their shapes, when the model has some
+    head_notes: list[str] = field(default_factory=list)  # what a task's new heads leave as they were
+    builder_options: dict[str, Any] = field(default_factory=dict)  # what went to the builder as it is
 
     @property
     def name(self) -> str:
@@ -55,7 +57,7 @@ class Built:
     @property
     def notes(self) -> list[str]:
         """What a report says about how the model was built: where it lives, which input sized lazy layers."""
-        return [n for n in (self.note, self.materialized) if n]
+        return [n for n in (self.note, self.materialized, *self.head_notes) if n]
 
     def example_inputs(self, batch: int = 1, *, random: bool = False) -> tuple[torch.Tensor, ...]:
         """A batch of every input: storage-free on meta, zeros (or noise) and in-range integers otherwise."""
@@ -142,20 +144,29 @@ def build_model(
     if weights is not None and not str(weights).strip():
         raise InputSizeError("--weights is empty: give DEFAULT, a weights name or a file")
     loaded = None
+    options = builder_options or {}
     if isinstance(model, nn.Module):
         spec, module, where, note = _module_spec(model), model, _device_of(model), None
+        backbone.check(spec, options)
         if weights:
             loaded = load_into(module, weights, trust=trust)
             note = loaded.describe()
     else:
         spec = model if isinstance(model, ModelSpec) else resolve(model)
+        backbone.check(spec, options)
         if weights:
             where = "cpu" if device == "meta" else device
             module, loaded = build_with_weights(spec, weights, num_classes if spec.accepts_num_classes else None, where,
                                                 trust=trust)
             note = loaded.describe()
         else:
-            module, where, note = construct(spec, num_classes, device, **(builder_options or {}))
+            try:
+                module, where, note = construct(spec, num_classes, device, **options)
+            except (ValueError, AssertionError) as e:
+                refused = backbone.range_error(spec, options, e)
+                if refused is None:
+                    raise
+                raise refused from None
     if inputs is not None:
         settled, source = inputs, "user"
     else:
@@ -164,24 +175,36 @@ def build_model(
         known = spec.input_shape is not None or source != "default"  # not the generic fallback
         settled = resolve_inputs(defaults, input_size, input_dtype, input_range, complete=known)
         source = "user" if given else source
-    built = Built(module, spec, settled, source, where, note, num_classes, loaded)
+    built = Built(module, spec, settled, source, where, note, num_classes, loaded, builder_options=dict(options))
     _materialize(built)
     if head_spec is not None:  # a builder that takes num_classes made the head at that width
         new_head(built, head_spec, replace=head is not None or not spec.accepts_num_classes)
     return built
 
 
-def new_head(built: Built, spec: HeadSpec, *, replace: bool = True) -> tuple[str, "nn.Module", "nn.Module"]:
-    """Give `built` the head `spec`, the one way every command makes one: replace the final classifier (or,
-    with `replace=False`, take the one the builder made at that width), marked new, so that freezing leaves
-    it trainable. Returns (name, old, new)."""
-    if replace:
-        name, old, made = replace_head(built.module, spec, built.spec.num_classes)
+def new_head(built: Built, spec: HeadSpec, *,
+             replace: bool = True) -> list[tuple[str, "nn.Module", "nn.Module"]]:
+    """Give `built` the head `spec`, the one way every command makes one, marked new, so that freezing leaves
+    it trainable: a detection, segmentation or video model's task heads as torchvision's fine-tuning recipes
+    replace them (models/taskheads), a classifier's final layer (or, with `replace=False`, the one the builder
+    made at that width). Returns (name, old, new) for each head replaced."""
+    module = built.module
+    recipe = taskheads.recipe_for(module)
+    layers = not (len(spec.layers) == 1 and spec.layers[0].kind == "linear")  # more than a width
+    if recipe is not None and not (layers and isinstance(module, taskheads.LAYER_HEADS)):
+        if layers:
+            with torch.device("meta"):
+                paths = ", ".join(recipe(module, spec.num_classes).heads)
+            raise HeadError(f"--head takes layers for a classifier's final Linear; {built.name} is a "
+                            f"{type(module).__name__}: give --num-classes K, which replaces {paths}")
+        replaced, built.head_notes = taskheads.replace_task_heads(module, spec.num_classes)
+    elif replace:
+        replaced = [replace_head(module, spec, built.spec.num_classes)]
     else:
-        name, made = find_head(built.module, spec.num_classes)
-        old = mark_new(made)
+        name, made = find_head(module, spec.num_classes)
+        replaced = [(name, mark_new(made), made)]
     built.head = spec
-    return name, old, made
+    return replaced
 
 
 def head_of(head: "str | HeadSpec | None", num_classes: int | None) -> HeadSpec | None:
@@ -267,7 +290,8 @@ def rebuild(built: Built, device: str) -> Built:
     """The same model, inputs and head built again on a real `device` (for what meta tensors cannot do)."""
     module = built.spec.source is Source.MODULE  # a module passed in already holds its head
     again = build_model(built.spec if not module else built.module, num_classes=None if module else built.num_classes,
-                        inputs=built.inputs, device=device, head=None if module else built.head)
+                        inputs=built.inputs, device=device, head=None if module else built.head,
+                        builder_options=None if module else built.builder_options)
     again.head = built.head
     again.materialized = built.materialized
     again.input_source = built.input_source
