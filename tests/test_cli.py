@@ -15,7 +15,7 @@ COMMANDS = ["list", "summary", "trainable", "flops", "bench", "memory", "checkpo
 # the help panels each command's options show under (besides typer's own "Options", for -h)
 PANELS = {
     "list": ["Output"],
-    "summary": ["Model and input", "Output"],
+    "summary": ["Model and input", "Freezing", "Output"],  # --trainable-backbone-layers
     "trainable": ["Model and input", "Freezing", "Step", "Output"],
     "flops": ["Model and input", "Freezing", "Step", "Output"],
     "bench": ["Model and input", "Freezing", "Step", "Timing", "Output", "Distributed"],

@@ -49,7 +49,9 @@ InputRange = Annotated[str | None, option(
 Batch = Annotated[int, option("--batch", panel=MODEL, help="Batch size of the example input.")]
 NumClasses = Annotated[int | None, option(
     "--num-classes", panel=MODEL, help="Width of the classifier head: the final classifier layer is replaced by one of "
-    "this width where the builder does not take it.")]
+    "this width where the builder does not take it. A detection, segmentation or video model's task heads are "
+    "replaced as torchvision's fine-tuning recipes do (Faster R-CNN's box predictor, Mask R-CNN's mask predictor, "
+    "the classification heads of RetinaNet, FCOS and SSD, classifier[4] and aux_classifier[4]).")]
 Head = Annotated[str | None, option(
     "--head", panel=MODEL, help="Replace the final classifier with these layers, e.g. "
     "dropout(0.3),linear(256),relu,dropout(0.3),linear(10); a new head stays trainable under --freeze-all and "
@@ -68,7 +70,7 @@ FreezeAll = Annotated[bool, flag("--freeze-all", panel=FREEZING, help="Freeze ev
 Freeze = Annotated[str | None, option(
     "--freeze", panel=FREEZING, help="Freeze only these modules; globs allowed: layer1,layer2.")]
 TrainableBackboneLayers = Annotated[int | None, option(
-    "--trainable-backbone-layers", panel=FREEZING, metavar="N", help="Detection models only: how many backbone "
+    "--trainable-backbone-layers", panel=FREEZING, help="Detection models only: how many backbone "
     "stages train, counted from the last (0-5 for ResNet and VGG backbones, 0-6 for MobileNetV3), passed to "
     "torchvision's builder, which freezes the rest. Default: as shipped (3; SSD 4, SSDLite 6). The builder freezes "
     "first; --freeze freezes more on top; --freeze-except and --freeze-all decide every parameter themselves, so the "

@@ -41,7 +41,8 @@ def _header(r: TrainableReport) -> Text:
         plan.append("freeze all except " + ",".join(r.plan["freeze_except"]))
     if r.plan["freeze"]:
         plan.append("freeze " + ",".join(r.plan["freeze"]))
-    header.append(" · " + ("; ".join(plan) if plan else "nothing frozen"))
+    built = "frozen by the builder" if r.after.trainable_params < r.after.total_params else "nothing frozen"
+    header.append(" · " + ("; ".join(plan) if plan else built))
     if r.head:
         header.append(f"\nnew head {r.head.name}: {r.head.new}")
     return header
