@@ -268,3 +268,8 @@ def test_bad_trainable_backbone_layers_is_one_line(cli, args, words):
     line = one_error_line(run)
     assert run.exit_code == 2
     assert all(w in line for w in words), line
+
+
+def test_trainable_backbone_layers_with_weights_is_refused_in_one_line(cli):
+    run = cli("trainable", "fasterrcnn_resnet50_fpn", "--trainable-backbone-layers", "2", "--weights", "DEFAULT")
+    assert "--weights" in one_error_line(run) and run.exit_code == 2

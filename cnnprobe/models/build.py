@@ -126,7 +126,8 @@ def build_model(
     """Resolve and construct a model, and settle its inputs.
 
     `num_classes` goes to the builder where it takes one; otherwise the final
-    classifier layer is replaced. `weights` (DEFAULT, a torchvision weights
+    classifier layer is replaced, or a detection, segmentation or video model's
+    task heads (models/taskheads). `weights` (DEFAULT, a torchvision weights
     name, or a file) are loaded strictly; they need a real device, so `meta`
     becomes the CPU. `input_size` is one size (`"3,224,224"`) or a list of
     them, one per input; `input_dtype` one dtype for all or one per input;
@@ -154,6 +155,9 @@ def build_model(
     else:
         spec = model if isinstance(model, ModelSpec) else resolve(model)
         backbone.check(spec, options)
+        if weights and options.get(backbone.KEY) is not None:
+            raise UsageError(f"{backbone.OPTION} with --weights is not supported yet: the weights are loaded "
+                             "into the model as shipped; freeze its stages with --freeze instead")
         if weights:
             where = "cpu" if device == "meta" else device
             module, loaded = build_with_weights(spec, weights, num_classes if spec.accepts_num_classes else None, where,
