@@ -273,3 +273,15 @@ def test_bad_trainable_backbone_layers_is_one_line(cli, args, words):
 def test_trainable_backbone_layers_with_weights_is_refused_in_one_line(cli):
     run = cli("trainable", "fasterrcnn_resnet50_fpn", "--trainable-backbone-layers", "2", "--weights", "DEFAULT")
     assert "--weights" in one_error_line(run) and run.exit_code == 2
+
+
+def test_every_command_gets_the_same_new_heads():
+    """summary, flops --backward and trainable build through one path: the same replaced heads, frozen alike."""
+    size = "3,4,32,32"
+    head = 512 * K + K  # r3d_18's fc, K wide
+    shipped_fc = 512 * 400 + 400
+    assert cnnprobe.summary("r3d_18", num_classes=K, input_size=size).total_params == 33_371_472 - shipped_fc + head
+    flops = cnnprobe.flops("r3d_18", num_classes=K, input_size=size, backward=True, freeze_all=True)
+    assert flops.trainable_params == head
+    assert cnnprobe.trainable("r3d_18", num_classes=K, freeze_all=True).after.trainable_params == head
+    assert flops.backward_macs == 512 * K  # the new fc's weight gradient at batch 1: nothing before it trains
