@@ -31,6 +31,7 @@ class Side:
     trainable_params: int
     macs: int
     input_size: list[int]
+    task: str = "classification"  # core.enums.Task
 
 
 @dataclass
@@ -78,7 +79,7 @@ class ModelComparison:
 
 
 def _side(s: "Summary") -> Side:
-    return Side(s.model, s.source, s.total_params, s.trainable_params, s.macs, s.input_size)
+    return Side(s.model, s.source, s.total_params, s.trainable_params, s.macs, s.input_size, s.task)
 
 
 def _occurrences(layers: list["LayerRecord"]) -> dict[tuple[str, int], "LayerRecord"]:
