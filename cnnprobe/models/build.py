@@ -20,7 +20,7 @@ from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
 from .registry import ModelSpec, resolve
-from .tasks import arguments
+from .tasks import arguments, task_sizes
 
 COUNTS = "param_counts.json"
 MAX_CLASSES = 1 << 24
@@ -161,6 +161,7 @@ def build_model(
     else:
         defaults, source = _default_inputs(spec, module, loaded)
         given = input_size is not None or input_dtype is not None or input_range is not None
+        input_size = task_sizes(spec.task, spec.name, defaults, input_size)
         known = spec.input_shape is not None or source != "default"  # not the generic fallback
         settled = resolve_inputs(defaults, input_size, input_dtype, input_range, complete=known)
         source = "user" if given else source
