@@ -110,10 +110,19 @@ def cached_file(member: Any) -> Path:
 
 
 @contextlib.contextmanager
-def _torchvision_reads(state: dict[str, Any]) -> Iterator[None]:
-    """Let torchvision's own builder load `state` (already read safely) instead of downloading."""
+def _torchvision_reads(state: dict[str, Any], member: Any) -> Iterator[None]:
+    """Let torchvision's own builder load `state` (already read safely) as `member` instead of downloading.
+    Any other weights it asks for (a detection model's backbone, which its builders skip when given the
+    whole model's weights) fail at once: nothing is downloaded, and no other weights get this state."""
     original = _api.WeightsEnum.get_state_dict
-    _api.WeightsEnum.get_state_dict = lambda self, *a, **k: state
+
+    def reads(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self is member:
+            return state
+        raise WeightsError(f"building with {member}, torchvision also asked for {self}, which cnnprobe does not "
+                           f"download: place {os.path.basename(self.url)} in {hub_checkpoints()}")
+
+    _api.WeightsEnum.get_state_dict = reads
     try:
         yield
     finally:
@@ -155,7 +164,7 @@ def build_with_weights(spec: "ModelSpec", weights: str, num_classes: int | None,
             raise WeightsError(f"{member} has {classes} classes; to train for {num_classes}, "
                                f"replace the head instead (cnnprobe trainable --num-classes {num_classes})")
         if spec.source is Source.TORCHVISION:
-            with _torchvision_reads(state), torch.device(device):
+            with _torchvision_reads(state, member), torch.device(device):
                 try:
                     module = models.get_model(spec.name, weights=member)
                 except RuntimeError as e:
