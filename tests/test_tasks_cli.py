@@ -271,3 +271,16 @@ def test_cached_detection_weights_load_without_fetching_the_backbone(tmp_path):
     assert s["total_params"] == member.meta["num_params"]
     assert any("loaded strictly" in n for n in s["notes"])
     assert _files(home) == [f"hub/checkpoints/{file.name}"]
+
+
+def test_list_counts_are_cached_under_the_code_that_builds_the_models():
+    """A count cached before cnnprobe changed how a model is built (FrozenBatchNorm2d, quantization) is not
+    reused: the cache key holds a digest of the model-building source, which must read real files."""
+    import hashlib
+
+    from cnnprobe.models import build
+    from cnnprobe.models.registry import resolve
+
+    assert build._source_digest() != hashlib.sha1(b"").hexdigest()[:12]
+    keys = {build._builder_version(resolve(name)) for name in ("cnnprobe:lenet", "torchvision:r3d_18")}
+    assert all(build._source_digest() in k for k in keys) and len(keys) == 2
