@@ -243,7 +243,7 @@ def test_list_snapshot_matches_the_json(cli, snapshot):
     snapshot("list_resnet", run.stdout)
     data = cli("list", "resnet*", "--json").json()["models"]
     table = rows(run.stdout, "source ")
-    assert [(r[1], value(r[2])) for r in table] == [(m["name"], m["params"]) for m in data]
+    assert [(r[1], r[2], value(r[3])) for r in table] == [(m["name"], m["task"], m["params"]) for m in data]
     assert run.stdout.startswith(f"{len(data)} models")
 
 

@@ -6,8 +6,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Unpack
 
+from ..core.errors import UsageError
 from ..core.formatting import shape
-from ..models.build import check_batch
+from ..models.build import Built, check_batch
 from ..models.meta import paused_gc
 from ..models.request import ModelOptions, ModelRequest
 from ..weights.statedict import check_compatible
@@ -31,6 +32,7 @@ class Side:
     trainable_params: int
     macs: int
     input_size: list[int]
+    task: str = "classification"  # core.enums.Task
 
 
 @dataclass
@@ -78,7 +80,7 @@ class ModelComparison:
 
 
 def _side(s: "Summary") -> Side:
-    return Side(s.model, s.source, s.total_params, s.trainable_params, s.macs, s.input_size)
+    return Side(s.model, s.source, s.total_params, s.trainable_params, s.macs, s.input_size, s.task)
 
 
 def _occurrences(layers: list["LayerRecord"]) -> dict[tuple[str, int], "LayerRecord"]:
@@ -110,6 +112,19 @@ def diff_layers(a: list["LayerRecord"], b: list["LayerRecord"]) -> list[LayerDif
     return diffs
 
 
+def check_one_input_kind(a: Built, b: Built) -> None:
+    """Both models run at A's inputs: refuse, in one line, two whose inputs are of different kinds (a video
+    clip and an image, RAFT's two images and one), which no single input serves."""
+    spec = b.spec
+    own = [i.shape for i in spec.inputs] if spec.inputs else [spec.input_shape] if spec.input_shape else None
+    if own is None:  # a user's model says nothing before it runs: let the pass judge
+        return
+    if [len(i.shape) for i in a.inputs] != [len(s) for s in own]:
+        takes_a = " and ".join(shape(i.shape) for i in a.inputs)
+        raise UsageError(f"cannot compare {a.name} with {b.name} at one input: {a.name} ({a.spec.task.value}) "
+                         f"takes {takes_a}, {b.name} ({spec.task.value}) {' and '.join(shape(s) for s in own)}")
+
+
 def compare_models(
     a: "str | nn.Module | ModelRequest",
     b: "str | nn.Module | ModelRequest",
@@ -128,6 +143,7 @@ def compare_models(
     with paused_gc():
         built_a = request_a.build()
         built_b = request_b.build(inputs=built_a.inputs)
+        check_one_input_kind(built_a, built_b)
         sa = summarize(probe(built_a, request_a.batch, torchinfo_pass), 99)
         sb = summarize(probe(built_b, request_a.batch, torchinfo_pass), 99)
     notes = [f"{b.name}: {b.materialized}" for b in (built_a, built_b) if b.materialized]

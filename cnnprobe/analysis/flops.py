@@ -81,6 +81,7 @@ class FlopReport:
     device: str = "meta"
     notes: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
+    task: str = "classification"  # core.enums.Task
 
     @property
     def flops(self) -> int:
@@ -245,6 +246,7 @@ def flops(
     return FlopReport(
         model=built.name,
         source=built.spec.source.value,
+        task=built.spec.task.value,
         counter=counter.value,
         input_size=[batch, *built.input_shape],
         inputs=[s.to_dict() for s in built.inputs],

@@ -79,6 +79,7 @@ class Summary:
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
+    task: str = "classification"  # core.enums.Task: what the model does, so how it is fed
 
     @property
     def non_trainable_params(self) -> int:
@@ -186,6 +187,7 @@ def summarize(probe: "Probe", depth: int) -> Summary:
     return Summary(
         model=probe.built.name,
         source=probe.built.spec.source.value,
+        task=probe.built.spec.task.value,
         input_size=probe.input_size,
         input_source=probe.built.input_source,
         device=probe.built.device,

@@ -85,6 +85,7 @@ class TrainableReport:
     weights: str | None = None  # what was loaded, when --weights was given
     inputs: list[dict[str, Any]] = field(default_factory=list)  # what lazy layers were sized with, if any
     notes: list[str] = field(default_factory=list)
+    task: str = "classification"  # core.enums.Task
 
     @property
     def total_params(self) -> int:
@@ -177,6 +178,7 @@ def trainable(
     return TrainableReport(
         model=built.name,
         source=built.spec.source.value,
+        task=built.spec.task.value,
         optimizer=optimizer.value,
         plan={**plan.as_parsed(), "freeze_bn": freeze_bn},
         before=before,

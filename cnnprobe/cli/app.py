@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..core.enums import Counter, Device, DType, Mode, Optimizer
+from ..core.enums import Counter, Device, DType, Mode, Optimizer, Task
 from ..core.errors import CnnprobeError
 from .benchcmd import BENCH_EXAMPLES, bench
 from .edge import Command, OneLineErrors, model_output
@@ -85,25 +85,28 @@ def _show(data: Any, json_mode: bool, lines: Any) -> None:
         print_pieces(lines())
 
 
-@command(name="list", examples=("cnnprobe list 'resnet*'", "cnnprobe list --json"))
+@command(name="list", examples=("cnnprobe list 'resnet*'", "cnnprobe list --task detection", "cnnprobe list --json"))
 def list_cmd(
     pattern: Annotated[str | None, typer.Argument(help="Glob or substring of the name, e.g. 'resnet*'.")] = None,
+    task: Annotated[Task | None, option("--task", panel=OUTPUT, help="Only the models of this task, as "
+                                        "torchvision groups them.")] = None,
     json: Json = False,
 ) -> None:
-    """List the models cnnprobe can build: source, name, parameters and default input size."""
+    """List the models cnnprobe can build: source, name, task, parameters and default input size."""
     from ..models.build import param_counts
     from ..models.registry import list_models
     from ..report.console import emit_json, print_pieces
     from ..report.registry_list import list_table
 
-    specs = list_models(pattern)
+    specs = list_models(pattern, task=task)
     if not specs:
-        raise CnnprobeError(f"no model matches '{pattern}'")
+        of = f" of task {task.value}" if task is not None else ""
+        raise CnnprobeError(f"no model{of} matches '{pattern}'" if pattern else f"no model{of}")
     params = param_counts(specs)
     if json:
         emit_json({"models": [
             {"source": s.source.value, "name": s.name, "qualified": s.qualified, "params": params[s.qualified],
-             "input_size": list(s.input_shape or []), "published_gmacs": s.published_gmacs}
+             "task": s.task.value, "input_size": list(s.input_shape or []), "published_gmacs": s.published_gmacs}
             for s in specs
         ]})
         return

@@ -84,3 +84,9 @@ def inputs(input_size: list[int], specs: list[dict] | None) -> str:
             text += f" in [{s['range'][0]}, {s['range'][1]})"
         parts.append(text)
     return ", ".join(parts)
+
+
+def origin(source: str, task: str) -> str:
+    """What a header says in brackets after a model's name: its source, and its task where it is not a
+    classifier's (`torchvision, detection`), so that a classifier's header reads as it always has."""
+    return source if task == "classification" else f"{source}, {task}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,12 @@ from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
 from .registry import ModelSpec, resolve
-from .tasks import arguments
+from .tasks import arguments, task_sizes
 
 COUNTS = "param_counts.json"
 MAX_CLASSES = 1 << 24
 MAX_BATCH = 1 << 30
-MODELS = Path(__file__).resolve().parent / "models"  # the hand-written builders' source
+MODELS = Path(__file__).resolve().parent  # the source that builds models: the registry, the builders, classics/
 
 
 @dataclass
@@ -176,6 +177,7 @@ def build_model(
     else:
         defaults, source = _default_inputs(spec, module, loaded)
         given = input_size is not None or input_dtype is not None or input_range is not None
+        input_size = task_sizes(spec.task, spec.name, defaults, input_size)
         known = spec.input_shape is not None or source != "default"  # not the generic fallback
         settled = resolve_inputs(defaults, input_size, input_dtype, input_range, complete=known)
         source = "user" if given else source
@@ -339,7 +341,14 @@ def param_counts(specs: list[ModelSpec]) -> dict[str, int]:
 
 
 def _builder_version(spec: ModelSpec) -> str:
-    """What a model's parameter count depends on: torchvision's release, or the hand-written source."""
+    """What a model's parameter count depends on: torchvision's release and the code that builds it here
+    (how a task's model is built as shipped changes its count: FrozenBatchNorm2d, quantization)."""
+    source = _source_digest()
     if spec.source is Source.TORCHVISION:
-        return f"torchvision {torchvision.__version__}"
-    return "cnnprobe " + hashlib.sha1(b"".join(p.read_bytes() for p in sorted(MODELS.glob("*.py")))).hexdigest()[:12]
+        return f"torchvision {torchvision.__version__} cnnprobe {source}"
+    return f"cnnprobe {source}"
+
+
+@functools.cache
+def _source_digest() -> str:
+    return hashlib.sha1(b"".join(p.read_bytes() for p in sorted(MODELS.rglob("*.py")))).hexdigest()[:12]

@@ -141,6 +141,11 @@ def _sizes(input_size: Any) -> list[tuple[int, ...]]:
     raise InputSizeError(f"malformed --input-size {input_size!r}")
 
 
+def given_sizes(input_size: Any) -> list[tuple[int, ...]]:
+    """The sizes `--input-size` gave, parsed and checked, one per input (none when it gave none)."""
+    return _sizes(input_size)
+
+
 def _complete(sizes: tuple[int, ...], default: tuple[int, ...]) -> tuple[int, ...]:
     """Fewer sizes than the model's input has dimensions fill in from the front: channels, then equal sides."""
     if len(sizes) >= len(default):
@@ -154,8 +159,10 @@ def resolve_inputs(defaults: tuple[InputSpec, ...], input_size: Any = None, inpu
                    input_range: Any = None, *, complete: bool = True) -> tuple[InputSpec, ...]:
     """The inputs a run uses: the model's defaults, overridden by what the user gave. Shorter sizes are
     completed from the defaults (`224` -> `3,224,224`) only where the model's input is known (`complete`);
-    otherwise a size is taken as it is."""
+    otherwise a size is taken as it is. One size for a model whose inputs share one shape sizes them all."""
     sizes = _sizes(input_size)
+    if len(sizes) == 1 and len(defaults) > 1 and len({d.shape for d in defaults}) == 1:
+        sizes = sizes * len(defaults)  # inputs of one shape (RAFT's two images): one size means every one
     dtypes = [parse_dtype(d) for d in ([input_dtype] if isinstance(input_dtype, str) else list(input_dtype or []))]
     value_range = parse_range(input_range)
     count = len(sizes) or len(defaults) or 1

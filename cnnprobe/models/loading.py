@@ -23,7 +23,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models import _api  # private: the one place torchvision loads state
 
-from ..core.enums import Source
+from ..core.enums import Source, Task
 from ..core.errors import CnnprobeError, WeightsError
 from ..weights.safeload import safe_load
 from ..weights.statedict import Compatibility, check_compatible, state_dict_of
@@ -110,10 +110,19 @@ def cached_file(member: Any) -> Path:
 
 
 @contextlib.contextmanager
-def _torchvision_reads(state: dict[str, Any]) -> Iterator[None]:
-    """Let torchvision's own builder load `state` (already read safely) instead of downloading."""
+def _torchvision_reads(state: dict[str, Any], member: Any) -> Iterator[None]:
+    """Let torchvision's own builder load `state` (already read safely) as `member` instead of downloading.
+    Any other weights it asks for (a detection model's backbone, which its builders skip when given the
+    whole model's weights) fail at once: nothing is downloaded, and no other weights get this state."""
     original = _api.WeightsEnum.get_state_dict
-    _api.WeightsEnum.get_state_dict = lambda self, *a, **k: state
+
+    def reads(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self is member:
+            return state
+        raise WeightsError(f"building with {member}, torchvision also asked for {self}, which cnnprobe does not "
+                           f"download: place {os.path.basename(self.url)} in {hub_checkpoints()}")
+
+    _api.WeightsEnum.get_state_dict = reads
     try:
         yield
     finally:
@@ -155,9 +164,9 @@ def build_with_weights(spec: "ModelSpec", weights: str, num_classes: int | None,
             raise WeightsError(f"{member} has {classes} classes; to train for {num_classes}, "
                                f"replace the head instead (cnnprobe trainable --num-classes {num_classes})")
         if spec.source is Source.TORCHVISION:
-            with _torchvision_reads(state), torch.device(device):
+            with _torchvision_reads(state, member), torch.device(device):
                 try:
-                    module = models.get_model(spec.name, weights=member)
+                    module = models.get_model(spec.name, weights=member, **_as_shipped(spec))
                 except RuntimeError as e:
                     raise WeightsError(f"{member} from {path} do not load into {spec.name}: "
                                        f"{' '.join(str(e).split())[:200]}") from None
@@ -169,6 +178,12 @@ def build_with_weights(spec: "ModelSpec", weights: str, num_classes: int | None,
     loaded = safe_load(Path(weights).expanduser(), device=device, what="weights file", trust=trust)
     state, _ = state_dict_of(loaded.obj)
     return _load_file_state(spec, state, num_classes, device, weights, None, loaded.saved_on)
+
+
+def _as_shipped(spec: "ModelSpec") -> dict[str, Any]:
+    """Builder arguments the weights need besides themselves: a quantized model's int8 weights load only into
+    the quantized model."""
+    return {"quantize": True} if spec.task is Task.QUANTIZED else {}
 
 
 def load_into(module: "nn.Module", weights: str, trust: bool = False) -> WeightsLoad:

@@ -115,7 +115,7 @@ def is_meta_error(error: BaseException) -> bool:
     folder called `meta` does not count.
     """
     words = " ".join(w for w in str(error).split() if "/" not in w and "\\" not in w)
-    return re.search(r"\bmeta\b", words, re.IGNORECASE) is not None
+    return re.search(r"(\b|_)meta\b", words, re.IGNORECASE) is not None
 
 
 def on_meta(fn: Callable[[], T]) -> tuple[T, str | None]:

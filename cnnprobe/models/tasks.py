@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from ..core.enums import Task
-from .inputs import InputSpec
+from ..core.errors import InputSizeError
+from .inputs import InputSpec, given_sizes
 
 # The inputs of each task's published figures (torchvision's `_ops`): a detection model is given one image,
 # which its own transform resizes; video clips are 16 frames; optical flow takes two images.
@@ -51,3 +52,28 @@ def arguments(task: Task, xs: tuple[torch.Tensor, ...], targets: Any = None) -> 
 def takes_targets(task: Task) -> bool:
     """Whether a training step hands the targets to the model itself (which then returns its losses)."""
     return task is Task.DETECTION
+
+
+def task_sizes(task: Task, name: str, defaults: tuple[InputSpec, ...], input_size: Any) -> Any:
+    """`--input-size` as a `task` model takes it, or one line saying why not. A video clip is C,T,H,W, and
+    one side or H,W keep its frames; three sizes could mean C,H,W or T,H,W, so they are refused. A detection,
+    segmentation or flow model takes C,H,W images (RAFT one size for both, or one each)."""
+    sizes = given_sizes(input_size)
+    if not sizes or task in (Task.CLASSIFICATION, Task.QUANTIZED):
+        return input_size
+    default = "×".join(str(d) for d in defaults[0].shape)
+    for size in sizes:
+        text = ",".join(str(d) for d in size)
+        if task is Task.VIDEO and len(size) == 3:
+            raise InputSizeError(f"--input-size {text} is ambiguous for {name}, a video model that takes clips of "
+                                 f"C,T,H,W ({default} by default): give all four, such as 3,8,112,112, or H,W")
+        if task is Task.VIDEO and len(size) > 4 or task is not Task.VIDEO and len(size) > 3:
+            kind = "video clips of C,T,H,W" if task is Task.VIDEO else "images of C,H,W"
+            raise InputSizeError(f"--input-size {text} has {len(size)} sizes, but {name} ({task.value}) takes {kind} "
+                                 f"({default} by default)")
+    if task is Task.VIDEO:
+        return [(s[0], s[0]) if len(s) == 1 else s for s in sizes]  # one side: the frame's, not the clip's length
+    if len(sizes) > len(defaults):
+        raise InputSizeError(f"{len(sizes)} --input-size for {name}, which takes {len(defaults)} input"
+                             f"{'s' if len(defaults) > 1 else ''}")
+    return sizes

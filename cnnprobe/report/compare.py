@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from ..core.formatting import count, macs, shape
+from ..core.formatting import count, macs, origin, shape
 from .tables import Col, Fitted, note_lines
 
 if TYPE_CHECKING:
@@ -22,8 +22,8 @@ def compatibility_line(c: Compatibility, what: str, left: str = "file", right: s
 
 
 def comparison_model_lines(c: ModelComparison, depth: int) -> list[Any]:
-    header = Text.assemble(("A ", "dim"), (c.a.model, "bold"), f" ({c.a.source}) · ", ("B ", "dim"),
-                           (c.b.model, "bold"), f" ({c.b.source}) · input {shape(c.a.input_size)} · ",
+    header = Text.assemble(("A ", "dim"), (c.a.model, "bold"), f" ({origin(c.a.source, c.a.task)}) · ", ("B ", "dim"),
+                           (c.b.model, "bold"), f" ({origin(c.b.source, c.b.task)}) · input {shape(c.a.input_size)} · ",
                            ("identical" if c.identical else "different", "bold"))
     pieces: list[Any] = [header, totals_table(c)]
     shown = [d for d in c.layers if d.depth <= depth]

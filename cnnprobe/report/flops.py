@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from ..core.formatting import count, inputs, macs, share
+from ..core.formatting import count, inputs, macs, origin, share
 from .tables import Col, Fitted, note_lines
 
 if TYPE_CHECKING:
@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 
 def flops_lines(r: FlopReport) -> list[Any]:
-    header = Text.assemble((r.model, "bold"), f" ({r.source}) · input {inputs(r.input_size, r.inputs)} · counter "
-                                              f"{r.counter} on {r.device}")
+    header = Text.assemble((r.model, "bold"), f" ({origin(r.source, r.task)}) · input "
+                                              f"{inputs(r.input_size, r.inputs)} · counter {r.counter} on {r.device}")
     total = Text.assemble("MACs ", (macs(r.macs), "bold"), " · FLOPs ", (macs(r.flops), "bold"),
                           "  (FLOPs = 2 × MACs)")
     pieces: list[Any] = [header, total]

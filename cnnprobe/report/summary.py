@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from ..core.formatting import ARROW, count, inputs, macs, nbytes, shape
+from ..core.formatting import ARROW, count, inputs, macs, nbytes, origin, shape
 from .tables import Col, Fitted, note_lines
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def summary_lines(s: Summary) -> list[Any]:
     """The summary as printable pieces: header, layer table, totals, shape flow."""
     header = Text.assemble(
-        (f"{s.model}", "bold"), f" ({s.source}) · input {inputs(s.input_size, s.inputs)}",
+        (f"{s.model}", "bold"), f" ({origin(s.source, s.task)}) · input {inputs(s.input_size, s.inputs)}",
         f" ({s.input_source}) · built on {s.device}",
     )
     flow = Text("shape flow: " + ARROW.join(shape(f) for f in s.shape_flow))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from ..core.formatting import count, nbytes, share
+from ..core.formatting import count, nbytes, origin, share
 from .tables import Col, Fitted, note_lines
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def trainable_lines(r: TrainableReport) -> list[Any]:
 
 
 def _header(r: TrainableReport) -> Text:
-    header = Text.assemble((r.model, "bold"), f" ({r.source})")
+    header = Text.assemble((r.model, "bold"), f" ({origin(r.source, r.task)})")
     plan = []
     if r.plan["freeze_all"]:
         plan.append("freeze all")
