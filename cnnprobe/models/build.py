@@ -13,12 +13,13 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from ..core import cache
-from ..core.enums import Source
+from ..core.enums import Source, Task
 from ..core.errors import ForwardError, HeadError, InputSizeError, UsageError
 from . import meta
 from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
+from .quantized import registered_params
 from .registry import ModelSpec, resolve
 from .tasks import arguments
 
@@ -304,14 +305,19 @@ def param_counts(specs: list[ModelSpec]) -> dict[str, int]:
     missing = [s for s in specs if s.qualified not in counts]
     with meta.paused_gc():
         for s in missing:
-            counts[s.qualified] = sum(p.numel() for p in build_model(s).module.parameters())
+            counts[s.qualified] = (registered_params(s.name) if _quantized(s)
+                                   else sum(p.numel() for p in build_model(s).module.parameters()))
     if missing:
         cache.store(COUNTS, {keys[s.qualified]: counts[s.qualified] for s in missing})
     return counts
 
 
+def _quantized(spec: ModelSpec) -> bool:
+    return spec.task is Task.QUANTIZED and spec.source is Source.TORCHVISION
+
+
 def _builder_version(spec: ModelSpec) -> str:
     """What a model's parameter count depends on: torchvision's release, or the hand-written source."""
-    if spec.source is Source.TORCHVISION:
-        return f"torchvision {torchvision.__version__}"
+    if spec.source is Source.TORCHVISION:  # a quantized model counts its float twin (models.quantized)
+        return f"torchvision {torchvision.__version__}" + (" float twin" if _quantized(spec) else "")
     return "cnnprobe " + hashlib.sha1(b"".join(p.read_bytes() for p in sorted(MODELS.glob("*.py")))).hexdigest()[:12]

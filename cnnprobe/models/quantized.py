@@ -35,7 +35,7 @@ _PACKING = tuple(t for t in (getattr(torch.ao.nn.quantized.modules.linear, "Line
 
 NOTE = ("quantized: total parameters are the float architecture's ({total:,}, torchvision's num_params); the int8 "
         "model holds {packed:,} packed values (weights and biases of its quantized convolutions and linears, "
-        "BatchNorm folded in), which the layer rows show")
+        "BatchNorm folded in); the {rows} show those, so they add up to {packed:,}, not the total")
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class QuantizedParams:
     packed: int  # int8 weights and float biases the converted model holds
     twin: str  # the float architecture counted: "QuantizableResNet (quantize=False)"
 
-    @property
-    def note(self) -> str:
-        return NOTE.format(total=self.total, packed=self.packed)
+    def note(self, rows: str = "layer rows") -> str:
+        """What a report says of the two counts, whose `rows` show the packed ones."""
+        return NOTE.format(total=self.total, packed=self.packed, rows=rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "packed": self.packed, "twin": self.twin}

@@ -4,7 +4,7 @@ A quantized model's convolutions run as `quantized` operators, not aten's, and
 their weights come packed in a C++ object (`Conv2dPackedParamsBase`,
 `LinearPackedParamsBase`) whose `unpack()` gives the int8 weight back. Their
 multiply-accumulates are those of the float operator they replace: one per
-kernel element per output position, `conv_macs` as for `aten.convolution`; a
+kernel element per output position, as for `aten.convolution`; a
 fused ReLU or residual add (`conv2d_add_relu`) is elementwise and, as for float
 models, not counted. torchvision's `_ops` for a quantized model is counted the
 same way, so it equals its float model's.
@@ -17,7 +17,17 @@ from typing import Any
 
 import torch
 
-from .formulas import _shape, conv_macs
+
+def _shape(value: Any) -> list[int]:
+    return [int(d) for d in (value.shape if isinstance(value, torch.Tensor) else value)]
+
+
+def conv_macs(x_shape: list[int], w_shape: list[int], out_shape: list[int], transposed: bool) -> int:
+    """A convolution's multiply-accumulates, as `formulas.conv_macs` counts aten's (which imports this module,
+    so it is not imported here): every kernel element once per output position (per input position when
+    transposed), for every sample."""
+    positions = (x_shape if transposed else out_shape)[2:]
+    return x_shape[0] * prod(w_shape) * prod(positions)
 
 
 def _weight_shape(packed: Any) -> list[int]:
