@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.enums import Device, DType, Mode, Task
+from ..core.enums import Device, DType, Mode
 from ..core.errors import UsageError
-from ..models.quantized import float_model_name
+from ..models.quantized import float_model_name, quantized_name
 from ..training.config import BenchConfig
 
 if TYPE_CHECKING:
@@ -46,19 +46,6 @@ class Int8Saving:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "speedup": self.speedup}
-
-
-def quantized_name(model: "str | nn.Module") -> str | None:
-    """The registry name of a quantized model (None for anything else)."""
-    if not isinstance(model, str):
-        return None
-    from ..models.registry import resolve
-
-    try:
-        spec = resolve(model)
-    except Exception:  # noqa: BLE001 - an unknown name is reported where the run resolves it
-        return None
-    return spec.name if spec.task is Task.QUANTIZED else None
 
 
 def checked_config(models: Sequence["str | nn.Module"], config: BenchConfig) -> BenchConfig:

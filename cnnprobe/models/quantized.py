@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from ..core.enums import Task
 from . import meta
 from .shipped import default_weights, unread_weights
 
@@ -134,3 +135,17 @@ def quantized_params(model: nn.Module, name: str | None = None) -> QuantizedPara
 def registered_params(name: str) -> int:
     """A registered quantized model's total parameters without building it: its float twin's."""
     return twin_params(name)[0]
+
+
+def quantized_name(model: Any) -> str | None:
+    """The registry name of a quantized model given by name (None for anything else, or an unknown name, which
+    is reported where the name is resolved)."""
+    if not isinstance(model, str):
+        return None
+    from .registry import resolve  # the registry's specs build through this module's neighbours
+
+    try:
+        spec = resolve(model)
+    except Exception:  # noqa: BLE001 - reported where the run resolves it
+        return None
+    return spec.name if spec.task is Task.QUANTIZED else None
