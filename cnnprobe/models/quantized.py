@@ -15,6 +15,7 @@ BatchNorm turns two parameters per channel into one bias.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,14 @@ from torchvision import models
 from ..core.enums import Task
 from . import meta
 from .shipped import default_weights, unread_weights
+
+# torch's own notices about the eager quantization API that torchvision's quantized builders use, and the
+# observers' default scales (the weights' values are never read, so the observers never see data): not the
+# user's doing, and nothing they can act on, printed on every command of a quantized model otherwise.
+for _message, _category in ((r"torch\.quantize_per_tensor, torch\.quantize_per_channel", UserWarning),
+                            (r"must run observer before calling calculate_qparams", UserWarning),
+                            (r"torch\.ao\.quantization is deprecated", DeprecationWarning)):
+    warnings.filterwarnings("ignore", message=_message, category=_category)
 
 _PACKED_TYPES: tuple[type, ...] = tuple(
     t for t in (getattr(torch.ao.nn.quantized, n, None) for n in (
