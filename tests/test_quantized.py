@@ -147,6 +147,9 @@ def test_bench_times_int8_against_its_float_twin(cli):
     (["bench", "quantized_resnet18", "--mode", "forward", "--freeze-all"], "freezing changes nothing"),
     (["bench", "quantized_resnet18", "--dtype", "bfloat16"], "computes in int8"),
     (["memory", "quantized_resnet18"], "cnnprobe bench quantized_resnet18"),
+    (["flops", "quantized_shufflenet_v2_x0_5", "--backward"], "no backward pass to count"),
+    (["flops", "quantized_shufflenet_v2_x0_5", "--counter", "fvcore"], "use --counter torch"),
+    (["trainable", "quantized_shufflenet_v2_x0_5", "--num-classes", "10"], "fine-tune its float model"),
 ])
 def test_what_a_quantized_model_cannot_do_is_one_line(cli, args, message):
     assert message in one_error_line(cli(*args))

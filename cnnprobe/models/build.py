@@ -19,7 +19,7 @@ from . import meta
 from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
-from .quantized import registered_params
+from .quantized import float_model_name, is_quantized, registered_params
 from .registry import ModelSpec, resolve
 from .tasks import arguments
 
@@ -176,6 +176,10 @@ def new_head(built: Built, spec: HeadSpec, *, replace: bool = True) -> tuple[str
     """Give `built` the head `spec`, the one way every command makes one: replace the final classifier (or,
     with `replace=False`, take the one the builder made at that width), marked new, so that freezing leaves
     it trainable. Returns (name, old, new)."""
+    if is_quantized(built.module):
+        twin = float_model_name(built.name)
+        raise HeadError(f"{built.name} is quantized: its int8 layers take no new head and no training; fine-tune "
+                        f"its float model{f' ({twin})' if twin else ''} and quantize that")
     if replace:
         name, old, made = replace_head(built.module, spec, built.spec.num_classes)
     else:
