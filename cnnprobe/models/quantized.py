@@ -55,13 +55,12 @@ class QuantizedParams:
     total: int  # the float twin's parameters: what `num_params` counts
     packed: int  # int8 weights and float biases the converted model holds
     twin: str  # the float architecture counted: "QuantizableResNet (quantize=False)"
+    dropped: str | None = None  # what the total counts that the int8 model no longer holds
 
     def note(self, rows: str = "layer rows") -> str:
         """What a report says of the two counts, whose `rows` show the packed ones."""
-        return NOTE.format(total=self.total, packed=self.packed, rows=rows)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "packed": self.packed, "twin": self.twin}
+        text = NOTE.format(total=self.total, packed=self.packed, rows=rows)
+        return text + (f"; the total counts {self.dropped}" if self.dropped else "")
 
 
 def packed_values(module: nn.Module) -> int:
@@ -109,6 +108,7 @@ def float_weights(name: str) -> Any:
 # torchvision's num_params for quantized_inception_v3 is the float inception_v3's, auxiliary head included
 # (27,161,264); its builder drops that head from both the int8 model and the float one it loads weights into.
 _TWIN_KWARGS: dict[str, dict[str, Any]] = {"quantized_inception_v3": {"aux_logits": True}}
+_DROPPED = {"quantized_inception_v3": "the auxiliary head (AuxLogits), which the int8 model drops"}
 
 
 @functools.cache
@@ -137,7 +137,7 @@ def quantized_params(model: nn.Module, name: str | None = None) -> QuantizedPara
     packed = packed_total(model)
     if name is not None and float_weights(name) is not None:
         total, twin = twin_params(name)
-        return QuantizedParams(total, packed, twin)
+        return QuantizedParams(total, packed, twin, _DROPPED.get(name))
     return QuantizedParams(packed, packed, "none: the packed values themselves")
 
 
