@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .result import BenchResult
 
 NOTE = ("quantized: int8 on the CPU, forward only (int8 weights take no gradients; --mode all times the forward "
-        "pass); against {twin}, its float twin, timed in float32 at the same input and batch right after")
+        "pass); against {twin}, its float twin, timed in float32 at the same input and batch right after; TFLOP/s "
+        "and % peak count its int8 multiply-accumulates against the float32 matmul peak")
 
 
 @dataclass
