@@ -80,6 +80,8 @@ def test_resnet18_packed_values_by_hand():
     assert (rows["conv1"], rows["layer1"], rows["layer2"], rows["layer3"], rows["layer4"], rows["fc"]) == \
         (CONV1, LAYER1, LAYER2, LAYER3, LAYER4, FC)
     assert s.packed_params == CONV1 + LAYER1 + LAYER2 + LAYER3 + LAYER4 + FC
+    biases = 64 + 4 * 64 + 5 * 128 + 5 * 256 + 5 * 512 + 1000  # one per output channel, float32
+    assert s.param_bytes == (s.packed_params - biases) + 4 * biases  # int8 weights: one byte each
     assert s.total_params == 11_689_512
 
 

@@ -21,7 +21,7 @@ from ..core.enums import Source
 from ..core.formatting import first_few
 from ..models.build import check_batch, check_depth
 from ..models.meta import paused_gc
-from ..models.quantized import is_packing, packed_by_module, quantized_params
+from ..models.quantized import is_packing, packed_by_module, packed_bytes, quantized_params
 from ..models.request import ModelOptions, ModelRequest
 from .probe import probe
 
@@ -199,7 +199,7 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         device=probe.built.device,
         total_params=quantized.total if quantized is not None else sum(p.numel() for p in all_params),
         trainable_params=sum(p.numel() for p in all_params if p.requires_grad),
-        param_bytes=tensor_bytes(all_params),
+        param_bytes=tensor_bytes(all_params) + (packed_bytes(module) if quantized is not None else 0),
         buffer_bytes=tensor_bytes(module.buffers()),
         activation_bytes=activation,
         macs=tracer.total_flops // 2,

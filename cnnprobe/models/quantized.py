@@ -71,6 +71,17 @@ def packed_values(module: nn.Module) -> int:
     return int(weight.numel()) + (int(bias.numel()) if bias is not None else 0)
 
 
+def packed_bytes(model: nn.Module) -> int:
+    """Bytes of the packed values as the modules hand them back: one per int8 weight, four per float bias."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, _PACKED_TYPES):
+            weight, bias = m.weight(), m.bias()  # type: ignore[operator]
+            total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None
+                                                               else 0)
+    return total
+
+
 def is_packing(module: nn.Module) -> bool:
     """The holder of a quantized linear's packed weights: counted with its linear, not as a layer of its own."""
     return isinstance(module, _PACKING)
