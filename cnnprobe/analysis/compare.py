@@ -147,6 +147,8 @@ def compare_models(
         sa = summarize(probe(built_a, request_a.batch, torchinfo_pass), 99)
         sb = summarize(probe(built_b, request_a.batch, torchinfo_pass), 99)
     notes = [f"{b.name}: {b.materialized}" for b in (built_a, built_b) if b.materialized]
+    notes += [f"{q.model}: quantized: params are its float architecture's (torchvision's num_params); its layer rows "
+              f"count its {q.packed_params:,} packed int8 values" for q in (sa, sb) if q.packed_params is not None]
     if request_a.input_size is None and built_b.spec.input_shape not in (None, built_a.input_shape):
         notes.append(f"both at {built_a.name}'s input {shape(built_a.input_shape)}; "
                      f"{built_b.name} defaults to {shape(built_b.spec.input_shape)}")

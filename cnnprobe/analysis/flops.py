@@ -30,6 +30,7 @@ from ..models.build import Built, check_batch, check_depth, rebuild
 from ..models.freezing import FreezePlan
 from ..models.inputs import InputSpec
 from ..models.meta import paused_gc
+from ..models.quantized import is_quantized
 from ..models.request import ModelRequest, RequestOptions, requested
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
@@ -234,6 +235,12 @@ def flops(
         raise PatternError("freezing changes only the backward pass: add --backward")
     with paused_gc():
         built = request.build(inputs=inputs)
+        if counter is Counter.FVCORE and is_quantized(built.module):
+            raise UsageError(f"--counter fvcore cannot trace {built.name}'s int8 operators (their weights are packed "
+                             "C++ objects): use --counter torch")
+        if backward and is_quantized(built.module):
+            raise UsageError(f"{built.name} is quantized, and forward-only: its int8 weights take no gradients, so "
+                             "there is no backward pass to count; drop --backward")
         plan.apply(built.module)  # a pattern that matches nothing fails here, before any counting
         engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
         macs, rows, ops, uncounted, built = engine(built, batch, depth)

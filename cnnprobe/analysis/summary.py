@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Unpack
 import torch
 import torchinfo
 
+from ..core.enums import Source
 from ..core.formatting import first_few
 from ..models.build import check_batch, check_depth
 from ..models.meta import paused_gc
+from ..models.quantized import is_packing, packed_by_module, packed_bytes, quantized_params
 from ..models.request import ModelOptions, ModelRequest
 from .probe import probe
 
@@ -80,6 +82,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
     task: str = "classification"  # core.enums.Task: what the model does, so how it is fed
+    packed_params: int | None = None  # a quantized model's packed int8 values, which its layer rows show
 
     @property
     def non_trainable_params(self) -> int:
@@ -161,6 +164,9 @@ def summarize(probe: "Probe", depth: int) -> Summary:
     infos = {id(info.module): info for info in probe.extra.summary_list}  # torchinfo's record of each module
     counts = tracer.times_called
     scripted = {id(m) for m in module.modules() if isinstance(m, torch.jit.ScriptModule)}
+    spec = probe.built.spec
+    quantized = quantized_params(module, spec.name if spec.source is Source.TORCHVISION else None)
+    packed = packed_by_module(module) if quantized is not None else {}
     layers: list[LayerRecord] = []
     activation = 0
     for c in tracer.calls:
@@ -169,12 +175,14 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         leaf = id(c.module) in scripted or not any(True for _ in c.module.children())
         if leaf:
             activation += c.output_bytes
-        params, trainable = _params(c.module, infos) if c.index == 1 else (0, 0)
+        params, trainable = _params(c.module, infos, packed) if c.index == 1 else (0, 0)
         layers.append(LayerRecord(c.name, c.type, c.depth, c.output_shape, params, trainable, c.flops // 2, leaf,
                                   c.index, counts.get(id(c.module), 1)))
-    layers += _uncalled(module, tracer, infos, scripted)
+    layers += _uncalled(module, tracer, infos, scripted, packed)
     all_params = list(module.parameters())
     notes = list(probe.built.notes)
+    if quantized is not None:
+        notes.append(quantized.note())
     unseen = [r.name for r in layers if r.call == 0]
     if unseen:
         notes.append(f"not called in this pass: {first_few(unseen)} (listed last, with their parameters)")
@@ -191,9 +199,9 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         input_size=probe.input_size,
         input_source=probe.built.input_source,
         device=probe.built.device,
-        total_params=sum(p.numel() for p in all_params),
+        total_params=quantized.total if quantized is not None else sum(p.numel() for p in all_params),
         trainable_params=sum(p.numel() for p in all_params if p.requires_grad),
-        param_bytes=tensor_bytes(all_params),
+        param_bytes=tensor_bytes(all_params) + (packed_bytes(module) if quantized is not None else 0),
         buffer_bytes=tensor_bytes(module.buffers()),
         activation_bytes=activation,
         macs=tracer.total_flops // 2,
@@ -203,20 +211,24 @@ def summarize(probe: "Probe", depth: int) -> Summary:
         uncounted_ops=dict(tracer.uncounted.most_common()),
         notes=notes,
         inputs=[s.to_dict() for s in probe.built.inputs],
+        packed_params=quantized.packed if quantized is not None else None,
     )
 
 
-def _params(module: "nn.Module", infos: dict[int, Any]) -> tuple[int, int]:
+def _params(module: "nn.Module", infos: dict[int, Any], packed: dict[int, int]) -> tuple[int, int]:
     """(parameters, trainable parameters) of a module, its children's included: torchinfo's record of it,
-    or counted here for a module torchinfo has no record of (inside TorchScript)."""
+    or counted here for a module torchinfo has no record of (inside TorchScript); plus, in a quantized model,
+    the packed int8 values under it, which no gradient reaches."""
+    extra = packed.get(id(module), 0)
     info = infos.get(id(module))
     if info is not None:
-        return int(info.num_params), int(info.trainable_params)
+        return int(info.num_params) + extra, int(info.trainable_params)
     params = list(module.parameters())
-    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+    return sum(p.numel() for p in params) + extra, sum(p.numel() for p in params if p.requires_grad)
 
 
-def _uncalled(model: "nn.Module", tracer: Any, infos: dict[int, Any], scripted: set[int]) -> list[LayerRecord]:
+def _uncalled(model: "nn.Module", tracer: Any, infos: dict[int, Any], scripted: set[int],
+              packed: dict[int, int]) -> list[LayerRecord]:
     """The outermost modules of which nothing ran (Inception's auxiliary head in eval mode), outside TorchScript."""
     called = set(tracer.times_called)
     ran_inside: set[int] = set()  # modules with a called descendant: containers such as ModuleList
@@ -227,15 +239,15 @@ def _uncalled(model: "nn.Module", tracer: Any, infos: dict[int, Any], scripted: 
     rows: list[LayerRecord] = []
     skipped: list[str] = []
     for name, m in model.named_modules():
-        if not name or id(m) in called or id(m) in ran_inside:
-            continue
+        if not name or id(m) in called or id(m) in ran_inside or is_packing(m):
+            continue  # a quantized linear's packed weights count in its own row
         if any(name.startswith(prefix + ".") for prefix in skipped):
             continue  # inside a module already listed, or inside TorchScript
         skipped.append(name)
         parent = name.rpartition(".")[0]
         if parent and id(model.get_submodule(parent)) in scripted:
             continue
-        params, trainable = _params(m, infos)
+        params, trainable = _params(m, infos, packed)
         rows.append(LayerRecord(name, type(m).__name__, name.count(".") + 1, None, params, trainable, 0,
                                 not any(True for _ in m.children()), call=0, calls=0))
     return rows

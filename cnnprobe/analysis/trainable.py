@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ..core.enums import Optimizer
+from ..core.enums import Optimizer, Source
 from ..core.errors import HeadError
 from ..core.formatting import first_few
 from ..models.build import head_of, new_head
 from ..models.freezing import FreezePlan, ParamGroup, batchnorm_layers, freeze_batchnorm, param_groups, parse_lr
+from ..models.quantized import QuantizedParams, packed_by_module, quantized_params
 from ..models.request import ModelRequest, RequestOptions, requested
 from ..models.taskheads import describe
 
@@ -86,6 +87,7 @@ class TrainableReport:
     inputs: list[dict[str, Any]] = field(default_factory=list)  # what lazy layers were sized with, if any
     notes: list[str] = field(default_factory=list)
     task: str = "classification"  # core.enums.Task
+    packed_params: int | None = None  # a quantized model's packed int8 values, which its block rows show
 
     @property
     def total_params(self) -> int:
@@ -106,26 +108,29 @@ class TrainableReport:
         return data
 
 
-def _snapshot(model: "nn.Module", optimizer: Optimizer) -> Snapshot:
+def _snapshot(model: "nn.Module", optimizer: Optimizer, quantized: QuantizedParams | None = None) -> Snapshot:
+    """Counts now; a quantized model's total is its float twin's (models.quantized), none of it trainable."""
     params = list(model.parameters())
     grads = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
     return Snapshot(
-        total_params=sum(p.numel() for p in params),
+        total_params=quantized.total if quantized is not None else sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         grad_bytes=grads,
         optimizer_state_bytes=grads * optimizer.state_per_param,
     )
 
 
-def _blocks(model: "nn.Module") -> dict[str, tuple[int, int]]:
-    """(params, trainable) per top-level child, and for the model's own parameters."""
+def _blocks(model: "nn.Module", packed: dict[int, int]) -> dict[str, tuple[int, int]]:
+    """(params, trainable) per top-level child, and for the model's own parameters; a quantized model's
+    children count their packed int8 values, which no gradient reaches."""
     out: dict[str, tuple[int, int]] = {}
     own = list(model.parameters(recurse=False))
     if own:
         out[ROOT] = (sum(p.numel() for p in own), sum(p.numel() for p in own if p.requires_grad))
     for name, child in model.named_children():
         ps = list(child.parameters())
-        out[name] = (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))
+        trainable = sum(p.numel() for p in ps if p.requires_grad)
+        out[name] = (sum(p.numel() for p in ps) + packed.get(id(child), 0), trainable)
     return out
 
 
@@ -154,18 +159,20 @@ def trainable(
 
     built = request.build(head=False)  # the head is replaced below, to report what it replaced
     module = built.module
+    quantized = quantized_params(module, built.spec.name if built.spec.source is Source.TORCHVISION else None)
+    packed = packed_by_module(module) if quantized is not None else {}
     # "before" is the model as shipped: a detection model's builder already freezes its first stages
     shipped = module if request.trainable_backbone_layers is None else \
         replace(request, trainable_backbone_layers=None).build(head=False).module
-    before = _snapshot(shipped, optimizer)
-    blocks_before = _blocks(shipped)
+    before = _snapshot(shipped, optimizer, quantized)
+    blocks_before = _blocks(shipped, packed)
 
     change = None
     if head_spec is not None:  # the head first, then the plan: as every command does (build.new_head)
         change = _change(new_head(built, head_spec))
     plan.apply(module)
-    after = _snapshot(module, optimizer)
-    blocks_after = _blocks(module)
+    after = _snapshot(module, optimizer, quantized)
+    blocks_after = _blocks(module, packed)
     rows = [
         BlockRow(n, blocks_before.get(n, (0, 0))[0], blocks_after.get(n, (0, 0))[0],
                  blocks_before.get(n, (0, 0))[1], blocks_after.get(n, (0, 0))[1])
@@ -191,7 +198,9 @@ def trainable(
         warnings=warnings,
         weights=built.weights.describe() if built.weights else None,
         inputs=[s.to_dict() for s in built.inputs],
-        notes=[n for n in [built.materialized, *built.head_notes, _backbone_note(request)] if n],
+        notes=[n for n in [built.materialized, *built.head_notes, _backbone_note(request),
+                           quantized and quantized.note("block rows")] if n],
+        packed_params=quantized.packed if quantized is not None else None,
     )
 
 

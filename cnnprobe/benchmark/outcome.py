@@ -13,6 +13,7 @@ from ..core.enums import Device, DType
 from ..core.errors import CnnprobeError, RunError
 from ..training.config import BenchConfig
 from . import regression
+from .int8 import checked_config
 from .result import Sweep
 from .sweep import parse_batches
 
@@ -68,7 +69,7 @@ def plan_bench(models: list[str], batch: str, config: BenchConfig, *, compare: s
     if compare is not None:
         baseline = regression.load_baseline(compare)
         regression.check_threshold(threshold)
-    config = config.replace(repeat=default_repeat(repeat, baseline, save))
+    config = checked_config(models, config.replace(repeat=default_repeat(repeat, baseline, save)))
     check_device(config.device)
     names = [resolve(m).name for m in models]  # an unknown name fails here, before timing
     if baseline is not None:

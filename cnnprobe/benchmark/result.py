@@ -140,6 +140,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     repeat: int = 1
     inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
+    int8: dict[str, Any] | None = None  # a quantized model's forward against its float twin's (benchmark.int8)
 
     def result(self, mode: str, frozen: bool | None = None) -> ModeResult | None:
         for r in self.results:
@@ -168,6 +169,8 @@ class BenchResult:
         data = asdict(self)
         data["frozen_saving"] = {m: s for m in ("forward_backward", "train_step")
                                  if (s := self.frozen_saving(m)) is not None}
+        if self.int8 is None:
+            data.pop("int8")  # a key only quantized models' runs have
         return data
 
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..analysis.flops import step_flops as count_steps
-from ..core.enums import Device, DType, Mode, Source
+from ..core.enums import Device, DType, Mode, Source, Task
 from ..core.errors import CnnprobeError, ForwardError, OutOfMemory
 from ..models.build import check_batch
+from ..models.quantized import quantized_params
 from ..models.request import ModelRequest
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
@@ -28,6 +29,7 @@ from ..training.config import BenchConfig, settings
 from ..training.devices import device_name, free_memory, is_oom
 from ..training.steps import plan, walk
 from .flops_peak import Peak, at_least, datasheet, measured
+from .int8 import NOTE, checked_config, float_twin, saving, twin_config
 from .prepared import Prepared
 from .result import BenchResult, ModeResult, merge_repeats
 from .runners import RUNNERS, BenchSetup, ModeRunner
@@ -105,7 +107,7 @@ class Bench:
             model=setup.built.name, source=setup.built.spec.source.value, device=setup.device, device_name=name,
             batch=self.batch, dtype=dtype, input_size=[self.batch, *setup.built.input_shape], threads=threads,
             inputs=[s.to_dict() for s in setup.built.inputs],
-            settings=settings(config, threads), peak=None, total_params=sum(p.numel() for p in setup.raw.parameters()),
+            settings=settings(config, threads), peak=None, total_params=self._total_params(),
         )
         sheet = (datasheet(name, dtype, bool(torch.backends.cuda.matmul.allow_tf32))
                  if setup.device == "cuda" else None)
@@ -120,6 +122,8 @@ class Bench:
             measured_mode.predicted_peak_bytes = predicted.get((step.mode.value, step.frozen))
             result.results.append(measured_mode)
             self._share(result, sheet)
+        if setup.built.spec.task is Task.QUANTIZED and setup.built.spec.source is Source.TORCHVISION:
+            self._against_float(result, on_phase)
         if setup.built.weights is not None:
             result.notes.append(setup.built.weights.describe())
         if setup.built.materialized:
@@ -129,6 +133,23 @@ class Bench:
         if config.compile and config.memory and setup.device == "cpu":
             result.notes.append("with --compile, peak memory is counted on the eager step")
         return result
+
+    def _total_params(self) -> int:
+        """The model's parameters; a quantized model's are its float twin's (models.quantized)."""
+        built, raw = self.setup.built, self.setup.raw
+        assert built is not None and raw is not None
+        spec = built.spec
+        quantized = quantized_params(raw, spec.name if spec.source is Source.TORCHVISION else None)
+        return quantized.total if quantized is not None else sum(p.numel() for p in raw.parameters())
+
+    def _against_float(self, result: BenchResult, on_phase: Callable[[str], None] | None) -> None:
+        """A quantized model's forward pass against its float twin's, timed right after at the same batch."""
+        twin = float_twin(result.model)
+        if twin is None:
+            return
+        found = saving(result, run_once(twin, self.batch, twin_config(self.config), on_phase))
+        result.int8 = found.to_dict() if found is not None else None
+        result.notes.append(NOTE.format(twin=twin))
 
     def _measure(self, runner: ModeRunner) -> ModeResult:
         try:
@@ -219,6 +240,7 @@ def bench(model: "str | nn.Module | ModelRequest", batch: int = 1, config: Bench
     if target is None:
         raise TypeError("bench() needs a model")
     check_batch(batch)
+    config = checked_config([target], config)
     later = config.replace(predict=False)  # the prediction is the same in every repeat; the first run's is kept
     prepared = Prepared(target, config)
     return merge_repeats([run_once(target, batch, config if i == 0 else later, prepared=prepared)

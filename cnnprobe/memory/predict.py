@@ -36,6 +36,7 @@ from ..core.search import search_batch
 from ..models.build import Built, check_batch, check_depth
 from ..models.freezing import freeze_batchnorm
 from ..models.meta import paused_gc
+from ..models.quantized import quantized_name
 from ..models.request import FreezePlan, ModelRequest, RequestOptions, requested
 from ..trace.failures import explain_failure
 from ..training.config import BenchConfig
@@ -337,6 +338,9 @@ def memory(model: "str | nn.Module | ModelRequest", *, plan: FreezePlan | None =
     limit = parse_budget(budget) if budget is not None else None
     if request.model is None:
         raise TypeError("memory() needs a model")
+    if (quantized := quantized_name(request.model)) is not None:
+        raise UsageError(f"cannot predict {quantized}'s memory: its int8 kernels run on packed weights, which fake "
+                         f"tensors cannot hold; measure its forward pass with `cnnprobe bench {quantized}`")
     predictor = Predictor(request.model, config, freeze_bn=freeze_bn)
     report = predictor.at(request.batch)
     if limit is not None:

@@ -14,12 +14,13 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from ..core import cache
-from ..core.enums import Source
+from ..core.enums import Source, Task
 from ..core.errors import ForwardError, HeadError, InputSizeError, UsageError
 from . import backbone, meta, taskheads
 from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
+from .quantized import float_model_name, is_quantized, registered_params
 from .registry import ModelSpec, resolve
 from .tasks import arguments, task_sizes
 
@@ -194,6 +195,10 @@ def new_head(built: Built, spec: HeadSpec, *,
     it trainable: a detection, segmentation or video model's task heads as torchvision's fine-tuning recipes
     replace them (models/taskheads), a classifier's final layer (or, with `replace=False`, the one the builder
     made at that width). Returns (name, old, new) for each head replaced."""
+    if is_quantized(built.module):
+        twin = float_model_name(built.name)
+        raise HeadError(f"{built.name} is quantized: its int8 layers take no new head and no training; fine-tune "
+                        f"its float model{f' ({twin})' if twin else ''} and quantize that")
     module = built.module
     recipe = taskheads.recipe_for(module)
     layers = not (len(spec.layers) == 1 and spec.layers[0].kind == "linear")  # more than a width
@@ -334,10 +339,15 @@ def param_counts(specs: list[ModelSpec]) -> dict[str, int]:
     missing = [s for s in specs if s.qualified not in counts]
     with meta.paused_gc():
         for s in missing:
-            counts[s.qualified] = sum(p.numel() for p in build_model(s).module.parameters())
+            counts[s.qualified] = (registered_params(s.name) if _quantized(s)
+                                   else sum(p.numel() for p in build_model(s).module.parameters()))
     if missing:
         cache.store(COUNTS, {keys[s.qualified]: counts[s.qualified] for s in missing})
     return counts
+
+
+def _quantized(spec: ModelSpec) -> bool:
+    return spec.task is Task.QUANTIZED and spec.source is Source.TORCHVISION
 
 
 def _builder_version(spec: ModelSpec) -> str:
@@ -345,7 +355,8 @@ def _builder_version(spec: ModelSpec) -> str:
     (how a task's model is built as shipped changes its count: FrozenBatchNorm2d, quantization)."""
     source = _source_digest()
     if spec.source is Source.TORCHVISION:
-        return f"torchvision {torchvision.__version__} cnnprobe {source}"
+        twin = " float twin" if _quantized(spec) else ""  # a quantized model counts its float twin (models.quantized)
+        return f"torchvision {torchvision.__version__}{twin} cnnprobe {source}"
     return f"cnnprobe {source}"
 
 

@@ -42,6 +42,7 @@ def bench_lines(sweep: Sweep) -> list[Any]:
     pieces = header_lines(sweep.runs[0], several)
     pieces.append(timing_table(sweep, several, frozen_any))
     pieces += freezing_lines(sweep)
+    pieces += int8_lines(sweep)
     line = memory_line(sweep.runs[0]) if not several else None
     if line is not None:
         pieces.append(line)
@@ -50,6 +51,20 @@ def bench_lines(sweep: Sweep) -> list[Any]:
     pieces.append(_footnote(results))
     pieces += [Text(f"--batch auto: {model} fits batch {batch}") for model, batch in sweep.auto.items()]
     return pieces + note_lines(sorted({n for run in sweep.runs for n in run.notes}))
+
+
+def int8_lines(sweep: Sweep) -> list[Any]:
+    """What int8 saves: each quantized run's forward pass against its float twin's."""
+    lines = []
+    for run in sweep.runs:
+        q = run.int8
+        if not q:
+            continue
+        faster = f"{q['speedup']:.2f}× as fast" if q["speedup"] >= 1 else f"{1 / q['speedup']:.2f}× slower"
+        lines.append(Text(f"int8 vs float32: {run.model} b{run.batch} forward {ms(q['int8_median_ms'])} ms, "
+                          f"{q['float_model']} {ms(q['float_median_ms'])} ms{'!' if q['float_noisy'] else ''}: "
+                          f"int8 runs {faster}"))
+    return lines
 
 
 def _switches(first: BenchResult) -> list[str]:

@@ -42,8 +42,11 @@ def _totals(s: Summary) -> Table:
     totals.add_row("total params", count(s.total_params), "")
     totals.add_row("trainable params", count(s.trainable_params), "")
     totals.add_row("non-trainable params", count(s.non_trainable_params), "")
-    totals.add_row("param memory", nbytes(s.param_bytes), f"+ {nbytes(s.buffer_bytes)} of buffers" if s.buffer_bytes
-                   else "")
+    if s.packed_params is not None:
+        totals.add_row("packed int8 values", count(s.packed_params), "quantized weights and biases, BatchNorm folded")
+    totals.add_row("param memory", nbytes(s.param_bytes), ("int8 weights, float biases; " if s.packed_params is not None
+                                                           else "")
+                   + (f"+ {nbytes(s.buffer_bytes)} of buffers" if s.buffer_bytes else ""))
     totals.add_row("activations (est.)", nbytes(s.activation_bytes), "leaf-layer outputs of one forward pass")
     totals.add_row("MACs", macs(s.macs), f"FLOPs = 2 × MACs = {macs(s.flops)}")
     return totals

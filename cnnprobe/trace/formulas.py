@@ -51,3 +51,7 @@ def convolution_backward(grad_out: Any, x: Any, w: Any, bias_sizes: Any, stride:
 
 # Keyed by overload packet, as torch's registry is.
 FORMULAS: dict[Any, Any] = {**flop_registry, aten.convolution_backward: convolution_backward}
+
+from .quantized import QUANTIZED_FORMULAS  # noqa: E402 - int8 convolutions and linears (trace/quantized.py)
+
+FORMULAS.update(QUANTIZED_FORMULAS)
