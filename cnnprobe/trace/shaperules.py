@@ -70,7 +70,7 @@ def _broadcast(a: torch.Size, b: torch.Size) -> list[int] | None:
         y = b[-i] if i <= len(b) else 1
         if x != y and 1 not in (x, y):
             return None
-        out.append(max(x, y) if 1 in (x, y) else x)
+        out.append(y if x == 1 else x)  # a 1 broadcasts to the other size, 0 included
     return out[::-1]
 
 
@@ -184,3 +184,27 @@ def _mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         s for i, s in enumerate(x.shape) if i not in dims
     ]
     return x.new_empty(shape)
+
+
+@_rule("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+       "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d", "upsample_bilinear2d",
+       "upsample_bicubic2d", "upsample_trilinear3d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa")
+def _upsample(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The default overloads state the output size (the `.vec` ones, which may give scales instead, decompose
+    into them). torch's bicubic meta kernel is a Python decomposition: a quarter of a second per call."""
+    x, size = args[0], args[1] if len(args) > 1 else kwargs.get("output_size")
+    if not isinstance(size, (list, tuple)) or len(size) != x.dim() - 2 or any(int(s) <= 0 for s in size):
+        return None
+    if len(args) > 2 and isinstance(args[2], (list, tuple)):  # a .vec overload: scale factors, not sizes
+        return None
+    return x.new_empty((*x.shape[:2], *(int(s) for s in size)))
+
+
+@_rule("grid_sampler_2d", "grid_sampler_3d")
+def _grid_sampler(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, grid = args[0], args[1]
+    if not _plain(grid) or grid.dtype != x.dtype or grid.dim() != x.dim() or grid.shape[0] != x.shape[0]:
+        return None
+    if grid.shape[-1] != x.dim() - 2:
+        return None
+    return x.new_empty((x.shape[0], x.shape[1], *grid.shape[1:-1]))
