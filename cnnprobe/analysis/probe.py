@@ -32,6 +32,11 @@ class Probe:
     def input_size(self) -> list[int]:
         return [self.batch, *self.built.input_shape]
 
+    @property
+    def notes(self) -> list[str]:
+        """The build's notes, then the pass's (selections answered on meta, MACs counted apart)."""
+        return [*self.built.notes, *self.tracer.notes()]
+
 
 Run = Callable[[torch.nn.Module, tuple[Any, ...]], Any]  # (module, the call's arguments) -> anything
 

@@ -173,7 +173,7 @@ def summarize(probe: "Probe", depth: int) -> Summary:
                                   c.index, counts.get(id(c.module), 1)))
     layers += _uncalled(module, tracer, infos, scripted)
     all_params = list(module.parameters())
-    notes = list(probe.built.notes)
+    notes = list(probe.notes)
     unseen = [r.name for r in layers if r.call == 0]
     if unseen:
         notes.append(f"not called in this pass: {first_few(unseen)} (listed last, with their parameters)")

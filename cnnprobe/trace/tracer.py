@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..core.formatting import macs
 from . import datadependent
 from .formulas import FORMULAS, SEPARATE
 from .shaperules import RULES
@@ -239,6 +240,18 @@ class Tracer:
     @property
     def backward_flops(self) -> int:
         return sum(self.backward_flops_by_op.values())
+
+    def notes(self) -> list[str]:
+        """What a reader of this pass's figures must know: selections answered on meta, and the MACs counted
+        apart from the total."""
+        notes = []
+        if self.bounded:
+            answered = sorted({datadependent.LABELS.get(op, op) for op in self.bounded})
+            notes.append(f"{datadependent.NOTE} (answered on meta: {', '.join(answered)})")
+        if self.separate_flops_by_op:
+            listed = ", ".join(f"{op} {macs(f // 2)}" for op, f in self.separate_flops_by_op.most_common())
+            notes.append(f"MACs counted apart from the total, as torchvision's `_ops` leaves them out: {listed}")
+        return notes
 
     def failed_call(self) -> Call | None:
         """The innermost module that started but did not finish."""
