@@ -74,13 +74,36 @@ def _broadcast(a: torch.Size, b: torch.Size) -> list[int] | None:
     return out[::-1]
 
 
-@_rule("add", "mul", "sub", "div")
+def _keeps_dtype(x: torch.Tensor, scalar: Any) -> bool:
+    """Whether `x op scalar` keeps x's dtype (for add, sub, mul; true division only sees float tensors): a
+    float tensor with any number; an integer tensor (not bool or uint8) with an integer."""
+    if isinstance(scalar, bool) or not isinstance(scalar, (int, float)):
+        return False
+    if x.is_floating_point():
+        return True
+    return isinstance(scalar, int) and x.dtype not in (torch.bool, torch.uint8) and not x.is_complex()
+
+
+@_rule("gt", "lt", "ge", "le", "eq", "ne")
+def _comparison(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A truth value per element of the broadcast shape. torch's meta kernels for these run through Python
+    references: a mask pasted per detection costs dozens of them."""
+    x, y = args[0], args[1]
+    if isinstance(y, (int, float)) and not isinstance(y, bool):
+        return torch.empty_like(x, dtype=torch.bool)
+    if not _plain(y) or y.dtype != x.dtype:
+        return None
+    shape = _broadcast(x.shape, y.shape)
+    return None if shape is None else x.new_empty(shape, dtype=torch.bool)
+
+
+@_rule("add", "mul", "sub")
 def _elementwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, y = args[0], args[1]
     if kwargs.get("rounding_mode"):
         return None
     if not isinstance(y, torch.Tensor):
-        return torch.empty_like(x) if x.is_floating_point() and isinstance(y, (int, float)) else None
+        return torch.empty_like(x) if _keeps_dtype(x, y) else None
     if not _plain(y) or y.dtype != x.dtype:
         return None
     shape = _broadcast(x.shape, y.shape)
@@ -89,6 +112,13 @@ def _elementwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if list(x.shape) == shape:
         return torch.empty_like(x)
     return torch.empty_like(y) if list(y.shape) == shape else x.new_empty(shape)
+
+
+@_rule("div")
+def _true_division(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if kwargs.get("rounding_mode") or not args[0].is_floating_point():
+        return None
+    return _elementwise(args, kwargs)
 
 
 @_rule("add_", "mul_", "sub_", "div_")
