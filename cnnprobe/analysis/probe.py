@@ -45,7 +45,10 @@ def _forward(built: Built, xs: tuple[torch.Tensor, ...], run: Run, fast: bool = 
     module = built.module
     was_training = module.training
     module.eval()
-    tracer = Tracer(module, fast_meta=fast and built.device == "meta")
+    # a registered model's value reads are known (torchvision's selections): answered on meta; a user's model
+    # that reads values runs for real instead, where its branches see real numbers
+    answers = built.spec.source in (Source.TORCHVISION, Source.CNNPROBE)
+    tracer = Tracer(module, fast_meta=fast and built.device == "meta", data_dependent=answers)
     try:
         with tracer, torch.no_grad(), no_mha_fastpath():
             extra = run(module, built.arguments(xs))

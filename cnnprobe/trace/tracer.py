@@ -130,8 +130,9 @@ class Tracer:
     Use as a context manager around one or more forward (and backward) passes.
     """
 
-    def __init__(self, model: nn.Module, *, fast_meta: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, fast_meta: bool = True, data_dependent: bool = True) -> None:
         self.fast_meta = fast_meta
+        self.data_dependent = data_dependent  # answer value-dependent operators on meta (`datadependent`)
         self.aliases: dict[int, list[str]] = {}  # every path a module is registered under, first first
         for name, m in model.named_modules(remove_duplicate=False):
             self.aliases.setdefault(id(m), []).append(name)
@@ -201,7 +202,7 @@ class Tracer:
         if info.metadata:
             return NotImplemented
         out = None
-        if info.bounded:
+        if info.bounded and self.data_dependent:
             out = datadependent.answer(func, args, kwargs)
             if out is not None:
                 self.bounded[info.name] += 1
