@@ -6,6 +6,8 @@ the seconds and the peak memory added. Jobs:
 
 - `summary`: `cnnprobe.summary(MODEL)` (built on meta, torchinfo and the tracer in one pass);
 - `flops`: `cnnprobe.flops(MODEL)`;
+- `build`: the model built for real on the CPU, weights allocated, and nothing else (the least a real
+  inspection costs);
 - `real`: what inspection costs without meta: build the model for real and call torchinfo;
 - `fvcore`, `flopcountermode`: the other counters, on real tensors as they need or are used.
 
@@ -46,6 +48,9 @@ if job == "summary":
 elif job == "flops":
     import cnnprobe
     gmacs = cnnprobe.flops(model).macs / 1e9
+elif job == "build":  # the least a real inspection costs: the model built with its weights on the CPU
+    m, x = real()
+    gmacs = None
 elif job == "real":  # inspection without meta: real weights, then torchinfo
     import torchinfo
     m, x = real()
@@ -72,7 +77,7 @@ print(json.dumps({"seconds": seconds, "peak_mib": max(0, peak - base_rss) / 2**2
                   "import_seconds": base_t - t0, "gmacs": gmacs}))
 """
 
-JOBS = ("summary", "flops", "real", "fvcore", "flopcountermode")
+JOBS = ("summary", "flops", "build", "real", "fvcore", "flopcountermode")
 
 
 @dataclass

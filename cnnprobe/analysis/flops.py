@@ -8,7 +8,12 @@ Conventions, stated everywhere a number is shown:
 - counted: convolutions, matrix products and attention, with the formulas of
   `torch.utils.flop_counter`. Normalisation, activations, pooling and
   elementwise arithmetic are listed as not counted, as torchvision's figures
-  leave them out too.
+  leave them out too;
+- counted apart (`separate_by_operator`, and a note): RoIAlign, interpolation
+  and `grid_sampler`, which multiply-accumulate but which torchvision's `_ops`
+  leaves out, so that `macs` stays comparable with it;
+- on meta, data-dependent selections (a detection model's thresholds, NMS)
+  keep every candidate up to the model's caps (`trace/datadependent`).
 
 The default engine counts on the meta device: no weights, no arithmetic, the
 same for a LeNet and a 1-TFLOP ViT-H. `counter="fvcore"` runs fvcore instead,
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 import torch
 
-from ..core.enums import Counter
+from ..core.enums import Counter, Source
 from ..core.errors import CnnprobeError, ForwardError, InputSizeError, PatternError, UsageError
 from ..core.formatting import shape
 from ..models.build import Built, check_batch, check_depth, rebuild
@@ -36,6 +41,7 @@ from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.devices import is_oom
 from ..training.recipe import training_loss
+from . import parity
 from .probe import no_mha_fastpath, probe
 from .summary import FLOPS_CONVENTION
 
@@ -83,6 +89,9 @@ class FlopReport:
     notes: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)  # every input: shape without batch, dtype
     task: str = "classification"  # core.enums.Task
+    # operators with a formula whose MACs are not in `macs`, as torchvision's `_ops` leaves them out
+    # (roi_align, interpolation, grid_sampler); their shares are of their own sum
+    separate_by_operator: list[OperatorFlops] = field(default_factory=list)
 
     @property
     def flops(self) -> int:
@@ -131,15 +140,18 @@ def _operators(flops_by_op: dict[str, int]) -> list[OperatorFlops]:
     return [OperatorFlops(op, f // 2, f / total) for op, f in ordered]
 
 
-# the total, the rows by module, the operators and what was not counted
-_Forward = tuple[int, list["ModuleFlops"], list["OperatorFlops"], dict[str, int], Built]
+# the total, the rows by module, the operators, what was not counted, the build, the operators counted apart
+# from the total (torchvision's `_ops` leaves them out) and the pass's notes
+_Forward = tuple[int, list["ModuleFlops"], list["OperatorFlops"], dict[str, int], Built, list["OperatorFlops"],
+                 list[str]]
 
 
 def _torch_forward(built: Built, batch: int, depth: int) -> _Forward:
     p = probe(built, batch)
     t = p.tracer
     rows = [ModuleFlops(c.name, c.type, c.depth, c.flops // 2) for c in t.calls if 0 < c.depth <= depth and c.done]
-    return t.total_flops // 2, rows, _operators(dict(t.flops_by_op)), dict(t.uncounted.most_common()), p.built
+    return (t.total_flops // 2, rows, _operators(dict(t.flops_by_op)), dict(t.uncounted.most_common()), p.built,
+            _operators(dict(t.separate_flops_by_op)), t.notes())
 
 
 def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFlops]]:
@@ -207,7 +219,7 @@ def _fvcore_forward(built: Built, batch: int, depth: int) -> _Forward:
     rows = [ModuleFlops(n, types.get(n, "?"), n.count(".") + 1, int(v)) for n, v in by_module.items()
             if n and n.count(".") + 1 <= depth]
     ops = _operators({k: 2 * int(v) for k, v in by_op.items()})  # fvcore counts one per MAC
-    return total, rows, ops, unsupported, built
+    return total, rows, ops, unsupported, built, [], []
 
 
 def flops(
@@ -243,10 +255,13 @@ def flops(
                              "there is no backward pass to count; drop --backward")
         plan.apply(built.module)  # a pattern that matches nothing fails here, before any counting
         engine = _fvcore_forward if counter is Counter.FVCORE else _torch_forward
-        macs, rows, ops, uncounted, built = engine(built, batch, depth)
+        macs, rows, ops, uncounted, built, separate, pass_notes = engine(built, batch, depth)
         plan.apply(built.module)  # the engine may have rebuilt the model (fvcore, or the CPU fallback)
         train_macs, backward_macs, backward_ops = _torch_backward(built, batch) if backward else (None, None, [])
-    notes = list(built.notes)
+    notes = [*built.notes, *pass_notes]
+    why = parity.exception(built.name) if built.spec.source is Source.TORCHVISION else None
+    if why is not None:
+        notes.append(f"torchvision's `_ops` at the default input differs: {why.describe()}")
     if counter is Counter.FVCORE:
         notes.append("fvcore counts one per multiply-accumulate, adds normalisation, pooling and upsampling "
                      "(one per element), and skips operators it has no handle for, listed as not counted")
@@ -269,6 +284,7 @@ def flops(
         published_gmacs=built.spec.published_gmacs,
         device=built.device,
         notes=notes,
+        separate_by_operator=separate,
     )
 
 
@@ -282,7 +298,8 @@ def step_flops(built: Built, batch: int, plan: FreezePlan, *, training: bool) ->
     and the train-mode forward with its backward, all trainable and, with a plan, frozen. The build's
     module is frozen here: give a copy."""
     with paused_gc():
-        macs, _, _, _, built = _torch_forward(built, batch, 0)
+        counted = _torch_forward(built, batch, 0)
+        macs, built = counted[0], counted[4]
         if not training:
             return {"forward": 2 * macs}
         out: dict[str, int | None] = {"forward": 2 * macs, "train": _train_flops(built, batch), "train_frozen": None}

@@ -32,6 +32,11 @@ class Probe:
     def input_size(self) -> list[int]:
         return [self.batch, *self.built.input_shape]
 
+    @property
+    def notes(self) -> list[str]:
+        """The build's notes, then the pass's (selections answered on meta, MACs counted apart)."""
+        return [*self.built.notes, *self.tracer.notes()]
+
 
 Run = Callable[[torch.nn.Module, tuple[Any, ...]], Any]  # (module, the call's arguments) -> anything
 
@@ -40,7 +45,10 @@ def _forward(built: Built, xs: tuple[torch.Tensor, ...], run: Run, fast: bool = 
     module = built.module
     was_training = module.training
     module.eval()
-    tracer = Tracer(module, fast_meta=fast and built.device == "meta")
+    # a registered model's value reads are known (torchvision's selections): answered on meta; a user's model
+    # that reads values runs for real instead, where its branches see real numbers
+    answers = built.spec.source in (Source.TORCHVISION, Source.CNNPROBE)
+    tracer = Tracer(module, fast_meta=fast and built.device == "meta", data_dependent=answers)
     try:
         with tracer, torch.no_grad(), no_mha_fastpath():
             extra = run(module, built.arguments(xs))

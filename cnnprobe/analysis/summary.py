@@ -180,7 +180,7 @@ def summarize(probe: "Probe", depth: int) -> Summary:
                                   c.index, counts.get(id(c.module), 1)))
     layers += _uncalled(module, tracer, infos, scripted, packed)
     all_params = list(module.parameters())
-    notes = list(probe.built.notes)
+    notes = list(probe.notes)
     if quantized is not None:
         notes.append(quantized.note())
     unseen = [r.name for r in layers if r.call == 0]

@@ -15,13 +15,17 @@ from ..core.enums import Task
 from ..core.errors import InputSizeError
 from .inputs import InputSpec, given_sizes
 
-# The inputs of each task's published figures (torchvision's `_ops`): a detection model is given one image,
-# which its own transform resizes; video clips are 16 frames; optical flow takes two images.
+# The inputs of each task's published figures (torchvision's `_ops`, computed by the script of PR
+# pytorch/vision#6936 on one square image passed through the weights' own transforms): a detection model's
+# transform resizes a square image to 800×800 (SSD: 300, SSDlite: 320); segmentation weights resize it to
+# 520; video clips are 16 frames at the weights' crop; optical flow takes two 512×512 images, untouched
+# by its transform (both RAFTs' `_ops` are reproduced to the last published digit there, not at the
+# weights' 520×960 evaluation size, which counts twice as much).
 DETECTION_SIDES = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}
 DETECTION_SIDE = 800
 SEGMENTATION_SIDE = 520
 VIDEO_FRAMES = 16
-FLOW_SIZE = (520, 960)
+FLOW_SIZE = (512, 512)
 
 
 def default_inputs(task: Task, name: str, crop: int) -> tuple[InputSpec, ...]:

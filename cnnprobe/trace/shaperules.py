@@ -70,17 +70,40 @@ def _broadcast(a: torch.Size, b: torch.Size) -> list[int] | None:
         y = b[-i] if i <= len(b) else 1
         if x != y and 1 not in (x, y):
             return None
-        out.append(max(x, y) if 1 in (x, y) else x)
+        out.append(y if x == 1 else x)  # a 1 broadcasts to the other size, 0 included
     return out[::-1]
 
 
-@_rule("add", "mul", "sub", "div")
+def _keeps_dtype(x: torch.Tensor, scalar: Any) -> bool:
+    """Whether `x op scalar` keeps x's dtype (for add, sub, mul; true division only sees float tensors): a
+    float tensor with any number; an integer tensor (not bool or uint8) with an integer."""
+    if isinstance(scalar, bool) or not isinstance(scalar, (int, float)):
+        return False
+    if x.is_floating_point():
+        return True
+    return isinstance(scalar, int) and x.dtype not in (torch.bool, torch.uint8) and not x.is_complex()
+
+
+@_rule("gt", "lt", "ge", "le", "eq", "ne")
+def _comparison(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A truth value per element of the broadcast shape. torch's meta kernels for these run through Python
+    references: a mask pasted per detection costs dozens of them."""
+    x, y = args[0], args[1]
+    if isinstance(y, (int, float)) and not isinstance(y, bool):
+        return torch.empty_like(x, dtype=torch.bool)
+    if not _plain(y) or y.dtype != x.dtype:
+        return None
+    shape = _broadcast(x.shape, y.shape)
+    return None if shape is None else x.new_empty(shape, dtype=torch.bool)
+
+
+@_rule("add", "mul", "sub")
 def _elementwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, y = args[0], args[1]
     if kwargs.get("rounding_mode"):
         return None
     if not isinstance(y, torch.Tensor):
-        return torch.empty_like(x) if x.is_floating_point() and isinstance(y, (int, float)) else None
+        return torch.empty_like(x) if _keeps_dtype(x, y) else None
     if not _plain(y) or y.dtype != x.dtype:
         return None
     shape = _broadcast(x.shape, y.shape)
@@ -89,6 +112,13 @@ def _elementwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if list(x.shape) == shape:
         return torch.empty_like(x)
     return torch.empty_like(y) if list(y.shape) == shape else x.new_empty(shape)
+
+
+@_rule("div")
+def _true_division(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if kwargs.get("rounding_mode") or not args[0].is_floating_point():
+        return None
+    return _elementwise(args, kwargs)
 
 
 @_rule("add_", "mul_", "sub_", "div_")
@@ -184,3 +214,27 @@ def _mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         s for i, s in enumerate(x.shape) if i not in dims
     ]
     return x.new_empty(shape)
+
+
+@_rule("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+       "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d", "upsample_bilinear2d",
+       "upsample_bicubic2d", "upsample_trilinear3d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa")
+def _upsample(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The default overloads state the output size (the `.vec` ones, which may give scales instead, decompose
+    into them). torch's bicubic meta kernel is a Python decomposition: a quarter of a second per call."""
+    x, size = args[0], args[1] if len(args) > 1 else kwargs.get("output_size")
+    if not isinstance(size, (list, tuple)) or len(size) != x.dim() - 2 or any(int(s) <= 0 for s in size):
+        return None
+    if len(args) > 2 and isinstance(args[2], (list, tuple)):  # a .vec overload: scale factors, not sizes
+        return None
+    return x.new_empty((*x.shape[:2], *(int(s) for s in size)))
+
+
+@_rule("grid_sampler_2d", "grid_sampler_3d")
+def _grid_sampler(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, grid = args[0], args[1]
+    if not _plain(grid) or grid.dtype != x.dtype or grid.dim() != x.dim() or grid.shape[0] != x.shape[0]:
+        return None
+    if grid.shape[-1] != x.dim() - 2:
+        return None
+    return x.new_empty((x.shape[0], x.shape[1], *grid.shape[1:-1]))

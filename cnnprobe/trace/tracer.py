@@ -5,7 +5,9 @@ A TorchDispatchMode sees every aten operator. Operators with a formula in
 formulas, corrected where they are wrong) are counted with that formula and attributed to the innermost module running;
 every other operator with arithmetic is recorded as *not counted*, never
 silently dropped. Global module hooks keep the stack of running modules, so a
-failing forward pass names the layer it failed in.
+failing forward pass names the layer it failed in. Operators whose output
+size depends on tensor values (nonzero, nms, unique, item) are answered on
+meta by `datadependent`, so a detection model runs there too, to its caps.
 
 On meta tensors some shape-trivial operators (BatchNorm, activations,
 same-shape elementwise arithmetic) are answered by `shaperules` directly:
@@ -24,7 +26,9 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .formulas import FORMULAS
+from ..core.formatting import macs
+from . import datadependent
+from .formulas import FORMULAS, SEPARATE
 from .shaperules import RULES
 
 aten = torch.ops.aten
@@ -42,6 +46,10 @@ _NO_ARITHMETIC = {
     "where", "split_copy", "unbind_copy", "slice_copy", "select_copy", "_reshape_copy",
     "native_dropout", "bernoulli", "bernoulli_", "copy", "_assert_tensor_metadata", "sym_size", "sym_numel",
     "sym_stride", "sym_storage_offset", "_has_compatible_shallow_copy_type",
+    # selections and scatters (see `datadependent` for their answers on meta), and nearest-neighbour resizing
+    "nonzero", "nonzero_numpy", "argwhere", "masked_select", "index_put", "index_put_", "_unique2", "_unique",
+    "unique_dim", "unique_consecutive", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
+    "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
 }
 _METADATA = {
     aten.is_contiguous.default, aten.is_contiguous.memory_format, aten.is_strides_like_format.default,
@@ -61,6 +69,8 @@ class _OpInfo:
     arithmetic: bool
     metadata: bool
     rule: Any
+    bounded: bool  # data-dependent: on meta, `datadependent` answers it
+    separate: bool  # its formula's MACs are kept apart from the total (torchvision's `_ops` leaves them out)
 
 
 _INFO: dict[Any, _OpInfo] = {}
@@ -71,14 +81,16 @@ def _info(func: Any) -> _OpInfo:
     if info is None:
         packet = getattr(func, "_overloadpacket", None)
         name = packet.__name__ if packet is not None else str(func)
-        formula = FORMULAS.get(packet) if packet is not None else None
+        separate = packet is not None and packet in SEPARATE
+        formula = (SEPARATE.get(packet) or FORMULAS.get(packet)) if packet is not None else None
         key = torch._C.DispatchKey.CompositeImplicitAutograd
-        decomposable = formula is None and func is not torch.ops.prim.device.default and (
+        bounded = func in datadependent.ANSWERS
+        decomposable = formula is None and not bounded and func is not torch.ops.prim.device.default and (
             key in getattr(func, "py_kernels", {})
             or (hasattr(func, "name") and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key))
         )
         info = _OpInfo(name, formula, decomposable, name not in _NO_ARITHMETIC, func in _METADATA,
-                       RULES.get(func))
+                       RULES.get(func), bounded, separate)
         _INFO[func] = info
     return info
 
@@ -118,8 +130,9 @@ class Tracer:
     Use as a context manager around one or more forward (and backward) passes.
     """
 
-    def __init__(self, model: nn.Module, *, fast_meta: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, fast_meta: bool = True, data_dependent: bool = True) -> None:
         self.fast_meta = fast_meta
+        self.data_dependent = data_dependent  # answer value-dependent operators on meta (`datadependent`)
         self.aliases: dict[int, list[str]] = {}  # every path a module is registered under, first first
         for name, m in model.named_modules(remove_duplicate=False):
             self.aliases.setdefault(id(m), []).append(name)
@@ -128,9 +141,12 @@ class Tracer:
         self.calls: list[Call] = []
         self.stack: list[Call] = []
         self.flops_by_op: Counter[str] = Counter()
+        self.separate_flops_by_op: Counter[str] = Counter()  # formulas kept out of the total: see formulas.SEPARATE
         self.uncounted: Counter[str] = Counter()
+        self.bounded: Counter[str] = Counter()  # data-dependent operators answered on meta, with calls
         self.backward = False
         self.backward_flops_by_op: Counter[str] = Counter()
+        self.separate_backward_flops_by_op: Counter[str] = Counter()
         self._handles: list[Any] = []
         self._mode = _Dispatch(self)
 
@@ -186,7 +202,11 @@ class Tracer:
         if info.metadata:
             return NotImplemented
         out = None
-        if info.rule is not None and self.fast_meta and not self.backward:
+        if info.bounded and self.data_dependent:
+            out = datadependent.answer(func, args, kwargs)
+            if out is not None:
+                self.bounded[info.name] += 1
+        if out is None and info.rule is not None and self.fast_meta and not self.backward:
             out = info.rule(args, kwargs)
         if out is None:
             if info.decomposable:
@@ -196,7 +216,11 @@ class Tracer:
                     return decomposed
             out = func(*args, **kwargs)
         if info.formula is not None:
-            self._count(info.name, int(info.formula(*args, **kwargs, out_val=out)))
+            flops = int(info.formula(*args, **kwargs, out_val=out))
+            if info.separate:
+                (self.separate_backward_flops_by_op if self.backward else self.separate_flops_by_op)[info.name] += flops
+            else:
+                self._count(info.name, flops)
         elif info.arithmetic:
             self.uncounted[info.name] += 1
         return out
@@ -217,6 +241,18 @@ class Tracer:
     @property
     def backward_flops(self) -> int:
         return sum(self.backward_flops_by_op.values())
+
+    def notes(self) -> list[str]:
+        """What a reader of this pass's figures must know: selections answered on meta, and the MACs counted
+        apart from the total."""
+        notes = []
+        if self.bounded:
+            answered = sorted({datadependent.LABELS.get(op, op) for op in self.bounded})
+            notes.append(f"{datadependent.NOTE} (answered on meta: {', '.join(answered)})")
+        if self.separate_flops_by_op:
+            listed = ", ".join(f"{op} {macs(f // 2)}" for op, f in self.separate_flops_by_op.most_common())
+            notes.append(f"MACs counted apart from the total, as torchvision's `_ops` leaves them out: {listed}")
+        return notes
 
     def failed_call(self) -> Call | None:
         """The innermost module that started but did not finish."""
