@@ -30,11 +30,13 @@ from ..models.build import Built, check_batch, check_depth, rebuild
 from ..models.freezing import FreezePlan
 from ..models.inputs import InputSpec
 from ..models.meta import paused_gc
+from ..models.tasks import takes_targets
 from ..models.request import ModelRequest, RequestOptions, requested
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.devices import is_oom
-from ..training.recipe import training_loss
+from ..training.recipe import task_loss
+from ..training.targets import make_targets
 from .probe import no_mha_fastpath, probe
 from .summary import FLOPS_CONVENTION
 
@@ -148,11 +150,13 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFl
     module = built.module
     was_training = module.training
     module.train()
-    xs = built.example_inputs(batch)
+    xs = built.example_inputs(batch, random=True)
+    targets = make_targets(built, xs)
     tracer = Tracer(module, fast_meta=False)
     try:
         with tracer, torch.enable_grad():
-            loss = training_loss(module(*xs))
+            loss = task_loss(built.spec.task, module(*built.arguments(xs, targets if takes_targets(built.spec.task)
+                                                                      else None)), targets)
             tracer.backward = True
             if loss.requires_grad:
                 loss.backward()

@@ -41,6 +41,7 @@ from ..trace.failures import explain_failure
 from ..training.config import BenchConfig
 from ..training.setup import BenchSetup
 from ..training.steps import STEPS, plan, walk
+from ..training.targets import make_targets
 from .count import count_step
 from .tracker import MemoryPeak
 from .workspace import TIME_LIMIT_S, calibrate, with_workspace
@@ -222,7 +223,7 @@ class Predictor:
         with paused_gc(), FakeTensorMode(allow_non_fake_inputs=False):
             module = _to_fake(module, "cpu")
             inputs = tuple(spec.make(batch, "cpu", random=True) for spec in built.inputs)
-            target = torch.randint(0, 1000, (batch,))
+            target = make_targets(built, inputs)
             setup = BenchSetup.assembled(built, module, inputs, target, run_config, batch, device="cpu",
                                          foreach=True if self.cuda else None, round_to=CUDA_ROUND if self.cuda else 1)
             for step in walk(setup, plan(run_config, wanted, compare=compare_freezing)):
