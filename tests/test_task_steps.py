@@ -205,3 +205,13 @@ def test_memory_of_a_detection_model_names_the_operator(cli):
     run = cli("memory", DETECTION[0], "--input-size", DETECTION[1], "--batch", "1", "--mode", "train_step")
     line = one_error_line(run)
     assert run.exit_code != 0 and "aten._local_scalar_dense" in line and "transform.py" in line and "bench" in line
+
+
+@pytest.mark.slow
+def test_ddp_ranks_train_a_segmentation_model_with_its_loss(cli):
+    """Each rank draws its own targets (its rank's seed) and takes the segmentation criterion; the all-reduce
+    leaves every rank the same gradients, every trainable parameter reduced."""
+    data = cli("bench", SEGMENTATION[0], "--input-size", SEGMENTATION[1], "--batch", "2", "--nproc", "2", "--mode",
+               "forward_backward", *FAST, "--json").json()
+    assert data["world_size"] == 2 and data["gradients_match"] and not data["unused_parameters"]
+    assert data["allreduce_bytes"] == 4 * data["trainable_params"] > 0
