@@ -34,15 +34,17 @@ from ..core.formatting import shape
 from ..models.build import Built, check_batch, check_depth, rebuild
 from ..models.freezing import FreezePlan
 from ..models.inputs import InputSpec
-from ..models.meta import paused_gc
+from ..models.meta import is_meta_error, paused_gc
 from ..models.quantized import is_quantized
 from ..models.request import ModelRequest, RequestOptions, requested
+from ..models.tasks import takes_targets
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.devices import is_oom
-from ..training.recipe import training_loss
+from ..training.recipe import task_loss
+from ..training.targets import make_targets
 from . import parity
-from .probe import no_mha_fastpath, probe
+from .probe import check_real_run_fits, no_mha_fastpath, probe
 from .summary import FLOPS_CONVENTION
 
 if TYPE_CHECKING:
@@ -162,11 +164,13 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFl
     module = built.module
     was_training = module.training
     module.train()
-    xs = built.example_inputs(batch)
+    xs = built.example_inputs(batch, random=True)
+    targets = make_targets(built, xs)
     tracer = Tracer(module, fast_meta=False)
     try:
         with tracer, torch.enable_grad():
-            loss = training_loss(module(*xs))
+            loss = task_loss(built.spec.task, module(*built.arguments(xs, targets if takes_targets(built.spec.task)
+                                                                      else None)), targets)
             tracer.backward = True
             if loss.requires_grad:
                 loss.backward()
@@ -175,10 +179,30 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFl
     except SystemExit as e:
         raise ForwardError(f"{built.name} called sys.exit({e.code}) in its forward pass") from None
     except Exception as e:  # noqa: BLE001 - the model failed in train mode: name the layer
+        if built.device == "meta" and _reads_values(e) and built.spec.source is not Source.MODULE:
+            return _torch_backward(_real_copy(built, batch), batch)  # it reads tensor values (detection's sampling)
         raise explain_failure(tracer, e, model=built.name, input_shape=list(xs[0].shape)) from None
     finally:
         module.train(was_training)
     return tracer.total_flops // 2, tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
+
+
+def _reads_values(error: BaseException) -> bool:
+    """Whether a meta run failed for want of tensor values, rather than in the model."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return is_meta_error(error)
+
+
+def _real_copy(built: Built, batch: int) -> Built:
+    """`built` again on the CPU, for a training step that reads tensor values, trainable as `built` is."""
+    rebuilt = rebuild(built, "cpu")
+    trainable = {n: p.requires_grad for n, p in built.module.named_parameters()}
+    for name, p in rebuilt.module.named_parameters():
+        p.requires_grad_(trainable.get(name, p.requires_grad))
+    if batch > 1:
+        check_real_run_fits(rebuilt, batch)
+    return rebuilt
 
 
 def _quiet_fvcore() -> Any:

@@ -22,12 +22,13 @@ import copy
 import logging
 import math
 import re
+import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Unpack
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 
 from ..core.enums import Device, DType, Mode, Optimizer
 from ..core.errors import CnnprobeError, UsageError
@@ -42,6 +43,7 @@ from ..trace.failures import explain_failure
 from ..training.config import BenchConfig
 from ..training.setup import BenchSetup
 from ..training.steps import STEPS, plan, walk
+from ..training.targets import make_targets
 from .count import count_step
 from .tracker import MemoryPeak
 from .workspace import TIME_LIMIT_S, calibrate, with_workspace
@@ -171,6 +173,22 @@ def parse_budget(text: str | int) -> int:
     return int(value)
 
 
+def reads_values(error: Exception) -> str:
+    """The operator that needed values and the model's line that ran it (`aten._local_scalar_dense, a value
+    read in Python, at torchvision/models/detection/transform.py:176`)."""
+    func = getattr(error, "func", None)
+    name = str(func).removesuffix(".default") if func is not None else type(error).__name__
+    what = {"aten._local_scalar_dense": "a value read in Python (.item(), int(), a comparison)",
+            "aten.nonzero": "an output sized by the values"}.get(name, "an output sized by the values")
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if "/torch/" not in f.filename and "/cnnprobe/" not in f.filename]
+    where = ""
+    if frames:
+        parts = frames[-1].filename.replace("\\", "/").split("/")
+        where = f", at {'/'.join(parts[-4:])}:{frames[-1].lineno}"
+    return f"{name}, {what}{where}"
+
+
 def _to_fake(module: nn.Module, device: str) -> nn.Module:
     """Every parameter and buffer as a fake tensor on `device` (inside a FakeTensorMode)."""
     for m in module.modules():
@@ -223,7 +241,7 @@ class Predictor:
         with paused_gc(), FakeTensorMode(allow_non_fake_inputs=False):
             module = _to_fake(module, "cpu")
             inputs = tuple(spec.make(batch, "cpu", random=True) for spec in built.inputs)
-            target = torch.randint(0, 1000, (batch,))
+            target = make_targets(built, inputs)
             setup = BenchSetup.assembled(built, module, inputs, target, run_config, batch, device="cpu",
                                          foreach=True if self.cuda else None, round_to=CUDA_ROUND if self.cuda else 1)
             for step in walk(setup, plan(run_config, wanted, compare=compare_freezing)):
@@ -257,9 +275,9 @@ class Predictor:
             if mode is not Mode.FORWARD:
                 fn()  # the first step makes the gradients and optimizer state the measured one starts with
             return count_step(runner, fn, by_module=True, record_ops=record_ops)
-        except DataDependentOutputException as e:
-            raise CnnprobeError(f"cannot predict {self.built.name}: its forward pass reads tensor values "
-                                f"({e}); measure it with `cnnprobe bench` instead") from None
+        except (DataDependentOutputException, DynamicOutputShapeException) as e:
+            raise CnnprobeError(f"cannot predict {self.built.name} on fake tensors: its {mode.value} reads tensor "
+                                f"values ({reads_values(e)}); measure it with `cnnprobe bench` instead") from None
         except CnnprobeError:
             raise
         except Exception as e:  # noqa: BLE001 - the model fails on this input: one line saying why

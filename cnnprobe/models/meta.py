@@ -111,11 +111,12 @@ def is_meta_error(error: BaseException) -> bool:
     """Whether an error comes from meta tensors having no data, rather than from the model.
 
     Torch's messages say so ("Tensor.item() cannot be called on meta tensors", "... from the 'Meta'
-    backend", "found at least two devices, meta and cpu"); paths are dropped first so that a user's
+    backend", "found at least two devices, meta and cpu"; torch.nonzero's "register_meta ... no
+    data-independent implementation"); paths are dropped first so that a user's
     folder called `meta` does not count.
     """
     words = " ".join(w for w in str(error).split() if "/" not in w and "\\" not in w)
-    return re.search(r"(\b|_)meta\b", words, re.IGNORECASE) is not None
+    return re.search(r"(\b|_)meta\b|data-independent implementation", words, re.IGNORECASE) is not None
 
 
 def on_meta(fn: Callable[[], T]) -> tuple[T, str | None]:

@@ -13,8 +13,10 @@ from torch import nn
 from ..core.enums import DType
 from ..core.errors import CnnprobeError
 from ..models.build import Built
+from ..models.tasks import takes_targets
 from .config import BenchConfig
 from .devices import check_device
+from .targets import make_targets
 
 
 class BenchSetup:
@@ -29,12 +31,13 @@ class BenchSetup:
         self.raw: nn.Module | None = None  # the module as built: what is frozen and measured
         self.module: Any = None  # what runs: `raw`, or torch.compile of it
         self.inputs: tuple[torch.Tensor, ...] = ()
-        self.target: torch.Tensor | None = None
+        self.target: Any = None  # the batch's targets, as the task's loss takes them (detection: a list of dicts)
+        self.as_built: list[bool] = []  # each parameter's requires_grad as built: what "all trainable" restores
         self.foreach: bool | None = None  # the optimizer's implementation; None: torch's choice for the device
         self.round_to = 1  # bytes a storage is rounded up to when memory is counted (CUDA's allocator: 512)
 
     @classmethod
-    def assembled(cls, built: Built, module: nn.Module, inputs: tuple[torch.Tensor, ...], target: torch.Tensor,
+    def assembled(cls, built: Built, module: nn.Module, inputs: tuple[torch.Tensor, ...], target: Any,
                   config: BenchConfig, batch: int, *, device: str, foreach: bool | None = None,
                   round_to: int = 1) -> "BenchSetup":
         """A setup from parts made elsewhere (fake tensors that stand for `config.device`), for running the
@@ -43,6 +46,7 @@ class BenchSetup:
         setup.model_ref, setup.batch, setup.config, setup.device = built.module, batch, config, device
         setup.built, setup.raw, setup.module, setup.inputs, setup.target = built, module, module, inputs, target
         setup.foreach, setup.round_to = foreach, round_to
+        setup.as_built = [p.requires_grad for p in module.parameters()]
         return setup
 
     def build(self) -> "BenchSetup":
@@ -59,12 +63,13 @@ class BenchSetup:
         self.built = config.request.build(model, device=self.device)
         module = self.built.module
         self.inputs = self.built.example_inputs(self.batch, random=True)
-        self.target = torch.randint(0, 1000, (self.batch,), device=self.device)
+        self.target = make_targets(self.built, self.inputs)
         if config.channels_last:
             module = module.to(memory_format=torch.channels_last)
             self.inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                                 for x in self.inputs)
         self.raw = module
+        self.as_built = [p.requires_grad for p in module.parameters()]
         self.module = torch.compile(module) if self.config.compile else module
         return self
 
@@ -73,16 +78,24 @@ class BenchSetup:
         assert self.built is not None
         return self.built.arguments(self.inputs, targets)
 
+    def training_arguments(self) -> tuple[Any, ...]:
+        """The model's call in a training step: with the targets where the model takes them (detection)."""
+        assert self.built is not None
+        return self.arguments(self.target if takes_targets(self.built.spec.task) else None)
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if DType(self.config.dtype) is DType.FLOAT32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device, dtype=getattr(torch, DType(self.config.dtype).value))
 
     def set_frozen(self, frozen: bool) -> None:
-        """The freezing plan, or everything trainable (for comparison)."""
+        """The freezing plan, or the model trainable as built (for comparison): a detection model's backbone
+        stages torchvision freezes (trainable_backbone_layers) stay frozen, as they train."""
         assert self.raw is not None
-        for p in self.raw.parameters():
-            p.requires_grad_(True)
+        params = list(self.raw.parameters())
+        as_built = self.as_built if len(self.as_built) == len(params) else [True] * len(params)
+        for p, trainable in zip(params, as_built, strict=True):
+            p.requires_grad_(trainable)
         if frozen:
             self.config.plan.apply(self.raw)
         if self.config.training and not any(p.requires_grad for p in self.raw.parameters()):

@@ -13,8 +13,9 @@ import torch
 from ..core.enums import Mode, Optimizer
 from .config import BenchConfig
 from .devices import NoClock
-from .recipe import make_optimizer, training_loss
+from .recipe import make_optimizer, task_loss
 from .setup import BenchSetup
+from .targets import tensors
 
 
 class Step:
@@ -45,19 +46,20 @@ class Step:
             "buffers": raw.buffers(),
             "gradients": (p.grad for p in raw.parameters() if p.grad is not None),
             "optimizer_state": (v for s in state for v in s.values() if isinstance(v, torch.Tensor)),
-            "inputs": (t for t in (*setup.inputs, setup.target) if t is not None),
+            "inputs": (t for t in (*setup.inputs, *tensors(setup.target))),
         }
 
 
-def _loss_backward(module: Any, xs: tuple[torch.Tensor, ...], target: Any, autocast: Callable[[], Any], marks: Any,
-                   zero: torch.nn.Module | None = None) -> torch.Tensor:
-    """The forward pass and its loss, then the backward (marked as phases): what forward_backward and train_step
-    share. `zero`: a module whose last gradients are freed first, inside the forward phase."""
+def _loss_backward(module: Any, setup: BenchSetup, marks: Any, zero: torch.nn.Module | None = None) -> torch.Tensor:
+    """The forward pass and the task's loss, then the backward (marked as phases): what forward_backward and
+    train_step share. `zero`: a module whose last gradients are freed first, inside the forward phase."""
+    assert setup.built is not None
+    args, target, task = setup.training_arguments(), setup.target, setup.built.spec.task
     marks.phase("forward")
     if zero is not None:
         zero.zero_grad(set_to_none=True)
-    with autocast():
-        loss = training_loss(module(*xs), target)
+    with setup.autocast():
+        loss = task_loss(task, module(*args), target)
     marks.phase("backward")
     loss.backward()
     return loss
@@ -90,13 +92,13 @@ class ForwardBackwardStep(Step):
 
     def step(self, module: Any = None) -> Callable[[], None]:
         module = module or self.setup.module
-        raw, xs, target, autocast = self.setup.raw, self.setup.inputs, self.setup.target, self.setup.autocast
+        raw, setup = self.setup.raw, self.setup
         assert raw is not None
         module.train()
 
         def forward_backward() -> None:
             marks = self.marks
-            _loss_backward(module, xs, target, autocast, marks, zero=raw)
+            _loss_backward(module, setup, marks, zero=raw)
             marks.phase("end")
 
         return forward_backward
@@ -109,7 +111,7 @@ class TrainStep(Step):
 
     def step(self, module: Any = None) -> Callable[[], None]:
         module = module or self.setup.module
-        xs, target, autocast = self.setup.inputs, self.setup.target, self.setup.autocast
+        setup = self.setup
         if self.optimizer is None:
             kind = Optimizer(self.config.optimizer)
             self.optimizer = make_optimizer(self.setup.trainable(), kind, self.setup.foreach)
@@ -118,7 +120,7 @@ class TrainStep(Step):
 
         def train_step() -> None:
             marks = self.marks
-            loss = _loss_backward(module, xs, target, autocast, marks)  # noqa: F841 - held through the optimizer's
+            loss = _loss_backward(module, setup, marks)  # noqa: F841 - held through the optimizer's
             # step, as a training loop holds it (its storage counts in the peak)
             marks.phase("optimizer")
             optimizer.step()

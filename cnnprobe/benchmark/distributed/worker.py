@@ -27,6 +27,7 @@ from ...core.enums import Device, DType, Mode
 from ...training.config import BenchConfig, settings
 from ...training.devices import device_name, synchronize
 from ...training.steps import plan
+from ...training.targets import make_targets
 from ..result import BenchResult, ModeResult
 from ..runners import RUNNERS, BenchSetup
 from .failures import JobError, Progress, RankFailure, inject_fault, one_line, report_failure
@@ -127,7 +128,7 @@ def _rank_setup(model: Any, batch: int, config: BenchConfig, me: Rank) -> BenchS
     if config.channels_last:
         setup.inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                              for x in setup.inputs)
-    setup.target = torch.randint(0, 1000, (batch,), device=device)
+    setup.target = make_targets(setup.built, setup.inputs, seed=me.rank)
     setup.set_frozen(config.freezing)
     return setup
 
