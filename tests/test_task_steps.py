@@ -13,8 +13,6 @@ from cnnprobe.models.build import build_model
 from cnnprobe.training.recipe import segmentation_loss, sequence_loss, task_loss
 from cnnprobe.training.targets import class_count, make_targets
 
-from .conftest import one_error_line
-
 FAST = ("--min-time", "0.01", "--max-time", "0.05", "--warmup", "1")
 SEGMENTATION = ("lraspp_mobilenet_v3_large", "3,64,64")
 VIDEO = ("r3d_18", "3,2,32,32")
@@ -199,12 +197,53 @@ def test_memory_cli_predicts_each_tasks_step(cli, name, size):
     assert data["predicted_peak_bytes"]["train_step"] > data["breakdown"]["train_step"]["parameters"] > 0
 
 
-def test_memory_of_a_detection_model_names_the_operator(cli):
-    """Detection's step reads tensor values in Python (its transform's .item()): the line says which operator
-    and where, and sends the user to bench."""
-    run = cli("memory", DETECTION[0], "--input-size", DETECTION[1], "--batch", "1", "--mode", "train_step")
-    line = one_error_line(run)
-    assert run.exit_code != 0 and "aten._local_scalar_dense" in line and "transform.py" in line and "bench" in line
+@pytest.mark.slow
+def test_memory_of_a_detection_model_runs_to_its_caps(cli):
+    """Detection's step reads tensor values (NMS, score thresholds, the RoI sampler's masks): on fake tensors they
+    keep every candidate up to the model's caps, and the output says the prediction is an upper bound."""
+    run = cli("memory", DETECTION[0], "--input-size", DETECTION[1], "--batch", "1", "--mode", "forward")
+    assert run.exit_code == 0, run.stderr
+    assert "upper bound" in run.stdout and "nms" in run.stdout
+
+
+def test_answers_on_fake_tensors():
+    """Inside the fake mode: a selection keeps everything, NMS every box, a mask check answers False, and the
+    transform's random training size (`torch_choice`) draws the low end of its range, index 0."""
+    import torchvision
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from cnnprobe.memory.valued import Answering
+
+    with FakeTensorMode(), Answering() as answering:
+        x = torch.empty(7, 3)
+        assert torch.nonzero(x).shape == (21, 2) and x[x > 0].shape == (21,)
+        assert [i.shape for i in torch.where(x > 0)] == [(21,), (21,)]
+        assert torchvision.ops.nms(torch.empty(5, 4), torch.empty(5), 0.5).shape == (5,)
+        assert not bool((x > 0).any())
+        assert int(torch.empty(1).uniform_(0.0, 3.0).item()) == 0
+        assert torch.unique(torch.empty(9, dtype=torch.long)).shape == (1,)
+    assert answering.answered == {"nonzero", "boolean masks", "nms", "item()", "unique"}
+    assert "upper bound" in (answering.note() or "")
+
+
+def test_memory_names_an_operator_it_cannot_answer():
+    """An operator sized by values that has no answer (bincount) still gets the one line naming it and bench."""
+    from torch import nn
+
+    from cnnprobe.core.errors import CnnprobeError
+    from cnnprobe.memory.predict import memory
+
+    class Counts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y.sum() + torch.bincount((y > 0).flatten().long()).sum()
+
+    with pytest.raises(CnnprobeError, match=r"aten\.bincount.*bench"):
+        memory(Counts(), input_size="3,16,16", batch=2, mode="forward")
 
 
 @pytest.mark.slow

@@ -46,6 +46,7 @@ from ..training.steps import STEPS, plan, walk
 from ..training.targets import make_targets
 from .count import count_step
 from .tracker import MemoryPeak
+from .valued import Answering
 from .workspace import TIME_LIMIT_S, calibrate, with_workspace
 
 CUDA_ROUND = 512
@@ -189,6 +190,10 @@ def reads_values(error: Exception) -> str:
     return f"{name}, {what}{where}"
 
 
+def _empty_like(t: torch.Tensor, device: str) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device=device)
+
+
 def _to_fake(module: nn.Module, device: str) -> nn.Module:
     """Every parameter and buffer as a fake tensor on `device` (inside a FakeTensorMode)."""
     for m in module.modules():
@@ -199,6 +204,11 @@ def _to_fake(module: nn.Module, device: str) -> nn.Module:
         for name, b in list(m._buffers.items()):
             if b is not None:
                 m._buffers[name] = torch.empty(b.shape, dtype=b.dtype, device=device)
+        for name, t in list(vars(m).items()):  # plain tensor attributes (SSD's default box sizes)
+            if isinstance(t, torch.Tensor):
+                setattr(m, name, _empty_like(t, device))
+            elif isinstance(t, (list, tuple)) and t and all(isinstance(x, torch.Tensor) for x in t):
+                setattr(m, name, type(t)(_empty_like(x, device) for x in t))
     return module
 
 
@@ -212,6 +222,7 @@ class Predictor:
         self.calibration_s = calibration_s
         self.freeze_bn = freeze_bn
         self.cuda = Device(config.device) is Device.CUDA
+        self.answering = Answering()  # detection's nonzero, nms and .item() on fake tensors
         if built is not None:
             self.built: Built = built
             return
@@ -249,6 +260,8 @@ class Predictor:
                     report.trainable_params = sum(p.numel() for p in setup.trainable())
                 counted.append((step.mode, step.frozen,
                                 self._count(setup, step.mode, step.frozen, workspaces and not self.cuda)))
+        if (note := self.answering.note()) is not None:
+            report.notes.append(note)
         if self.cuda:
             report.notes.append(CUDA_UNSEEN + "; autocast follows the CPU's op lists" * (config.dtype != "float32"))
         elif workspaces:
@@ -272,9 +285,10 @@ class Predictor:
         level = fake_log.level
         fake_log.setLevel(logging.CRITICAL)
         try:
-            if mode is not Mode.FORWARD:
-                fn()  # the first step makes the gradients and optimizer state the measured one starts with
-            return count_step(runner, fn, by_module=True, record_ops=record_ops)
+            with self.answering:
+                if mode is not Mode.FORWARD:
+                    fn()  # the first step makes the gradients and optimizer state the measured one starts with
+                return count_step(runner, fn, by_module=True, record_ops=record_ops)
         except (DataDependentOutputException, DynamicOutputShapeException) as e:
             raise CnnprobeError(f"cannot predict {self.built.name} on fake tensors: its {mode.value} reads tensor "
                                 f"values ({reads_values(e)}); measure it with `cnnprobe bench` instead") from None

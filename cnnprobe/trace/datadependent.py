@@ -62,7 +62,7 @@ def _nonzero(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _every_index(args[0])
 
 
-@_answer(_op(aten, "nonzero_numpy"))
+@_answer(_op(aten, "nonzero_numpy"), _op(aten, "where"))  # where(condition): one index tensor per dim
 def _nonzero_numpy(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x = args[0]
     return [x.new_empty((x.numel(),), dtype=torch.long) for _ in range(max(1, x.dim()))]
@@ -167,11 +167,12 @@ def _item(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return 1.0 if x.is_floating_point() or x.is_complex() else 0
 
 
-def answer(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def answer(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, fake: bool = False) -> Any:
     """The meta answer of a data-dependent operator, or None where `func` needs none (no meta argument, or
-    nothing data-dependent in this call: an index without a mask)."""
+    nothing data-dependent in this call: an index without a mask). `fake`: the same answer for any argument
+    (a fake tensor, which holds no values either, answered inside its FakeTensorMode)."""
     fn = ANSWERS.get(func)
-    if fn is None or not any(_is_meta(a) for a in args):
+    if fn is None or not (fake or any(_is_meta(a) for a in args)):
         return None
     return fn(args, kwargs)
 
