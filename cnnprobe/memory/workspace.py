@@ -71,9 +71,10 @@ def _allocates_inside(func: Any) -> bool:
     return torch.Tag.pointwise not in getattr(func, "tags", ())
 
 
-def _real(spec: TensorSpec) -> torch.Tensor:
-    """A tensor of the spec's layout: uninitialised floats, zero integers (in range as indices)."""
-    if spec.dtype.is_floating_point or spec.dtype.is_complex:
+def _real(spec: TensorSpec, zeros: bool = False) -> torch.Tensor:
+    """A tensor of the spec's layout: uninitialised floats, zero integers (in range as indices); `zeros`: floats
+    too (coordinates torchvision's kernels index with: garbage boxes read out of bounds in roi_align)."""
+    if (spec.dtype.is_floating_point or spec.dtype.is_complex) and not zeros:
         return torch.empty_strided(spec.shape, spec.stride, dtype=spec.dtype)
     return torch.zeros(spec.nbytes // spec.dtype.itemsize, dtype=spec.dtype).as_strided(spec.shape, spec.stride)
 
@@ -142,7 +143,8 @@ def _measure(todo: dict[str, tuple[Any, Any]], deadline: float) -> dict[str, int
         for key, (func, args) in todo.items():
             if time.perf_counter() > deadline:
                 break
-            real_args, real_kwargs = tree_map(lambda x: _real(x) if isinstance(x, TensorSpec) else x, args)
+            zeros = str(func).startswith("torchvision.")
+            real_args, real_kwargs = tree_map(lambda x, z=zeros: _real(x, z) if isinstance(x, TensorSpec) else x, args)
             for _ in range(2):
                 try:
                     with allocator.window():
