@@ -263,6 +263,27 @@ def test_memory_names_an_operator_it_cannot_answer():
         memory(Counts(), input_size="3,16,16", batch=2, mode="forward")
 
 
+def test_a_users_model_that_reads_a_value_is_named_not_answered():
+    """Stand-in answers are for registered models, whose value reads are known; a user's model that reads
+    a value on fake tensors is named in one line and sent to bench, as the tracer does on meta."""
+    from torch import nn
+
+    from cnnprobe.core.errors import CnnprobeError
+    from cnnprobe.memory.predict import memory
+
+    class Reads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * float(y.mean().item())
+
+    with pytest.raises(CnnprobeError, match=r"reads tensor values.*bench"):
+        memory(Reads(), input_size="3,16,16", batch=2, mode="forward")
+
+
 @pytest.mark.slow
 def test_ddp_ranks_train_a_segmentation_model_with_its_loss(cli):
     """Each rank draws its own targets (its rank's seed) and takes the segmentation criterion; the all-reduce

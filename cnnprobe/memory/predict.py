@@ -18,6 +18,7 @@ CUDA context, the allocator's cached free blocks) is left out and said so.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 
-from ..core.enums import Device, DType, Mode, Optimizer
+from ..core.enums import Device, DType, Mode, Optimizer, Source
 from ..core.errors import CnnprobeError, UsageError
 from ..core.formatting import nbytes
 from ..core.search import search_batch
@@ -231,6 +232,12 @@ class Predictor:
                 model = copy.deepcopy(model).to("meta")
             self.built = config.request.build(model, weights=False)  # shapes do not depend on the weights
 
+    @property
+    def registered(self) -> bool:
+        """Whether the model is registered (torchvision's or cnnprobe's), whose value reads are known well enough
+        to answer on fake tensors; a user's model that reads values is named instead, as the tracer does."""
+        return self.built.spec.source in (Source.TORCHVISION, Source.CNNPROBE)
+
     def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True,
            workspaces: bool = True) -> MemoryReport:
         """Every mode's peak at `batch`; `workspaces` (the CPU only) calibrates each operator's own allocations
@@ -285,7 +292,7 @@ class Predictor:
         level = fake_log.level
         fake_log.setLevel(logging.CRITICAL)
         try:
-            with self.answering:
+            with self.answering if self.registered else contextlib.nullcontext():
                 if mode is not Mode.FORWARD:
                     fn()  # the first step makes the gradients and optimizer state the measured one starts with
                 return count_step(runner, fn, by_module=True, record_ops=record_ops)
