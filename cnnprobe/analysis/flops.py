@@ -37,14 +37,13 @@ from ..models.inputs import InputSpec
 from ..models.meta import is_meta_error, paused_gc
 from ..models.quantized import is_quantized
 from ..models.request import ModelRequest, RequestOptions, requested
-from ..models.tasks import takes_targets
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.devices import is_oom
 from ..training.recipe import task_loss
 from ..training.targets import make_targets
 from . import parity
-from .probe import check_real_run_fits, no_mha_fastpath, probe
+from .probe import check_real_run_fits, no_mha_fastpath, probe, root_cause
 from .summary import FLOPS_CONVENTION
 
 if TYPE_CHECKING:
@@ -169,8 +168,7 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFl
     tracer = Tracer(module, fast_meta=False)
     try:
         with tracer, torch.enable_grad():
-            loss = task_loss(built.spec.task, module(*built.arguments(xs, targets if takes_targets(built.spec.task)
-                                                                      else None)), targets)
+            loss = task_loss(built.spec.task, module(*built.arguments(xs, targets)), targets)
             tracer.backward = True
             if loss.requires_grad:
                 loss.backward()
@@ -179,19 +177,12 @@ def _torch_backward(built: Built, batch: int) -> tuple[int, int, list[OperatorFl
     except SystemExit as e:
         raise ForwardError(f"{built.name} called sys.exit({e.code}) in its forward pass") from None
     except Exception as e:  # noqa: BLE001 - the model failed in train mode: name the layer
-        if built.device == "meta" and _reads_values(e) and built.spec.source is not Source.MODULE:
+        if built.device == "meta" and is_meta_error(root_cause(e)) and built.spec.source is not Source.MODULE:
             return _torch_backward(_real_copy(built, batch), batch)  # it reads tensor values (detection's sampling)
         raise explain_failure(tracer, e, model=built.name, input_shape=list(xs[0].shape)) from None
     finally:
         module.train(was_training)
     return tracer.total_flops // 2, tracer.backward_flops // 2, _operators(dict(tracer.backward_flops_by_op))
-
-
-def _reads_values(error: BaseException) -> bool:
-    """Whether a meta run failed for want of tensor values, rather than in the model."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return is_meta_error(error)
 
 
 def _real_copy(built: Built, batch: int) -> Built:

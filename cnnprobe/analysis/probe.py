@@ -94,7 +94,7 @@ def probe(built: Built, batch: int = 1, run: Run | None = None, fast: bool = Tru
     except SystemExit as e:
         raise ForwardError(f"{built.name} called sys.exit({e.code}) in its forward pass") from None
     except Exception as e:  # noqa: BLE001
-        root = _root_cause(e)
+        root = root_cause(e)
         if built.device == "meta" and meta.is_meta_error(root) and built.spec.source is not Source.MODULE:
             rebuilt = rebuild(built, "cpu")
             rebuilt.note = f"run for real on the CPU: meta tensors failed ({type(root).__name__}: {root})"
@@ -126,7 +126,8 @@ def check_real_run_fits(built: Built, batch: int) -> None:
             "--batch")
 
 
-def _root_cause(error: BaseException) -> BaseException:
+def root_cause(error: BaseException) -> BaseException:
+    """The first error of a chain: what a meta run really failed at."""
     while error.__cause__ is not None:
         error = error.__cause__
     return error

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any, Unpack
 import torch
 import torchinfo
 
-from ..core.enums import Source
 from ..core.formatting import first_few
 from ..models.build import check_batch, check_depth
 from ..models.meta import paused_gc
-from ..models.quantized import is_packing, packed_by_module, packed_bytes, quantized_params
+from ..models.quantized import is_packing, packed_by_module, packed_bytes
 from ..models.request import ModelOptions, ModelRequest
 from .probe import probe
 
@@ -164,8 +163,7 @@ def summarize(probe: "Probe", depth: int) -> Summary:
     infos = {id(info.module): info for info in probe.extra.summary_list}  # torchinfo's record of each module
     counts = tracer.times_called
     scripted = {id(m) for m in module.modules() if isinstance(m, torch.jit.ScriptModule)}
-    spec = probe.built.spec
-    quantized = quantized_params(module, spec.name if spec.source is Source.TORCHVISION else None)
+    quantized = probe.built.quantized_params()
     packed = packed_by_module(module) if quantized is not None else {}
     layers: list[LayerRecord] = []
     activation = 0

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ..core.enums import Optimizer, Source
+from ..core.enums import Optimizer
 from ..core.errors import HeadError
 from ..core.formatting import first_few
 from ..models.build import head_of, new_head
 from ..models.freezing import FreezePlan, ParamGroup, batchnorm_layers, freeze_batchnorm, param_groups, parse_lr
-from ..models.quantized import QuantizedParams, packed_by_module, quantized_params
+from ..models.quantized import QuantizedParams, packed_by_module
 from ..models.request import ModelRequest, RequestOptions, requested
 from ..models.taskheads import describe
 
@@ -159,7 +159,7 @@ def trainable(
 
     built = request.build(head=False)  # the head is replaced below, to report what it replaced
     module = built.module
-    quantized = quantized_params(module, built.spec.name if built.spec.source is Source.TORCHVISION else None)
+    quantized = built.quantized_params()
     packed = packed_by_module(module) if quantized is not None else {}
     # "before" is the model as shipped: a detection model's builder already freezes its first stages
     shipped = module if request.trainable_backbone_layers is None else \

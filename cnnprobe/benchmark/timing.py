@@ -21,7 +21,6 @@ from ..analysis.flops import step_flops as count_steps
 from ..core.enums import Device, DType, Mode, Source, Task
 from ..core.errors import CnnprobeError, ForwardError, OutOfMemory
 from ..models.build import check_batch
-from ..models.quantized import quantized_params
 from ..models.request import ModelRequest
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
@@ -122,7 +121,7 @@ class Bench:
             measured_mode.predicted_peak_bytes = predicted.get((step.mode.value, step.frozen))
             result.results.append(measured_mode)
             self._share(result, sheet)
-        if setup.built.spec.task is Task.QUANTIZED and setup.built.spec.source is Source.TORCHVISION:
+        if setup.built.spec.task is Task.QUANTIZED:
             self._against_float(result, on_phase)
         if setup.built.weights is not None:
             result.notes.append(setup.built.weights.describe())
@@ -138,8 +137,7 @@ class Bench:
         """The model's parameters; a quantized model's are its float twin's (models.quantized)."""
         built, raw = self.setup.built, self.setup.raw
         assert built is not None and raw is not None
-        spec = built.spec
-        quantized = quantized_params(raw, spec.name if spec.source is Source.TORCHVISION else None)
+        quantized = built.quantized_params()
         return quantized.total if quantized is not None else sum(p.numel() for p in raw.parameters())
 
     def _against_float(self, result: BenchResult, on_phase: Callable[[str], None] | None) -> None:

@@ -20,7 +20,7 @@ from . import backbone, meta, taskheads
 from .head import HeadSpec, find_head, mark_new, parse_head, replace_head
 from .inputs import DEFAULT_IMAGE, InputSpec, inferred_inputs, resolve_inputs, stated_inputs
 from .loading import WeightsLoad, build_with_weights, load_into
-from .quantized import float_model_name, is_quantized, registered_params
+from .quantized import QuantizedParams, float_model_name, is_quantized, quantized_params, registered_params
 from .registry import ModelSpec, resolve
 from .tasks import arguments, task_sizes
 
@@ -60,6 +60,11 @@ class Built:
     def notes(self) -> list[str]:
         """What a report says about how the model was built: where it lives, which input sized lazy layers."""
         return [n for n in (self.note, self.materialized, *self.head_notes) if n]
+
+    def quantized_params(self) -> QuantizedParams | None:
+        """Both parameter counts of a quantized model (None for a float one): a registered one's total is its
+        float twin's (models.quantized)."""
+        return quantized_params(self.module, self.spec.name if self.spec.source is Source.TORCHVISION else None)
 
     def example_inputs(self, batch: int = 1, *, random: bool = False) -> tuple[torch.Tensor, ...]:
         """A batch of every input: storage-free on meta, zeros (or noise) and in-range integers otherwise."""
@@ -339,15 +344,11 @@ def param_counts(specs: list[ModelSpec]) -> dict[str, int]:
     missing = [s for s in specs if s.qualified not in counts]
     with meta.paused_gc():
         for s in missing:
-            counts[s.qualified] = (registered_params(s.name) if _quantized(s)
+            counts[s.qualified] = (registered_params(s.name) if s.task is Task.QUANTIZED
                                    else sum(p.numel() for p in build_model(s).module.parameters()))
     if missing:
         cache.store(COUNTS, {keys[s.qualified]: counts[s.qualified] for s in missing})
     return counts
-
-
-def _quantized(spec: ModelSpec) -> bool:
-    return spec.task is Task.QUANTIZED and spec.source is Source.TORCHVISION
 
 
 def _builder_version(spec: ModelSpec) -> str:
@@ -355,8 +356,7 @@ def _builder_version(spec: ModelSpec) -> str:
     (how a task's model is built as shipped changes its count: FrozenBatchNorm2d, quantization)."""
     source = _source_digest()
     if spec.source is Source.TORCHVISION:
-        twin = " float twin" if _quantized(spec) else ""  # a quantized model counts its float twin (models.quantized)
-        return f"torchvision {torchvision.__version__}{twin} cnnprobe {source}"
+        return f"torchvision {torchvision.__version__} cnnprobe {source}"
     return f"cnnprobe {source}"
 
 

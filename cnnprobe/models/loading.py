@@ -23,12 +23,13 @@ from torch import nn
 from torchvision import models
 from torchvision.models import _api  # private: the one place torchvision loads state
 
-from ..core.enums import Source, Task
+from ..core.enums import Source
 from ..core.errors import CnnprobeError, WeightsError
 from ..weights.safeload import safe_load
 from ..weights.statedict import Compatibility, check_compatible, state_dict_of
 from .head import find_head
 from .registry import ModelSpec, eval_crop
+from .shipped import weights_need
 
 
 @functools.lru_cache(maxsize=1)
@@ -166,7 +167,7 @@ def build_with_weights(spec: "ModelSpec", weights: str, num_classes: int | None,
         if spec.source is Source.TORCHVISION:
             with _torchvision_reads(state, member), torch.device(device):
                 try:
-                    module = models.get_model(spec.name, weights=member, **_as_shipped(spec))
+                    module = models.get_model(spec.name, weights=member, **weights_need(spec.name))
                 except RuntimeError as e:
                     raise WeightsError(f"{member} from {path} do not load into {spec.name}: "
                                        f"{' '.join(str(e).split())[:200]}") from None
@@ -178,12 +179,6 @@ def build_with_weights(spec: "ModelSpec", weights: str, num_classes: int | None,
     loaded = safe_load(Path(weights).expanduser(), device=device, what="weights file", trust=trust)
     state, _ = state_dict_of(loaded.obj)
     return _load_file_state(spec, state, num_classes, device, weights, None, loaded.saved_on)
-
-
-def _as_shipped(spec: "ModelSpec") -> dict[str, Any]:
-    """Builder arguments the weights need besides themselves: a quantized model's int8 weights load only into
-    the quantized model."""
-    return {"quantize": True} if spec.task is Task.QUANTIZED else {}
 
 
 def load_into(module: "nn.Module", weights: str, trust: bool = False) -> WeightsLoad:

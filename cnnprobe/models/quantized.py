@@ -63,23 +63,21 @@ class QuantizedParams:
         return text + (f"; the total counts {self.dropped}" if self.dropped else "")
 
 
+def _packed(module: nn.Module) -> list[torch.Tensor]:
+    """The weight and bias a quantized convolution or linear holds packed (none for any other module)."""
+    if not isinstance(module, _PACKED_TYPES):
+        return []
+    return [t for t in (module.weight(), module.bias()) if t is not None]  # type: ignore[operator]
+
+
 def packed_values(module: nn.Module) -> int:
     """Packed values a quantized convolution or linear holds itself (0 for any other module)."""
-    if not isinstance(module, _PACKED_TYPES):
-        return 0
-    weight, bias = module.weight(), module.bias()  # type: ignore[operator]
-    return int(weight.numel()) + (int(bias.numel()) if bias is not None else 0)
+    return sum(int(t.numel()) for t in _packed(module))
 
 
 def packed_bytes(model: nn.Module) -> int:
     """Bytes of the packed values as the modules hand them back: one per int8 weight, four per float bias."""
-    total = 0
-    for m in model.modules():
-        if isinstance(m, _PACKED_TYPES):
-            weight, bias = m.weight(), m.bias()  # type: ignore[operator]
-            total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None
-                                                               else 0)
-    return total
+    return sum(t.numel() * t.element_size() for m in model.modules() for t in _packed(m))
 
 
 def is_packing(module: nn.Module) -> bool:

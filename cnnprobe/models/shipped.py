@@ -13,6 +13,7 @@ the builder's initialisation and nothing ever reaches the network.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,11 +69,20 @@ def default_weights(name: str) -> Any:
         return None
 
 
+@functools.cache
+def _quantized_names() -> frozenset[str]:
+    return frozenset(models.list_models(module=models.quantization))
+
+
+def weights_need(name: str) -> dict[str, Any]:
+    """Builder arguments a model's weights need besides themselves: int8 weights load only into the quantized
+    model (`quantize=True`)."""
+    return {"quantize": True} if name in _quantized_names() else {}
+
+
 def build_shipped(name: str, **kwargs: Any) -> nn.Module:
     """`name` built as shipped with its DEFAULT weights (their architecture, not their values); `kwargs` go to
     the builder (`trainable_backbone_layers`, say). Quantized models are quantized, as their weights are."""
     weights = default_weights(name)
-    if name.startswith("quantized_"):
-        kwargs.setdefault("quantize", True)
     with unread_weights():
-        return models.get_model(name, weights=weights, **kwargs)
+        return models.get_model(name, weights=weights, **{**weights_need(name), **kwargs})

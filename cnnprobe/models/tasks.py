@@ -53,11 +53,6 @@ def arguments(task: Task, xs: tuple[torch.Tensor, ...], targets: Any = None) -> 
     return tuple(xs)
 
 
-def takes_targets(task: Task) -> bool:
-    """Whether a training step hands the targets to the model itself (which then returns its losses)."""
-    return task is Task.DETECTION
-
-
 def task_sizes(task: Task, name: str, defaults: tuple[InputSpec, ...], input_size: Any) -> Any:
     """`--input-size` as a `task` model takes it, or one line saying why not. A video clip is C,T,H,W, and
     one side or H,W keep its frames; three sizes could mean C,H,W or T,H,W, so they are refused. A detection,

@@ -13,7 +13,6 @@ from torch import nn
 from ..core.enums import DType
 from ..core.errors import CnnprobeError
 from ..models.build import Built
-from ..models.tasks import takes_targets
 from .config import BenchConfig
 from .devices import check_device
 from .targets import make_targets
@@ -80,8 +79,7 @@ class BenchSetup:
 
     def training_arguments(self) -> tuple[Any, ...]:
         """The model's call in a training step: with the targets where the model takes them (detection)."""
-        assert self.built is not None
-        return self.arguments(self.target if takes_targets(self.built.spec.task) else None)
+        return self.arguments(self.target)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if DType(self.config.dtype) is DType.FLOAT32:
