@@ -1,0 +1,1 @@
+"""`profile`: a step's time attributed to modules, forward and backward, joined with counts and the roofline."""
