@@ -32,6 +32,8 @@ _EXPORTS = {
     "flops": "analysis.flops",
     "bench": "benchmark.timing",
     "BenchResult": "benchmark.result",
+    "profile": "benchmark.attribution.run",
+    "ProfileReport": "benchmark.attribution.record",
     "BenchConfig": "training.config",
     "ModelRequest": "models.request",
     "FreezePlan": "models.freezing",

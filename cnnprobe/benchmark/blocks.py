@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -122,8 +122,16 @@ def _fastest(fn: Callable[[], None], device: str, target: float) -> float:
         n *= 2
 
 
-def time_blocks(fn: Callable[[], None], reference: Reference, arm: Callable[[Any], None], device: str,
-                min_time: float, max_time: float) -> Timed:
+class Kernel(Protocol):
+    """What a block alternates with: a callable of fixed work (`Reference`), or the step itself unprofiled."""
+
+    n: int
+
+    def __call__(self) -> None: ...
+
+
+def time_blocks(fn: Callable[[], None], reference: Kernel, arm: Callable[[Any], None], device: str,
+                min_time: float, max_time: float, *, reference_share: float = REFERENCE_SHARE) -> Timed:
     """Blocks of steps with a block of the reference before, between and after them, until `min_time`
     seconds of steps and MIN_BLOCKS blocks whose spread is not noisy (`result.is_noisy`), or `max_time`
     seconds of steps. A step block's reference figure is the mean of the reference blocks on either side
@@ -133,7 +141,7 @@ def time_blocks(fn: Callable[[], None], reference: Reference, arm: Callable[[Any
     number = _per_block(once, target)
     # a reference block lasts about half a step block, however long the step, so that a preemption moves
     # it no more than it moves the steps
-    ref_number = _per_block(_fastest(reference, device, target), REFERENCE_SHARE * max(target, number * once))
+    ref_number = _per_block(_fastest(reference, device, target), reference_share * max(target, number * once))
     clock = PhaseClock(device)
     timed = Timed([], [], number, reference.n)
     before = _block(reference, ref_number, device) / ref_number

@@ -43,6 +43,7 @@ from .options import (
     model_request,
     option,
 )
+from .profilecmd import PROFILE_EXAMPLES, profile
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -185,6 +186,7 @@ def flops(
 
 
 app.command(cls=Command, epilog=example(*BENCH_EXAMPLES))(bench)
+app.command(cls=Command, epilog=example(*PROFILE_EXAMPLES))(profile)
 
 
 @command(examples=("cnnprobe memory vit_h_14 --batch 32 --device cuda",

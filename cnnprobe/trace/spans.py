@@ -201,3 +201,18 @@ class Spans:
             if span.backward_open and not span.backward_done:
                 span.backward_done = True
                 self.listener.end(span, BACKWARD)
+
+
+def frontier(root: Span, depth: int) -> list[Span]:
+    """The calls that partition `root` at `depth`: those at that depth, and shallower ones that call nothing
+    (a model's top-level conv1 at depth 2); `depth` -1 is the leaves. Every module call of the model lies inside
+    one of them or in what they leave between them (a residual add in the parent's forward)."""
+    out: list[Span] = []
+    stack = [root]
+    while stack:
+        span = stack.pop()
+        if span is not root and (span.depth == depth or not span.children):
+            out.append(span)
+        else:
+            stack.extend(reversed(span.children))
+    return out
