@@ -129,8 +129,19 @@ class Spans:
         self._handles: list[Any] = []
 
     def __enter__(self) -> "Spans":
-        self._handles = [module_hooks.register_module_forward_pre_hook(self._pre),
-                         module_hooks.register_module_forward_hook(self._post)]
+        """Hooks on the modules down to `max_depth` only (a global hook would send every module's call down
+        torch's slow path, which costs a small model's step several percent); on every module for the leaves."""
+        if self.max_depth is None:
+            self._handles = [module_hooks.register_module_forward_pre_hook(self._pre),
+                             module_hooks.register_module_forward_hook(self._post)]
+            return self
+        seen: set[int] = set()
+        for name, module in self.model.named_modules(remove_duplicate=False):
+            if id(module) in seen or (name.count(".") + 1 if name else 0) > self.max_depth:
+                continue
+            seen.add(id(module))
+            self._handles += [module.register_forward_pre_hook(self._pre),
+                              module.register_forward_hook(self._post)]
         return self
 
     def __exit__(self, *exc: Any) -> None:
