@@ -19,6 +19,7 @@ from cnnprobe.report.chrometrace import (
     chrome_trace,
     write_trace,
 )
+from cnnprobe.report.roofline import LABELLED, axis_ranges, plot_roofline, roof_line, roofline_points
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -229,3 +230,110 @@ def test_the_check_handles_a_deep_and_a_wide_trace():
     broken = [*wide[:10], ("x", 20001.0, 3.0)]  # from inside w0 to inside w1
     problems = check_trace(_trace(*broken))
     assert len(problems) == 2 and "'w0'" in problems[0] and "'w1'" in problems[1]
+
+
+# the roofline
+
+
+def test_roof_line_is_the_bandwidth_slope_then_the_compute_roof():
+    roof = _report().roof
+    ridge = roof.ridge
+    assert ridge == pytest.approx(40.0)  # 2 TFLOP/s over 50 GB/s
+    intensities = [0.01, 1.0, ridge / 2, ridge, ridge * 2, 1e4]
+    for i, y in zip(intensities, roof_line(roof, intensities)):
+        assert y == pytest.approx(min(2.0, 50e9 * i / 1e12))
+    assert roof_line(roof, [1.0]) == [pytest.approx(0.05)]  # 50 GB/s × 1 FLOP/B = 50 GFLOP/s
+    assert roof_line(roof, [ridge])[0] == pytest.approx(roof.peak_tflops)
+
+
+def test_roofline_points_one_per_row_and_direction_that_ran_and_counted():
+    rows = [_row("both"), _row("forward only", bwd=None, bmacs=None),
+            _row("no flops", fmacs=0, bmacs=0), _row("no bytes", fbytes=0, bbytes=0),
+            _row("no time", fwd=0.0, bwd=0.0)]
+    points = roofline_points(_report(modules=rows, unattributed={}))
+    assert [(p.name, p.direction) for p in points] == [("both", "forward"), ("both", "backward"),
+                                                       ("forward only", "forward")]
+    fwd = points[0]
+    assert fwd.intensity == pytest.approx(2 * 10**6 / 10**5)
+    assert fwd.tflops == pytest.approx(2 * 10**6 / 1e-3 / 1e12)
+
+
+def test_the_axes_hold_every_point_and_the_ridge():
+    rows = [_row("dense", fwd=1e-3, fmacs=10**9, fbytes=10**3), _row("sparse", fwd=10.0, fmacs=1, fbytes=10**8)]
+    report = _report(modules=rows, unattributed={})
+    points = roofline_points(report)
+    (x_lo, x_hi), (y_lo, y_hi) = axis_ranges(report.roof, points)
+    for x in [p.intensity for p in points] + [report.roof.ridge]:
+        assert x_lo < x < x_hi
+    for y in [p.tflops for p in points] + [report.roof.peak_tflops]:
+        assert y_lo < y < y_hi
+    assert axis_ranges(report.roof, [])[0][0] < report.roof.ridge < axis_ranges(report.roof, [])[0][1]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures plot_roofline draws, kept open to be read."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    kept: list = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    yield kept
+    monkeypatch.undo()
+    for fig in kept:
+        plt.close(fig)
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = plot_roofline(_report(), tmp_path / "roof.png")
+    raw = path.read_bytes()
+    assert raw[:8] == PNG_MAGIC and len(raw) > 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["roof.png"]
+
+
+def test_plot_draws_the_roofs_where_the_roof_says_and_every_point(tmp_path, figures):
+    report = _report()
+    plot_roofline(report, tmp_path / "roof.png")
+    ax = figures[0].axes[0]
+    (x_lo, x_hi), (y_lo, y_hi) = ax.get_xlim(), ax.get_ylim()
+    bandwidth, compute = [line for line in ax.get_lines() if line.get_label().endswith(")")]
+    ridge = 2e12 / 50e9
+    assert list(bandwidth.get_xdata()) == pytest.approx([x_lo, ridge])
+    assert list(bandwidth.get_ydata()) == pytest.approx([50e9 * x_lo / 1e12, 2.0])  # by hand, not roof_line
+    assert list(compute.get_xdata()) == pytest.approx([ridge, x_hi]) and list(compute.get_ydata()) == [2.0, 2.0]
+    assert "50.0 GB/s" in bandwidth.get_label() and "measured triad" in bandwidth.get_label()
+    assert "2 TFLOP/s" in compute.get_label() and "measured matmul" in compute.get_label()
+    drawn = {c.get_label(): [float(v) for o in c.get_offsets() for v in o] for c in ax.collections}
+    expected = roofline_points(report)
+    assert len(expected) == 6  # 3 modules × 2 directions; the unattributed rows count no FLOPs
+    for direction in ("forward", "backward"):
+        assert drawn[direction] == pytest.approx([v for p in expected if p.direction == direction
+                                                  for v in (p.intensity, p.tflops)])
+    xs, ys = drawn["forward"][0::2] + drawn["backward"][0::2], drawn["forward"][1::2] + drawn["backward"][1::2]
+    assert all(x_lo < x < x_hi for x in xs) and all(y_lo < y < y_hi for y in ys)
+    title = ax.get_title()
+    assert all(part in title for part in ("Net", "batch 8", "Test CPU", "float32", "train_step"))
+    labels = [t.get_text() for t in ax.texts]
+    # each row once; the unattributed rows are among the longest but have no point to label
+    assert sorted(n for n in labels if not n.startswith("ridge")) == ["conv1", "fc", "layer1"]
+
+
+def test_plot_labels_only_the_longest_rows(tmp_path, figures):
+    rows = [_row(f"m{i}", fwd=0.1 * (i + 1), bwd=0.1) for i in range(LABELLED + 3)]
+    plot_roofline(_report(modules=rows, unattributed={}), tmp_path / "roof.png")
+    labels = {t.get_text() for t in figures[0].axes[0].texts if not t.get_text().startswith("ridge")}
+    assert labels == {f"m{i}" for i in range(3, LABELLED + 3)}
+
+
+def test_plot_with_no_points_still_draws_the_roofs(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = _report(modules=[_row("idle", fmacs=0, bmacs=0)], unattributed={})
+    assert roofline_points(report) == []
+    assert plot_roofline(report, tmp_path / "r.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_refuses_a_roof_that_was_not_measured(tmp_path):
+    report = _report()
+    report.roof.bandwidth_gbps = 0.0
+    with pytest.raises(CnnprobeError, match="bandwidth roof"):
+        plot_roofline(report, tmp_path / "r.png")
+    assert not (tmp_path / "r.png").exists()
