@@ -153,6 +153,11 @@ def test_write_trace_writes_what_chrome_trace_returns(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["step.json"]  # no temporary file left
 
 
+def test_write_trace_to_a_missing_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(CnnprobeError, match="does not exist"):
+        write_trace(_report(), tmp_path / "nowhere" / "t.json")
+
+
 def test_no_timeline_is_one_clear_error(tmp_path):
     report = _report()
     report.timeline = None
