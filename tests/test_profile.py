@@ -6,7 +6,6 @@ noisier, so a real defect fails every attempt while a busy moment fails one.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks import profile_checks as checks
 from cnnprobe.benchmark.attribution.clock import LOSS, OPTIMIZER, OUTSIDE, StepClock
 from cnnprobe.benchmark.attribution.record import ProfileReport
 from cnnprobe.benchmark.attribution.run import Profiler, profile
@@ -64,135 +64,49 @@ def test_every_piece_of_a_train_step_is_a_row() -> None:
     assert r.steps >= 10 and r.unprofiled_step_ms > 0
 
 
-def _alone_ms(module: nn.Module, args: tuple[Any, ...]) -> float:
-    """The module timed alone by torch.utils.benchmark on its real input, in train mode with gradients on (its
-    graph is built and dropped, as in the step's forward)."""
-    import torch.utils.benchmark as benchmark
-
-    timer = benchmark.Timer("module(*args)", globals={"module": module, "args": args}, num_threads=1)
-    return 1e3 * timer.blocked_autorange(min_run_time=0.3).median
-
-
-def _inputs_of(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[Any, ...]]:
-    captured: dict[str, tuple[Any, ...]] = {}
-    handles = [m.register_forward_pre_hook(lambda m, a, n=name: captured.setdefault(n, tuple(
-        t.detach().requires_grad_(t.requires_grad) if torch.is_tensor(t) else t for t in a))) for name, m in
-        model.named_children()]
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return captured
-
-
 @pytest.mark.slow
 def test_each_top_level_forward_agrees_with_the_module_timed_alone() -> None:
     """Within 20% for every top-level module holding at least 5% of the forward pass."""
-    import torchvision
-
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().train()
-    x = torch.randn(4, 3, 64, 64)
-    inputs = _inputs_of(model, x)
+    case = checks.Case("resnet18", "3,64,64", 4, 1)
+    model, x = checks.build(case.name), checks.example(case)
+    inputs = checks.inputs_of(model, x, [n for n, _ in model.named_children()])
     children = dict(model.named_children())
-    torch.set_num_threads(1)
 
     def check() -> tuple[bool, str]:
-        r = _profile(model, batch=4, mode="forward_backward")
+        r = _profile(model, batch=case.batch, mode="forward_backward")
         forward = sum(m.forward_ms for m in r.modules)
         big = [m for m in r.modules if m.forward_ms >= 0.05 * forward]
-        ratios = {}
-        with torch.enable_grad():
-            for m in big:
-                ratios[m.name] = m.forward_ms / _alone_ms(children[m.name], inputs[m.name])
+        ratios = {m.name: m.forward_ms / checks.alone_ms(children[m.name], inputs[m.name], threads=1) for m in big}
         bad = {k: round(v, 2) for k, v in ratios.items() if not 0.8 <= v <= 1.2}
         return not bad and len(big) >= 4, f"profiled/alone {ratios}"
 
     attempts(check)
 
 
-def _ranks(values: list[float]) -> list[int]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0] * len(values)
-    for rank, i in enumerate(order):
-        ranks[i] = rank
-    return ranks
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = _ranks(a), _ranks(b)
-    n = len(a)
-    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
-
-
 @pytest.mark.slow
 def test_the_ranking_of_modules_matches_torch_profiler() -> None:
-    import torchvision
-
-    torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v3_small().train()
-    x = torch.randn(4, 3, 96, 96)
+    case = checks.Case("mobilenet_v3_small", "3,96,96", 4, 2)
+    model, x = checks.build(case.name), checks.example(case)
     torch.set_num_threads(1)
 
     def check() -> tuple[bool, str]:
-        r = _profile(model, batch=4, mode="forward_backward", depth=2, input_size=["3,96,96"])
+        r = _profile(model, batch=case.batch, mode="forward_backward", depth=case.rank_depth,
+                     input_size=[case.input_size])
         rows = [m for m in r.modules if m.forward_ms >= 0.02 * sum(p.forward_ms for p in r.modules)]
-        names = [m.name for m in rows]
-        children = {f"features.{n}" for n, _ in model.features.named_children()}
-        tops = [n for n in names if n in children]
-        measured = _profiler_forward_ms_nested(model, x, tops)
-        ours = [next(m.forward_ms for m in rows if m.name == n) for n in tops]
-        rho = spearman(ours, [measured[n] for n in tops])
-        top_ours = max(tops, key=lambda n: ours[tops.index(n)])
-        top_theirs = max(tops, key=lambda n: measured[n])
+        measured = checks.profiler_ms(model, x, [m.name for m in rows])
+        ours = [m.forward_ms for m in rows]
+        theirs = [measured[m.name] for m in rows]
+        rho = checks.spearman(ours, theirs)
+        top_ours, top_theirs = rows[ours.index(max(ours))].name, rows[theirs.index(max(theirs))].name
         return rho >= 0.8 and top_ours == top_theirs, f"rank correlation {rho:.2f}, top {top_ours}/{top_theirs}"
 
     attempts(check)
 
 
-def _profiler_forward_ms_nested(model: nn.Module, x: torch.Tensor, paths: list[str]) -> dict[str, float]:
-    modules = dict(model.named_modules())
-    from torch.profiler import ProfilerActivity, record_function
-
-    originals = {p: modules[p].forward for p in paths}
-    for p in paths:
-        def wrapped(*args: Any, _p: str = p, **kwargs: Any) -> Any:
-            with record_function(f"row::{_p}"):
-                return originals[_p](*args, **kwargs)
-        modules[p].forward = wrapped  # type: ignore[method-assign]
-    totals: dict[str, list[float]] = {p: [] for p in paths}
-    try:
-        for _ in range(5):
-            with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
-                model(x).sum().backward()
-            seen = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key.startswith("row::")}
-            for p in paths:
-                totals[p].append(seen.get(f"row::{p}", 0.0) / 1e3)
-    finally:
-        for p in paths:
-            del modules[p].forward
-    return {p: statistics.median(v) for p, v in totals.items()}
-
-
-class OneBigConv(nn.Module):
-    """95% of the FLOPs in `big`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)
-        self.act = nn.ReLU()
-        self.big = nn.Conv2d(16, 128, 3, padding=1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.pool(self.big(self.act(self.stem(x)))), 1))
-
-
 def test_a_net_whose_one_convolution_holds_the_flops_spends_its_time_there() -> None:
     # MACs per sample, by hand: stem 16·32·32·3·9 = 442,368; big 128·32·32·16·9 = 18,874,368 (97.7%)
     assert 128 * 32 * 32 * 16 * 9 / (128 * 32 * 32 * 16 * 9 + 16 * 32 * 32 * 3 * 9 + 128 * 10) > 0.95
-    r = _profile(OneBigConv(), batch=8, input_size=["3,32,32"], min_time=0.3)
+    r = _profile(checks.OneBigConv(), batch=8, input_size=["3,32,32"], min_time=0.3)
     rows = {m.name: m for m in r.modules}
     assert max(rows, key=lambda n: rows[n].total_ms) == "big"
     assert rows["big"].total_ms > 0.5 * sum(m.total_ms for m in r.modules)
@@ -273,3 +187,28 @@ def test_the_cuda_clock_reads_events_once_per_block(monkeypatch: pytest.MonkeyPa
     total = sum((f or 0) + (b or 0) for f, b in [*sample.rows.values(), *sample.pieces.values()])
     assert total == pytest.approx(sample.step_s)
     assert all(float(f * 1e3).is_integer() for f, _ in sample.rows.values())
+
+
+def test_the_trace_holds_one_span_per_module_call_and_passes_the_structural_check() -> None:
+    from cnnprobe.report.chrometrace import check_trace, chrome_trace
+
+    case = checks.Case("resnet18", "3,64,64", 2, 2)
+    model, x = checks.build(case.name), checks.example(case)
+    forward_calls, backward_calls = checks.module_calls(model, x, max_depth=2)
+    r = _profile(model, batch=case.batch, depth=2, timeline=True, min_time=0.2)
+    data = chrome_trace(r)
+    assert check_trace(data) == []
+    events = [e for e in data["traceEvents"] if e["ph"] == "X"]
+    assert sum(e["cat"] == "forward" for e in events) == forward_calls == 1 + 10 + 8
+    assert sum(e["cat"] == "backward" for e in events) == backward_calls
+    assert [e["name"] for e in events if e["cat"] == "phase"] == ["forward", "backward", "optimizer"]
+    assert sum(e["cat"] == "operator" for e in events) > 50
+    memory = [e["args"]["bytes"] for e in data["traceEvents"] if e["ph"] == "C"]
+    held = sum(p.numel() * 4 for p in model.parameters())
+    assert len(memory) > 10 and min(memory) >= held and max(memory) > min(memory)
+    # each span lies inside its step's phase: the model's forward inside the forward phase, and so on
+    phases = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in events if e["cat"] == "phase"}
+    for e in events:
+        if e["cat"] in ("forward", "backward"):
+            start, stop = phases[e["cat"]]
+            assert start - 1 <= e["ts"] and e["ts"] + e["dur"] <= stop + 1, e["name"]

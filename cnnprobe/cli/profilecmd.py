@@ -78,6 +78,7 @@ def profile(
     from ..benchmark.attribution.run import Profiler
     from ..report import files
     from ..report.chrometrace import write_trace
+    from ..report.roofline import plot_roofline
     from ..report.console import emit_json, print_pieces
     from ..report.profile import profile_lines
     from ..training.config import BenchConfig
@@ -101,7 +102,7 @@ def profile(
     if trace is not None:
         write_trace(report, trace)
     if plot is not None:
-        files.plot_roofline(report, plot)
+        plot_roofline(report, plot)
     if json:
         emit_json(report.to_dict())
     else:

@@ -71,7 +71,7 @@ def trace_step(step: Step, fn: Callable[[], None], max_depth: int | None,
                     fn()
         finally:
             step.marks = NoClock()
-    origin = recorder.phases[0][1] if recorder.phases else before
+    origin = before  # the step's start: every stamp and every profiler event inside the marker comes after
     timeline = Timeline(device=setup.device, note=(
         "one step after the timed ones, under torch.profiler" + (", synchronised at every module boundary"
                                                                  if recorder.cuda else "")))
