@@ -78,9 +78,9 @@ def profile(
     from ..benchmark.attribution.run import Profiler
     from ..report import files
     from ..report.chrometrace import write_trace
-    from ..report.roofline import plot_roofline
     from ..report.console import emit_json, print_pieces
     from ..report.profile import profile_lines
+    from ..report.roofline import plot_roofline
     from ..training.config import BenchConfig
 
     if top is not None and top <= 0:
