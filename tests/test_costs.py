@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch import nn
 
 import cnnprobe
 from cnnprobe.models.freezing import FreezePlan
-from cnnprobe.trace.costs import CostCounter, StepCosts
+from cnnprobe.trace.costs import CostCounter, PhaseCost, StepCosts
 
 N, C, H, W, COUT, K, CLASSES = 2, 3, 8, 8, 8, 3, 10
 F32 = 4  # bytes per element
@@ -175,6 +177,30 @@ def test_spans_nest_and_costs_are_inclusive():
     assert sum(r.macs for r in rows) == costs.by_name()[""].macs
 
 
+def _bytes_of(fn: Callable[[], object]) -> int:
+    counter = CostCounter(nn.Identity())
+    with counter:
+        fn()
+    return counter.costs().seen.bytes
+
+
+def test_byte_rules_of_one_operator():
+    """Each distinct tensor read plus each written, a storage at most once: an expanded input reads its small
+    storage, a slice its own elements, a tensor passed twice once; a destination only written is not read;
+    views move nothing, copies read and write."""
+    n = 1000
+    row, square, other = (torch.empty(1, n, device="meta"), torch.empty(n, n, device="meta"),
+                          torch.empty(n, n, device="meta"))
+    assert _bytes_of(lambda: row.expand(n, n) + square) == F32 * (n + 2 * n * n)
+    assert _bytes_of(lambda: square[:10].sum()) == F32 * (10 * n + 1)
+    assert _bytes_of(lambda: square * square) == F32 * 2 * n * n
+    assert _bytes_of(lambda: square.copy_(other)) == F32 * 2 * n * n
+    assert _bytes_of(lambda: torch.add(row, row, out=torch.empty(1, n, device="meta"))) == F32 * 2 * n
+    assert _bytes_of(lambda: square.add_(other)) == F32 * 3 * n * n
+    assert _bytes_of(lambda: square.clone()) == F32 * 2 * n * n
+    assert _bytes_of(lambda: square.view(-1).t().unsqueeze(0).permute(1, 0)) == 0
+
+
 def _resnet18(freeze_except: str | None) -> nn.Module:
     with torch.device("meta"):
         model = torchvision.models.resnet18()
@@ -206,3 +232,33 @@ def test_resnet18_matches_flops(freeze_except):
         layer4 = depth1["layer4"]
         assert layer4.backward_macs > layer4.forward_macs  # weight and input gradients
         assert spans["layer3"].total.forward_macs > 0
+
+
+def test_train_step_marks_its_phases_on_the_counter():
+    """The counter as a TrainStep's `marks`, on a meta setup: what the model runs is in its spans, the loss,
+    its gradient and the optimizer in the phases. Plain SGD is `p.add_(grad, alpha=-lr)` per parameter: it
+    reads the parameter and its gradient and writes the parameter, 3 × 4 bytes per trainable element."""
+    from cnnprobe.training.config import BenchConfig
+    from cnnprobe.training.setup import BenchSetup
+    from cnnprobe.training.steps import TrainStep
+    from cnnprobe.training.targets import make_targets
+
+    config = BenchConfig(mode="train_step", optimizer="sgd", input_size="3,32,32", freeze_except="layer4,fc")
+    built = config.request.build("resnet18", weights=False)
+    inputs = tuple(s.make(2, "meta", random=True) for s in built.inputs)
+    setup = BenchSetup.assembled(built, built.module, inputs, make_targets(built, inputs), config, 2, device="meta")
+    setup.set_frozen(True)
+    runner = TrainStep(setup, frozen=True)
+    step = runner.step()
+    step()  # the gradients and optimizer state a steady step starts with
+    counter = CostCounter(built.module)
+    runner.marks = counter
+    with counter:
+        step()
+    costs = counter.costs()
+    trainable = sum(p.numel() for p in built.module.parameters() if p.requires_grad)
+    assert costs.phases["optimizer"] == PhaseCost(0, F32 * 3 * trainable)
+    assert costs.phases["forward"].bytes > 0 and costs.phases["backward"].bytes > 0
+    report = cnnprobe.flops("resnet18", input_size="3,32,32", batch=2, backward=True, freeze_except="layer4,fc")
+    assert costs.spans_total().backward_macs + costs.phases["backward"].macs == report.backward_macs
+    assert costs.total() == costs.seen
