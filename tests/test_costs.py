@@ -262,3 +262,19 @@ def test_train_step_marks_its_phases_on_the_counter():
     report = cnnprobe.flops("resnet18", input_size="3,32,32", batch=2, backward=True, freeze_except="layer4,fc")
     assert costs.spans_total().backward_macs + costs.phases["backward"].macs == report.backward_macs
     assert costs.total() == costs.seen
+
+
+def test_max_depth_folds_deeper_calls_into_their_caller():
+    """Followed to depth 1 only, each top-level module's own cost is what it and everything it calls ran."""
+    x, y = torch.empty(2, 3, 32, 32, device="meta"), torch.zeros(2, dtype=torch.long, device="meta")
+    deep = _train(_resnet18(None), x, y)
+    model = _resnet18(None)
+    counter = CostCounter(model, max_depth=1)
+    with counter:
+        counter.phase("forward")
+        loss = F.cross_entropy(model(x), y)
+        counter.phase("backward")
+        loss.backward()
+    shallow = counter.costs()
+    assert max(s.depth for s in shallow.walk()) == 1
+    assert {s.name: s.own for s in shallow.walk() if s.depth == 1} == deep.by_name(1)

@@ -214,14 +214,14 @@ class _Counting(Tracer):
 
 class CostCounter:
     """Counts MACs and bytes by module call, forward and backward, around any step; use it as the step's
-    `marks` (it takes `phase(name)`) so that what runs outside the model is bucketed by phase.
+    `marks` (it takes `phase(name)`) so that what runs outside the model is bucketed by phase. `max_depth`:
+    calls deeper are not followed, their operators count in the deepest followed caller's own.
 
-    `fast_meta`: the Tracer's shape rules in the forward phase (faster on meta; BatchNorm's saved statistics
-    are then counted as empty). Off by default: the exact kernels, as `flops` counts the backward."""
+    The Tracer's shape rules are off (as `flops` counts the backward): they answer BatchNorm with empty saved
+    statistics, which would change its bytes; the real meta kernels give the outputs that really run."""
 
-    def __init__(self, model: nn.Module, *, max_depth: int | None = None, fast_meta: bool = False,
-                 data_dependent: bool = True) -> None:
-        self.tracer = _Counting(model, self, fast_meta=fast_meta, data_dependent=data_dependent)
+    def __init__(self, model: nn.Module, *, max_depth: int | None = None, data_dependent: bool = True) -> None:
+        self.tracer = _Counting(model, self, fast_meta=False, data_dependent=data_dependent)
         self.spans = Spans(model, self, max_depth=max_depth)
         self.current = UNMARKED
         self._open: list[tuple[Span, str]] = []
@@ -249,7 +249,7 @@ class CostCounter:
     # ---- what the step and the spans tell
     def phase(self, name: str) -> None:
         self.current = name
-        self.tracer.backward = name == "backward"  # the Tracer's shape rules are for the forward only
+        self.tracer.backward = name == "backward"  # the Tracer's own FLOP tallies, forward and backward
 
     def begin(self, span: Span, direction: str) -> None:
         self._open.append((span, direction))
