@@ -215,6 +215,7 @@ class Tracer:
                 if decomposed is not NotImplemented:
                     return decomposed
             out = func(*args, **kwargs)
+        flops = 0
         if info.formula is not None:
             flops = int(info.formula(*args, **kwargs, out_val=out))
             if info.separate:
@@ -223,7 +224,14 @@ class Tracer:
                 self._count(info.name, flops)
         elif info.arithmetic:
             self.uncounted[info.name] += 1
+        self.ran(func, info, args, kwargs, out, flops)
         return out
+
+    def ran(self, func: Any, info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+            flops: int) -> None:
+        """Told once for each operator that ran (a kernel, a shape rule or a data-dependent answer), with its
+        FLOPs by formula (0 without one); never for a composite that was decomposed, whose parts are told
+        instead. A hook for counters that read every operator (`trace/costs`); the Tracer itself ignores it."""
 
     def _count(self, name: str, flops: int) -> None:
         if self.backward:
