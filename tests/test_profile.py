@@ -212,3 +212,27 @@ def test_the_trace_holds_one_span_per_module_call_and_passes_the_structural_chec
         if e["cat"] in ("forward", "backward"):
             start, stop = phases[e["cat"]]
             assert start - 1 <= e["ts"] and e["ts"] + e["dur"] <= stop + 1, e["name"]
+
+
+def test_the_rows_counts_add_up_to_the_flop_count_and_follow_freezing() -> None:
+    """The counted pass against `flops` (a count of its own) and a hand formula for layer4 at 64×64 (its input
+    is 4×4, its output 2×2)."""
+    from cnnprobe.analysis.flops import flops
+
+    r = _profile(freeze_except="layer4,fc", min_time=0.2)
+    rows = {m.name: m for m in r.modules}
+    counted = flops("resnet18", input_size=["3,64,64"], batch=4, backward=True, freeze_except="layer4,fc")
+    everything = [*r.modules, *r.unattributed.values()]
+    assert sum(m.forward_macs for m in everything) == counted.train_forward_macs
+    assert sum(m.backward_macs or 0 for m in everything) == counted.backward_macs
+    conv1 = 512 * 2 * 2 * 256 * 9  # layer4.0.conv1: 256 → 512, 3×3, stride 2
+    downsample = 512 * 2 * 2 * 256  # layer4.0.downsample.0: 1×1, stride 2
+    conv3x3 = 512 * 2 * 2 * 512 * 9  # the block's other three convolutions
+    forward = conv1 + downsample + 3 * conv3x3
+    assert rows["layer4"].forward_macs == 4 * forward
+    # weight gradients throughout; input gradients for all but the convolutions that read layer4's input
+    assert rows["layer4"].backward_macs == 4 * (2 * forward - conv1 - downsample)
+    for name in ("conv1", "layer1", "layer2", "layer3"):
+        assert rows[name].backward_macs is None and rows[name].forward_macs > 0
+    assert rows["layer4"].bytes > 0 and rows["layer4"].bound is not None
+    assert r.unattributed["optimizer"].bytes > 0 and r.unattributed["optimizer"].forward_macs == 0

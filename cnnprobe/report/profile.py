@@ -81,6 +81,6 @@ def profile_lines(r: ProfileReport, top: int | None = None) -> list[Any]:
     ]
     idle = [p.name for p in r.modules if p.backward_ms is None and r.mode != "forward"]
     if idle:
-        pieces.append(Text(f"no backward runs for {', '.join(idle)}: autograd never reaches them (frozen, with "
-                           "inputs that need no gradient)"))
+        pieces.append(Text(f"no backward runs for {', '.join(idle)}: autograd has no node of theirs to run "
+                           "(frozen with inputs that need no gradient, or returning their input unchanged)"))
     return pieces + note_lines(r.notes)

@@ -25,7 +25,7 @@ from ...training.steps import STEPS, Step
 from ..bandwidth import bandwidth_at_least, measured_bandwidth
 from ..blocks import time_blocks
 from ..flops_peak import at_least, measured
-from ..prepared import Prepared
+from ..int8 import checked_config
 from .clock import StepClock
 from .counting import count_rows
 from .join import RowInfo, raise_roof, read_roofline, rows
@@ -75,6 +75,7 @@ class Profiler:
 
     def __init__(self, model: "str | nn.Module", batch: int, config: BenchConfig, *, depth: int = 1,
                  timeline: bool = False) -> None:
+        config = checked_config([model], config)  # a quantized model: forward-only, int8 on the CPU
         self.mode = check_profile(config, depth)
         self.model, self.batch, self.config, self.depth = model, check_batch(batch), config, depth
         self.timeline = timeline
@@ -103,8 +104,8 @@ class Profiler:
             fn()
         on_phase(f"{setup.built.name} b{self.batch} {self.mode.value}: timing modules")
         clock, timed = self._time(step, fn)
-        on_phase(f"{setup.built.name} b{self.batch} {self.mode.value}: counting on meta")
-        counts = count_rows(Prepared(self.model, config), setup, self.mode, frozen, self.depth)
+        on_phase(f"{setup.built.name} b{self.batch} {self.mode.value}: counting MACs and bytes")
+        counts = count_rows(step, fn, self.depth)
         threads = torch.get_num_threads()
         dtype = DType(config.dtype).value
         on_phase(f"{setup.built.name} b{self.batch}: the device's roofs")
@@ -179,9 +180,6 @@ class Profiler:
         if report.roof.bandwidth_source.startswith("achieved"):
             notes.append("a module moved its bytes faster than the measured memory bandwidth (its data stayed in "
                          "cache): the bandwidth roof is raised to what it reached, so no share exceeds 100%")
-        if DType(self.config.dtype) is not DType.FLOAT32:
-            notes.append("bytes are counted at the model's own dtype: autocast's lower-precision copies are not "
-                         "seen on meta")
         return notes
 
 
