@@ -342,3 +342,45 @@ def test_plot_refuses_a_roof_that_was_not_measured(tmp_path):
     with pytest.raises(CnnprobeError, match="bandwidth roof"):
         plot_roofline(report, tmp_path / "r.png")
     assert not (tmp_path / "r.png").exists()
+
+
+# the table
+
+
+def _rendered_table(width: int, top: int | None = None) -> str:
+    import io
+
+    from rich.console import Console
+
+    from cnnprobe.benchmark.attribution.join import read_roofline
+    from cnnprobe.report.profile import profile_lines
+
+    report = _report()
+    read_roofline([*report.modules, *report.unattributed.values()], report.roof, report.step_ms)
+    out = io.StringIO()
+    console = Console(file=out, width=width, highlight=False, soft_wrap=False, markup=False, emoji=False)
+    for piece in profile_lines(report, top):
+        console.print(piece)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
+
+
+def test_the_profile_table_snapshot(snapshot):
+    text = _rendered_table(160)
+    snapshot("profile_table", text)
+    # the roofline's reading, by hand: conv1 moves 3e5 B and does 6e6 FLOPs in 0.27 ms; the roofline allows
+    # max(6e6 / 2e12, 3e5 / 50e9) s = 6 µs: 2.2% of roof, bound by memory (intensity 20 < ridge 40)
+    conv1 = next(line for line in text.splitlines() if line.startswith("conv1"))
+    assert "memory" in conv1 and "2.2%" in conv1 and " 20 " in conv1
+
+
+@pytest.mark.parametrize("width", [100, 80, 60])
+def test_the_profile_table_cuts_no_figure_when_narrow(width):
+    text = _rendered_table(width)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    for figure in ("0.090 ±0.010", "0.180 ±0.020", "2.2%", "293.0 KiB", "1.0 M", "memory"):
+        assert figure in text
+
+
+def test_top_folds_the_other_rows_into_one_line():
+    text = _rendered_table(160, top=2)
+    assert "(1 more rows)" in text and "fc " not in text and "layer1" in text

@@ -96,6 +96,7 @@ def raise_roof(roof: Roof, profiles: list[ModuleProfile], *, compute: Callable[[
 def read_roofline(profiles: list[ModuleProfile], roof: Roof, step_ms: float) -> None:
     """Each row's intensity, achieved rates, bound and share of its roofline bound, over both directions."""
     for p in profiles:
+        p.bytes = p.forward_bytes + p.backward_bytes
         point = Point(p.total_ms, p.total_macs, p.bytes)
         p.intensity = point.intensity
         p.achieved_tflops = point.achieved_tflops
