@@ -85,20 +85,20 @@ def test_each_top_level_forward_agrees_with_the_module_timed_alone() -> None:
 
 @pytest.mark.slow
 def test_the_ranking_of_modules_matches_torch_profiler() -> None:
-    case = checks.Case("mobilenet_v3_small", "3,96,96", 4, 2)
+    case = checks.Case("resnet18", "3,64,64", 4, 1)
     model, x = checks.build(case.name), checks.example(case)
     torch.set_num_threads(1)
 
     def check() -> tuple[bool, str]:
-        r = _profile(model, batch=case.batch, mode="forward_backward", depth=case.rank_depth,
-                     input_size=[case.input_size])
+        r = _profile(model, batch=case.batch, mode="forward_backward", depth=case.rank_depth)
         rows = [m for m in r.modules if m.forward_ms >= 0.02 * sum(p.forward_ms for p in r.modules)]
         measured = checks.profiler_ms(model, x, [m.name for m in rows])
         ours = [m.forward_ms for m in rows]
         theirs = [measured[m.name] for m in rows]
         rho = checks.spearman(ours, theirs)
         top_ours, top_theirs = rows[ours.index(max(ours))].name, rows[theirs.index(max(theirs))].name
-        return rho >= 0.8 and top_ours == top_theirs, f"rank correlation {rho:.2f}, top {top_ours}/{top_theirs}"
+        return rho >= 0.8 and top_ours == top_theirs and len(rows) >= 6, \
+            f"rank correlation {rho:.2f} over {len(rows)} rows, top {top_ours}/{top_theirs}"
 
     attempts(check)
 
