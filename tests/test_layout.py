@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cnnprobe"
 
 # Lowest first: data flows up this list. A module may import from its own subpackage or any subpackage below
 # it, never above. The top-level modules come last.
-PACKAGES = ["core", "weights", "models", "trace", "training", "memory", "analysis", "benchmark", "report", "cli"]
+PACKAGES = ["core", "weights", "models", "trace", "training", "memory", "runtime", "analysis", "benchmark", "report", "cli"]
 TOP = {"__init__", "__main__"}
 
 
