@@ -46,7 +46,7 @@ from ..training.setup import BenchSetup
 from ..training.steps import STEPS, plan, walk
 from ..training.targets import make_targets
 from .count import count_step
-from .tracker import MemoryPeak
+from .tracker import MemoryPeak, OpRecord
 from .valued import Answering
 from .workspace import TIME_LIMIT_S, calibrate, with_workspace
 
@@ -224,6 +224,7 @@ class Predictor:
         self.freeze_bn = freeze_bn
         self.cuda = Device(config.device) is Device.CUDA
         self.answering = Answering()  # detection's nonzero, nms and .item() on fake tensors
+        self.ops: dict[tuple[str, bool], list[OpRecord]] = {}  # with at(keep_ops=True): each step's operators
         if built is not None:
             self.built: Built = built
             return
@@ -239,9 +240,10 @@ class Predictor:
         return self.built.spec.source in (Source.TORCHVISION, Source.CNNPROBE)
 
     def at(self, batch: int, modes: list[Mode] | None = None, *, compare_freezing: bool = True,
-           workspaces: bool = True) -> MemoryReport:
+           workspaces: bool = True, keep_ops: bool = False) -> MemoryReport:
         """Every mode's peak at `batch`; `workspaces` (the CPU only) calibrates each operator's own allocations
-        and adds them, else the tensors' peak alone."""
+        and adds them, else the tensors' peak alone. `keep_ops`: every operator each step ran, as
+        `self.ops[(mode, frozen)]`, for the time model."""
         check_batch(batch)
         config, built = self.config, self.built
         report = MemoryReport(
@@ -265,8 +267,10 @@ class Predictor:
             for step in walk(setup, plan(run_config, wanted, compare=compare_freezing)):
                 if not step.comparison:
                     report.trainable_params = sum(p.numel() for p in setup.trainable())
-                counted.append((step.mode, step.frozen,
-                                self._count(setup, step.mode, step.frozen, workspaces and not self.cuda)))
+                record = keep_ops or (workspaces and not self.cuda)
+                counted.append((step.mode, step.frozen, self._count(setup, step.mode, step.frozen, record)))
+        if keep_ops:
+            self.ops = {(mode.value, frozen): c.ops for mode, frozen, c in counted}
         if (note := self.answering.note()) is not None:
             report.notes.append(note)
         if self.cuda:
