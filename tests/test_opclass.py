@@ -118,6 +118,17 @@ def test_bf16_dtype_and_other_classes():
     assert foreach is not None and foreach.op_class is OpClass.OPTIMIZER and foreach.bytes == 2 * 30 * F32
 
 
+def test_in_place_activations_and_backward_copies():
+    x = spec(2, 16, 4, 4)
+    for func in (aten.hardswish_.default, aten.silu_.default, aten.hardsigmoid_.default, aten.relu_.default):
+        cost = classify(func, (x,), {}, "forward")
+        assert cost is not None and cost.op_class is OpClass.ELEMENTWISE, func
+        assert cost.bytes == 2 * 2 * 16 * 4 * 4 * F32  # read and written in place
+    grad = classify(aten.select_backward.default, (spec(2, 16), [2, 5, 16], 1, 0), {}, "backward")
+    assert grad is not None and grad.op_class is OpClass.COPY_LAYOUT
+    assert grad.bytes == (2 * 16 + 2 * 5 * 16) * F32
+
+
 def test_views_metadata_and_empty_cost_nothing():
     assert classify(aten.view.default, (spec(4, 6), [24]), {}, "forward") is None
     assert classify(aten.t.default, (spec(4, 6),), {}, "backward") is None

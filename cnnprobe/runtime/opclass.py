@@ -51,8 +51,11 @@ COPIES = frozenset({"copy_", "_to_copy", "clone", "cat", "stack", "constant_pad_
                     "unsqueeze_copy", "squeeze_copy", "reflection_pad1d", "reflection_pad2d",
                     "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d",
                     "reflection_pad2d_backward", "replication_pad2d_backward", "pixel_shuffle", "pixel_unshuffle",
-                    "channel_shuffle", "tril", "triu", "col2im", "im2col"})
-ELEMENTWISE_EXTRA = frozenset({"native_dropout", "bernoulli", "bernoulli_", "hardtanh_backward",
+                    "channel_shuffle", "tril", "triu", "col2im", "im2col", "select_backward",
+                    "slice_backward", "index_select_backward", "unfold_backward", "diagonal_backward",
+                    "as_strided_copy", "alias_copy"})
+ELEMENTWISE_EXTRA = frozenset({"native_dropout", "hardswish", "hardswish_", "bernoulli", "bernoulli_",
+                               "hardtanh_backward",
                                "hardswish_backward", "hardsigmoid_backward", "leaky_relu_backward",
                                "elu_backward", "softplus_backward", "mish_backward", "rrelu_with_noise",
                                "normal_", "uniform_", "random_", "exponential_"})
@@ -157,6 +160,16 @@ def _attention_dims(name: str, args: tuple[Any, ...]) -> tuple[int, int, int] | 
     return int(q.shape[-2]), int(k.shape[-2]), int(q.shape[-1])
 
 
+def _pointwise(func: Any, name: str) -> bool:
+    """Tagged pointwise, or the in-place form (`hardswish_`) of an operator that is (not every one carries
+    the tag itself)."""
+    if torch.Tag.pointwise in getattr(func, "tags", ()) or name in ELEMENTWISE_EXTRA:
+        return True
+    functional = getattr(torch.ops.aten, name[:-1], None) if name.endswith("_") else None
+    default = getattr(functional, "default", None)
+    return default is not None and torch.Tag.pointwise in default.tags
+
+
 def _class(name: str, func: Any, bound: dict[str, Any], args: tuple[Any, ...],
            out: Any) -> tuple[OpClass, tuple[int, int, int] | None]:
     if name in CONVOLUTIONS and "weight" in bound and "input" in bound:
@@ -173,7 +186,7 @@ def _class(name: str, func: Any, bound: dict[str, Any], args: tuple[Any, ...],
         return OpClass.REDUCTION_POOLING, None
     if name in COPIES:
         return OpClass.COPY_LAYOUT, None
-    if torch.Tag.pointwise in getattr(func, "tags", ()) or name in ELEMENTWISE_EXTRA:
+    if _pointwise(func, name):
         return OpClass.ELEMENTWISE, None
     return OpClass.OTHER, None
 
