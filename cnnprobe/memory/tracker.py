@@ -83,6 +83,7 @@ class OpRecord:
     args: Any  # its (args, kwargs), every tensor a TensorSpec
     live_bytes: int  # tensor memory live just after it returned
     made_bytes: int = 0  # what its outputs added (new storages)
+    phase: str = "unmarked"  # the step's phase when it ran: "forward", "backward", "optimizer", "end"
 
     @property
     def key(self) -> str:
@@ -203,7 +204,7 @@ class MemoryTracker(TorchDispatchMode):
                 self._add(t, category)
         if self._ops is not None:  # specs, not the tensors: holding them would keep storages alive
             spec = tree_map(lambda a: TensorSpec.of(a) if isinstance(a, torch.Tensor) else a, (args, kwargs or {}))
-            self._ops.append(OpRecord(func, spec, self._live, self._live - before))
+            self._ops.append(OpRecord(func, spec, self._live, self._live - before, self._phase))
         return out
 
     def close(self) -> None:

@@ -1,0 +1,169 @@
+"""How long an operator, and a step, takes on a device: a roofline with efficiencies, waves and launches.
+
+An operator's time is the larger of its compute time, `flops / (peak(dtype) × compute efficiency × wave
+factor)`, and its memory time, `bytes / (bandwidth × memory efficiency)`, plus a fixed cost per kernel. The
+efficiencies are the calibration's curves for the operator's class at its size (`Curve.efficiency`), or the
+class defaults below where the calibration has none. On a GPU, a GEMM-like operator's tiles of
+`TILE × TILE` outputs run in waves over the SMs: a last wave that fills only part of them wastes the rest.
+
+What the model ignores: overlap between kernels (streams, a copy under a compute kernel), data loading, the
+CPU side under the GPU (Python, the dispatcher, kernel-launch latency beyond the fixed per-kernel cost: a
+small model on a fast GPU is bound by these and is predicted too fast), fusion (every operator is its own
+kernel, its tensors read and written through memory, as `operator_bytes` counts them), cuDNN's and oneDNN's
+choice of algorithm (one curve per class, whatever algorithm runs), caches (nothing stays in L2 between
+kernels), clocks (the datasheet's boost clock, no throttling), and a GPU's idle time between steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .records import Calibration, Curve, DeviceSpec, OpClass, OpCost
+
+TILE = 128  # outputs per side of the tile one SM computes at a time (cuBLAS's and cuDNN's common 128×128)
+
+# Class defaults for an uncalibrated device: rough shares of the roofs from published kernel benchmarks,
+# meant to be replaced by `cnnprobe calibrate`. GPUs: large GEMMs reach about 70% of the dense tensor-core
+# peak, convolutions somewhat less, depthwise convolutions a few percent of it (they are bound by memory,
+# and have no tensor-core path worth the name); streaming kernels about 80% of the bandwidth, reductions
+# and normalisation (two passes, a reduction tree) less. `half_work` is the size at which a class reaches
+# half its share: ~1 GFLOP for GPU GEMMs (a 128×128 tile per SM needs thousands of them), ~2 MB for
+# streaming kernels (less than that cannot hide the memory latency across all SMs).
+_GPU_COMPUTE = {
+    OpClass.GEMM: Curve(0.70, 1e9),
+    OpClass.CONV_DENSE: Curve(0.60, 2e9),
+    OpClass.CONV_1X1: Curve(0.60, 1e9),
+    OpClass.CONV_GROUPED: Curve(0.30, 1e9),
+    OpClass.CONV_DEPTHWISE: Curve(0.03, 1e8),
+    OpClass.ATTENTION: Curve(0.50, 2e9),
+}
+_GPU_MEMORY = {
+    OpClass.GEMM: Curve(0.80, 2e6),
+    OpClass.CONV_DENSE: Curve(0.70, 2e6),
+    OpClass.CONV_1X1: Curve(0.70, 2e6),
+    OpClass.CONV_GROUPED: Curve(0.60, 2e6),
+    OpClass.CONV_DEPTHWISE: Curve(0.50, 2e6),
+    OpClass.ATTENTION: Curve(0.70, 2e6),
+    OpClass.NORMALIZATION: Curve(0.60, 2e6),
+    OpClass.ELEMENTWISE: Curve(0.80, 2e6),
+    OpClass.REDUCTION_POOLING: Curve(0.60, 2e6),
+    OpClass.COPY_LAYOUT: Curve(0.70, 2e6),
+    OpClass.OPTIMIZER: Curve(0.70, 2e6),
+    OpClass.OTHER: Curve(0.50, 2e6),
+}
+# CPUs: oneDNN's GEMMs and convolutions reach high shares of the measured peak at far smaller sizes than a
+# GPU; depthwise convolutions and streaming kernels are bound by memory, threads and caches.
+_CPU_COMPUTE = {
+    OpClass.GEMM: Curve(0.70, 5e7),
+    OpClass.CONV_DENSE: Curve(0.55, 1e8),
+    OpClass.CONV_1X1: Curve(0.55, 5e7),
+    OpClass.CONV_GROUPED: Curve(0.25, 5e7),
+    OpClass.CONV_DEPTHWISE: Curve(0.08, 1e7),
+    OpClass.ATTENTION: Curve(0.35, 1e8),
+}
+_CPU_MEMORY = {c: Curve(0.5, 2e5) for c in OpClass} | {
+    OpClass.ELEMENTWISE: Curve(0.6, 2e5), OpClass.COPY_LAYOUT: Curve(0.6, 2e5),
+    OpClass.NORMALIZATION: Curve(0.4, 2e5), OpClass.REDUCTION_POOLING: Curve(0.4, 2e5),
+}
+# Where neither the calibration nor the defaults have a class (a compute curve for a memory class whose
+# operator does count FLOPs: interpolation, RoIAlign): a modest share, reached early.
+FALLBACK_COMPUTE = Curve(0.25, 1e6)
+FALLBACK_MEMORY = Curve(0.5, 1e6)
+
+DEFAULT_GPU = Calibration(device_key="gpu", device_name="", compute=_GPU_COMPUTE, memory=_GPU_MEMORY,
+                          launch_us=4.0, calibrated=False, source="defaults")
+DEFAULT_CPU = Calibration(device_key="cpu", device_name="", compute=_CPU_COMPUTE, memory=_CPU_MEMORY,
+                          launch_us=8.0, calibrated=False, source="defaults")
+
+
+def defaults_for(spec: DeviceSpec) -> Calibration:
+    """The class defaults for a device of this kind."""
+    return DEFAULT_GPU if spec.kind == "gpu" else DEFAULT_CPU
+
+
+def _curve(curves: dict[OpClass, Curve], defaults: dict[OpClass, Curve], op_class: OpClass,
+           fallback: Curve) -> Curve:
+    return curves.get(op_class) or defaults.get(op_class) or fallback
+
+
+def compute_efficiency(op: OpCost, spec: DeviceSpec, cal: Calibration) -> float:
+    """The share of peak FLOP/s the operator reaches at its FLOPs."""
+    curve = _curve(cal.compute, defaults_for(spec).compute, op.op_class, FALLBACK_COMPUTE)
+    return curve.efficiency(float(op.flops))
+
+
+def memory_efficiency(op: OpCost, spec: DeviceSpec, cal: Calibration) -> float:
+    """The share of the memory bandwidth the operator reaches at its bytes."""
+    curve = _curve(cal.memory, defaults_for(spec).memory, op.op_class, FALLBACK_MEMORY)
+    return curve.efficiency(float(op.bytes))
+
+
+def wave_factor(op: OpCost, spec: DeviceSpec) -> float:
+    """The share of the SMs' tile slots the operator's waves fill: tiles = ⌈m/TILE⌉·⌈n/TILE⌉ per GEMM, times
+    the GEMMs the FLOPs say it is (a bmm's batch, a grouped convolution's groups, a convolution backward's
+    two gradients: FLOPs / 2mnk); waves = ⌈tiles / SMs⌉; factor = tiles / (waves × SMs). 1 on a CPU and for
+    operators that are no GEMM."""
+    if spec.kind != "gpu" or not spec.sms or op.dims is None:
+        return 1.0
+    m, n, k = op.dims
+    if min(m, n, k) <= 0:
+        return 1.0
+    gemms = max(1, round(op.flops / (2 * m * n * k)))
+    tiles = math.ceil(m / TILE) * math.ceil(n / TILE) * gemms
+    waves = math.ceil(tiles / spec.sms)
+    return tiles / (waves * spec.sms)
+
+
+def launch_seconds(spec: DeviceSpec, cal: Calibration) -> float:
+    """A kernel's fixed cost: the calibration's, else the spec table's."""
+    return (cal.launch_us or spec.launch_us) * 1e-6
+
+
+def op_seconds(op: OpCost, spec: DeviceSpec, cal: Calibration, tf32: bool = False) -> float:
+    """The operator's predicted time: the larger of compute and memory time, plus one launch. A dtype the
+    device has no peak for (bfloat16 on a V100 or T4) runs at float32's (`DeviceSpec.peak_tflops`)."""
+    compute = 0.0
+    if op.flops > 0:
+        peak = spec.peak_tflops(op.dtype, tf32) * 1e12
+        compute = op.flops / (peak * compute_efficiency(op, spec, cal) * wave_factor(op, spec))
+    memory = 0.0
+    if op.bytes > 0:
+        memory = op.bytes / (spec.bandwidth_gbps * 1e9 * memory_efficiency(op, spec, cal))
+    return max(compute, memory) + launch_seconds(spec, cal)
+
+
+@dataclass
+class StepTime:
+    """A step's predicted time by phase and by operator class."""
+
+    forward_s: float
+    backward_s: float
+    optimizer_s: float
+    total_s: float
+    by_class: dict[str, float] = field(default_factory=dict)  # OpClass value -> seconds; sums to total_s
+    kernels: int = 0  # operators timed, each one kernel
+
+    @property
+    def dominant(self) -> list[tuple[str, float]]:
+        """The classes by their share of the step, largest first."""
+        total = self.total_s or 1.0
+        return sorted(((c, s / total) for c, s in self.by_class.items()), key=lambda item: -item[1])
+
+
+# phase -> StepTime's field; "unmarked" (before the step said) counts as forward, "end" (after the
+# optimizer, or after the last phase of a step without one) as optimizer
+_PHASES = {"forward": "forward", "unmarked": "forward", "backward": "backward", "optimizer": "optimizer",
+           "end": "optimizer"}
+
+
+def step_time(ops: list[OpCost], spec: DeviceSpec, cal: Calibration, tf32: bool = False) -> StepTime:
+    """The sum of the operators' times, one kernel each, one after another."""
+    phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    by_class: dict[str, float] = {}
+    for op in ops:
+        seconds = op_seconds(op, spec, cal, tf32)
+        phases[_PHASES.get(op.phase, "forward")] += seconds
+        by_class[op.op_class.value] = by_class.get(op.op_class.value, 0.0) + seconds
+    return StepTime(phases["forward"], phases["backward"], phases["optimizer"], sum(phases.values()), by_class,
+                    len(ops))
