@@ -172,3 +172,34 @@ def test_a_quick_cpu_grid_fits_itself() -> None:
     assert statistics.median(errors) == pytest.approx(cal.fit_error)
     assert sum(e <= cal.fit_error + 1e-12 for e in errors) >= len(errors) / 2
     assert calibration.cached("cpu", 1) == before  # a quick grid is not kept
+
+
+def test_each_dtype_is_judged_against_its_own_peak() -> None:
+    cuda = microbench.planned("cuda")
+    assert {d for c, d in cuda if c.op_class is OpClass.GEMM} == {"float32", "bfloat16", "float16"}
+    assert {d for c, d in cuda if c.op_class is OpClass.ELEMENTWISE} == {"float32"}
+    assert {d for _, d in microbench.planned("cpu")} == {"float32"}
+    assert {d for _, d in microbench.planned("cuda", dtypes=("float32",))} == {"float32"}
+    curve = Curve(0.5, 1e7)
+    ms = _synthetic(OpClass.GEMM, curve, [1e6 * 4**i for i in range(6)])
+    half = [Measurement(m.name, m.op_class, "bfloat16", m.flops, m.bytes, m.kernels, m.seconds / 4) for m in ms]
+    # bfloat16 at 4× float32's peak, each 4× as fast: the same share of its own peak
+    cal = calibration.fit(ms + half, PEAK_TFLOPS, BANDWIDTH_GBPS, "x", "x", 1, launch_us=0.0,
+                          dtype_tflops={"bfloat16": 4 * PEAK_TFLOPS})
+    assert cal.compute[OpClass.GEMM].peak_share == pytest.approx(0.5, rel=1e-3)
+    # without bfloat16's peak its cases cannot be judged: left out
+    alone = calibration.fit(ms + [Measurement(m.name, m.op_class, m.dtype, m.flops, m.bytes, m.kernels, 9.0)
+                                  for m in half], PEAK_TFLOPS, BANDWIDTH_GBPS, "x", "x", 1)
+    assert alone.compute[OpClass.GEMM].peak_share == pytest.approx(0.5, rel=0.05)
+    with pytest.raises(CnnprobeError):
+        calibration.fit(ms, 0.0, BANDWIDTH_GBPS, "x", "x", 1)
+
+
+def test_a_class_of_constant_time_is_fitted_on_its_bounds() -> None:
+    """Cases that all take the same time whatever their work: the work term at its floor, the fixed part
+    carrying the time."""
+    ms = [Measurement(f"c{i}", OpClass.ELEMENTWISE, "float32", 0, 10**i, 1, 1e-3) for i in range(3, 7)]
+    cal = calibration.fit(ms, PEAK_TFLOPS, BANDWIDTH_GBPS, "x", "x", 1)
+    curve = cal.memory[OpClass.ELEMENTWISE]
+    assert curve.peak_share == calibration.PEAK_SHARE[1]
+    assert cal.fit_error is not None and cal.fit_error < 0.01

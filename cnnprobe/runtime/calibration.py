@@ -67,22 +67,27 @@ def efficiency(m: Measurement, ceiling: float, launch_s: float) -> float:
 
 
 def _solve(rows: list[tuple[float, float]]) -> tuple[float, float]:
-    """(a, b) ≥ 0 minimising Σ (a·x1 + b·x2 − 1)²: predicted over measured time, minus one."""
+    """(a, b) minimising Σ (a·x1 + b·x2 − 1)² (predicted over measured time, minus one) with 1/a, the peak
+    share, in PEAK_SHARE and b ≥ 0: the free optimum where it is in range, else the best on the bounds."""
+    a_lo, a_hi = 1 / PEAK_SHARE[1], 1 / PEAK_SHARE[0]
     s11 = sum(x1 * x1 for x1, _ in rows)
     s12 = sum(x1 * x2 for x1, x2 in rows)
     s22 = sum(x2 * x2 for _, x2 in rows)
     t1, t2 = sum(x1 for x1, _ in rows), sum(x2 for _, x2 in rows)
+
+    def error(ab: tuple[float, float]) -> float:
+        return sum((ab[0] * x1 + ab[1] * x2 - 1) ** 2 for x1, x2 in rows)
+
+    candidates = []
     det = s11 * s22 - s12 * s12
-    if det > 1e-12 * s11 * s22 and len(rows) > 1:
+    if len(rows) > 1 and det > 1e-9 * s11 * s22:
         a, b = (t1 * s22 - t2 * s12) / det, (t2 * s11 - t1 * s12) / det
-        if a > 0 and b >= 0:
+        if a_lo <= a <= a_hi and b >= 0:
             return a, b
-    # on the boundary: no fixed part (b = 0), or the work term that scale cannot fit (a → its floor)
-    a0 = t1 / s11
-    b0 = t2 / s22 if s22 > 0 else 0.0
-    err0 = sum((a0 * x1 - 1) ** 2 for x1, _ in rows)
-    err1 = sum((b0 * x2 - 1) ** 2 for _, x2 in rows)
-    return (a0, 0.0) if err0 <= err1 or b0 <= 0 else (a0 * 1e-6, b0)
+    for a in (a_lo, a_hi):  # a share on its bound, the best fixed part for it
+        candidates.append((a, max((t2 - a * s12) / s22, 0.0) if s22 > 0 else 0.0))
+    candidates.append((min(max(t1 / s11, a_lo), a_hi), 0.0))  # no fixed part
+    return min(candidates, key=error)
 
 
 def fit_curve(points: list[tuple[Measurement, float]], launch_s: float = 0.0) -> tuple[Curve, list[Measurement]]:
@@ -107,9 +112,7 @@ def fit_curve(points: list[tuple[Measurement, float]], launch_s: float = 0.0) ->
 
 
 def _clamped(a: float, b: float) -> Curve:
-    share = min(max(1.0 / a, PEAK_SHARE[0]), PEAK_SHARE[1])
-    half = min(max(b / a, 0.0), HALF_WORK_MAX)
-    return Curve(share, half)
+    return Curve(min(max(1.0 / a, PEAK_SHARE[0]), PEAK_SHARE[1]), min(max(b / a, 0.0), HALF_WORK_MAX))
 
 
 def fit(measurements: list[Measurement], peak_tflops: float, bandwidth_gbps: float, device_key: str,
@@ -208,21 +211,19 @@ def calibrate(device: str, threads: int, peak_tflops: float, bandwidth_gbps: flo
               on_case: Callable[[Measurement], None] | None = None, time_limit: float | None = None,
               device_key: str | None = None, dtype_tflops: dict[str, float] | None = None) -> Calibration:
     """Times the grid on `device` ("cpu" or "cuda"), fits the curves and keeps the result in the cache (a
-    quick grid's is not kept: it would stand in for a full one)."""
+    partial grid's, quick or cut by `time_limit`, is not kept: it would stand in for a full one). On CUDA the
+    bfloat16 and float16 cases run where `dtype_tflops` gives their peak (else they could not be fitted)."""
+    dtypes = ("float32", *sorted(dtype_tflops or {}))
     launch = microbench.launch_us(device, threads)
-    measurements = microbench.run(device, threads, quick=quick, time_limit=time_limit, on_case=on_case)
+    measurements = microbench.run(device, threads, quick=quick, time_limit=time_limit, on_case=on_case,
+                                  dtypes=dtypes)
     if not measurements:
         raise CnnprobeError("calibration timed no micro-benchmark (the time limit is too short)")
     name = _name(device)
     cal = fit(measurements, peak_tflops, bandwidth_gbps, device_key or device.split(":")[0], name, threads,
               launch_us=launch, dtype_tflops=dtype_tflops)
-    if quick or (time_limit is not None and len(measurements) < _grid_size(device)):
+    if quick or len(measurements) < len(microbench.planned(device, dtypes=dtypes)):
         cal.notes.append("a partial grid (quick or time-limited): not kept in the cache")
     else:
         store(cal, device)
     return cal
-
-
-def _grid_size(device: str) -> int:
-    cuda = device.split(":")[0] == "cuda"
-    return sum(len(c.dtypes) if cuda else 1 for c in microbench.grid())

@@ -285,25 +285,33 @@ def launch_us(device: str, threads: int, min_run_time: float = 0.1) -> float:
     return 1e6 * _median_seconds(lambda: torch.add(x, x), device, threads, min_run_time)
 
 
+def planned(device: str, *, quick: bool = False, dtypes: tuple[str, ...] | None = None,
+            cases: list[Case] | None = None) -> list[tuple[Case, str]]:
+    """The (case, dtype) pairs `run` times: float32 on the CPU; on CUDA each case's dtypes (float32, and
+    bfloat16 and float16 for GEMMs and convolutions), those in `dtypes` only if given."""
+    chosen = [c for c in (cases if cases is not None else grid()) if c.quick or not quick]
+    cuda = device.split(":")[0] == "cuda"
+    return [(case, dtype) for case in chosen for dtype in (case.dtypes if cuda else ("float32",))
+            if dtypes is None or dtype in dtypes]
+
+
 def run(device: str, threads: int, *, quick: bool = False, time_limit: float | None = None,
         min_run_time: float | None = None, on_case: Callable[[Measurement], None] | None = None,
-        cases: list[Case] | None = None) -> list[Measurement]:
-    """Times the grid (the quick part with `quick`) on `device`, float32 (on CUDA also bfloat16 and float16
-    for GEMMs and convolutions). No case starts once `time_limit` seconds have passed."""
+        dtypes: tuple[str, ...] | None = None, cases: list[Case] | None = None) -> list[Measurement]:
+    """Times the `planned` grid (its quick part with `quick`) on `device`; no case starts once `time_limit`
+    seconds have passed."""
     min_run_time = min_run_time if min_run_time is not None else (0.05 if quick else 0.2)
     start = time.perf_counter()
-    chosen = [c for c in (cases if cases is not None else grid()) if c.quick or not quick]
     out: list[Measurement] = []
-    for case in chosen:
-        for dtype in case.dtypes if device.startswith("cuda") else ("float32",):
-            if time_limit is not None and time.perf_counter() - start > time_limit:
-                return out
-            count = cost(case, dtype)
-            seconds = _median_seconds(case.make(device, getattr(torch, dtype)), device, threads, min_run_time)
-            if not math.isfinite(seconds) or seconds <= 0:
-                continue
-            m = Measurement(case.name, case.op_class, dtype, count.flops, count.bytes, count.kernels, seconds)
-            out.append(m)
-            if on_case is not None:
-                on_case(m)
+    for case, dtype in planned(device, quick=quick, dtypes=dtypes, cases=cases):
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            break
+        count = cost(case, dtype)
+        seconds = _median_seconds(case.make(device, getattr(torch, dtype)), device, threads, min_run_time)
+        if not math.isfinite(seconds) or seconds <= 0:
+            continue
+        m = Measurement(case.name, case.op_class, dtype, count.flops, count.bytes, count.kernels, seconds)
+        out.append(m)
+        if on_case is not None:
+            on_case(m)
     return out
