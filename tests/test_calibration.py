@@ -105,6 +105,10 @@ def test_cache_round_trip() -> None:
     cal = _cal()
     calibration.store(cal, "cpu")
     assert calibration.cached("cpu", 1) == cal
+    assert calibration.cached("test cpu", 1) == cal  # by the machine's name too
+    gpu = Calibration("h200", "NVIDIA H200", {OpClass.GEMM: Curve(0.7, 1e9)}, calibrated=True, threads=1)
+    calibration.store(gpu)
+    assert calibration.cached("h200", 1) == gpu and calibration.cached("NVIDIA H200", 1) == gpu
     assert calibration.cached("cpu", 7) is None
     cache.store(calibration.CACHE, {calibration.cache_key("cpu", 1): {"device_key": "cpu", "compute": 3}})
     assert calibration.cached("cpu", 1) is None  # a damaged entry is no calibration

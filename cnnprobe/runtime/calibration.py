@@ -182,8 +182,11 @@ def load(path: str | Path) -> Calibration:
 
 # ---- the cache, per device
 def _name(device: str) -> str:
-    """A local device ("cpu", "cuda", "cuda:1") by its machine name; anything else is a name already."""
-    return device_name(device) if device == "cpu" or device.split(":")[0] == "cuda" else device
+    """A local device ("cpu", "cuda", "cuda:1") by its machine name; anything else (a spec table key, a
+    machine name) as it is."""
+    if device == "cpu" or (device.split(":")[0] == "cuda" and torch.cuda.is_available()):
+        return device_name(device)
+    return device
 
 
 def cache_key(device: str, threads: int | None) -> str:
@@ -191,8 +194,9 @@ def cache_key(device: str, threads: int | None) -> str:
 
 
 def cached(device: str, threads: int | None) -> Calibration | None:
-    """The calibration `cnnprobe calibrate` measured for this device (and thread count, torch release and
-    this code), or None; a damaged entry is none."""
+    """The calibration `cnnprobe calibrate` measured here for `device` ("cpu", "cuda", the machine's name or
+    the spec table's key it was stored under) at this thread count, torch release and code; else None (a
+    damaged entry is none)."""
     entry = cache.load(CACHE).get(cache_key(device, threads))
     if not isinstance(entry, dict):
         return None
@@ -203,8 +207,9 @@ def cached(device: str, threads: int | None) -> Calibration | None:
 
 
 def store(cal: Calibration, device: str | None = None) -> None:
-    """Keeps `cal` for its device (`device`, else the name it was measured on) and thread count."""
-    cache.store(CACHE, {cache_key(device or cal.device_name, cal.threads): cal.to_dict()})
+    """Keeps `cal` under its machine name and its spec table key (and `device`'s name, if given)."""
+    names = {cal.device_name, cal.device_key, *([device] if device else [])}
+    cache.store(CACHE, {cache_key(name, cal.threads): cal.to_dict() for name in names if name})
 
 
 def calibrate(device: str, threads: int, peak_tflops: float, bandwidth_gbps: float, *, quick: bool = False,

@@ -266,22 +266,18 @@ def grid() -> list[Case]:
 
 # ---- timing
 def _median_seconds(thunk: Thunk, device: str, threads: int, min_run_time: float) -> float:
-    benchmark = timer_module()
-    stmt = "thunk(); sync()" if device.startswith("cuda") else "thunk()"
-    timer = benchmark.Timer(stmt, globals={"thunk": thunk, "sync": lambda: synchronize(device)},
-                            num_threads=threads)
+    """Median seconds of one call. On CUDA torch.utils.benchmark's clock synchronises around each block of
+    calls, not each call: calls queue back to back, as a step's kernels do."""
+    timer = timer_module().Timer("thunk()", globals={"thunk": thunk}, num_threads=threads)
     timer.timeit(1)  # warm-up: first-call allocations, kernel selection
+    synchronize(device)
     return float(timer.blocked_autorange(min_run_time=min_run_time).median)
 
 
 def launch_us(device: str, threads: int, min_run_time: float = 0.1) -> float:
-    """A kernel's fixed cost: the median time of an add on one element, dispatch and launch included."""
+    """A kernel's fixed cost: the median time of an add on one element, dispatch and launch included (on
+    CUDA, of such adds queued back to back)."""
     x = torch.ones(1, device=device)
-    if device.startswith("cuda"):  # the launch, not the synchronisation the timer adds: many adds per sync
-        def many() -> None:
-            for _ in range(100):
-                torch.add(x, x)
-        return 1e6 * _median_seconds(many, device, threads, min_run_time) / 100
     return 1e6 * _median_seconds(lambda: torch.add(x, x), device, threads, min_run_time)
 
 
