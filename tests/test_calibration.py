@@ -183,6 +183,8 @@ def test_each_dtype_is_judged_against_its_own_peak() -> None:
     assert {d for c, d in cuda if c.op_class is OpClass.GEMM} == {"float32", "bfloat16", "float16"}
     assert {d for c, d in cuda if c.op_class is OpClass.ELEMENTWISE} == {"float32"}
     assert {d for _, d in microbench.planned("cpu")} == {"float32"}
+    assert any(c.name == "mm 8192x8192x8192" for c, _ in cuda)
+    assert not any(c.cuda_only for c, _ in microbench.planned("cpu"))
     assert {d for _, d in microbench.planned("cuda", dtypes=("float32",))} == {"float32"}
     curve = Curve(0.5, 1e7)
     ms = _synthetic(OpClass.GEMM, curve, [1e6 * 4**i for i in range(6)])

@@ -132,14 +132,19 @@ def fit(measurements: list[Measurement], peak_tflops: float, bandwidth_gbps: flo
                       source=f"measured on {device_name} by cnnprobe calibrate", threads=threads,
                       torch=torch.__version__)
     errors: list[float] = []
+    by_class_error = []
     for op_class, points in by_class.items():
         curve, dropped = fit_curve(points, launch_s)
         (cal.compute if op_class.compute_bound else cal.memory)[op_class] = curve
-        errors += [abs(predict_seconds(curve, m, c, launch_s) / m.seconds - 1) for m, c in points]
+        mine = [abs(predict_seconds(curve, m, c, launch_s) / m.seconds - 1) for m, c in points]
+        errors += mine
+        by_class_error.append(f"{op_class.value} {statistics.median(mine):.0%} ({len(mine)})")
         if dropped:
             cal.notes.append(f"{op_class.value}: left out of the fit as outliers: "
                              + ", ".join(f"{m.name} {m.dtype}" for m in dropped))
     cal.fit_error = statistics.median(errors) if errors else None
+    if by_class_error:
+        cal.notes.append("median error by class (cases): " + ", ".join(by_class_error))
     dtypes = sorted({m.dtype for m in measurements})
     cal.notes.append(f"{len(measurements)} micro-benchmarks ({', '.join(dtypes)}); compute curves are shares of "
                      f"each dtype's peak (float32 {peak_tflops:.3g} TFLOP/s), memory curves of "

@@ -38,6 +38,7 @@ class Case:
     make: Callable[[str, torch.dtype], Thunk]
     dtypes: tuple[str, ...] = ("float32",)  # on CUDA; the CPU runs float32 only
     quick: bool = False  # part of the quick grid (tests, --quick)
+    cuda_only: bool = False  # a size only a GPU reaches its plateau at (too slow for the CPU grid)
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,32 @@ def grid() -> list[Case]:
               Case("channels_last 8x64x56x56", OpClass.COPY_LAYOUT, _channels_last(8, 64, 56))]
     cases += [Case("sgd momentum 20x65536", OpClass.OPTIMIZER, _sgd(20, 2**16), quick=True),
               Case("sgd momentum 60x262144", OpClass.OPTIMIZER, _sgd(60, 2**18))]
-    return cases
+    return cases + list(_gpu_cases())
+
+
+def _gpu_cases() -> Iterator[Case]:
+    """Sizes at which a GPU's kernels fill the device: a curve fitted below them would be extrapolated."""
+    for n in (2048, 4096, 8192):
+        yield Case(f"mm {n}x{n}x{n}", OpClass.GEMM, _gemm(n, n, n), LOW, cuda_only=True)
+    yield Case("mm 65536x1024x256", OpClass.GEMM, _gemm(65536, 1024, 256), LOW, cuda_only=True)
+    for label, op_class, (n, c, hw, out, k, groups) in (
+            ("dense3x3", OpClass.CONV_DENSE, (64, 64, 56, 64, 3, 1)),
+            ("dense3x3", OpClass.CONV_DENSE, (128, 256, 14, 256, 3, 1)),
+            ("1x1", OpClass.CONV_1X1, (64, 256, 56, 64, 1, 1)),
+            ("dw3x3", OpClass.CONV_DEPTHWISE, (64, 128, 56, 128, 3, 128)),
+            ("g8_3x3", OpClass.CONV_GROUPED, (64, 256, 28, 256, 3, 8))):
+        size = f"{n}x{c}x{hw}x{hw}->{out}"
+        yield Case(f"conv {label} {size}", op_class, _conv(n, c, hw, out, k, groups), LOW, cuda_only=True)
+        yield Case(f"conv {label} {size} backward", op_class, _conv(n, c, hw, out, k, groups, backward=True),
+                   LOW, cuda_only=True)
+    yield Case("batch_norm 64x64x112x112", OpClass.NORMALIZATION, _batch_norm(64, 64, 112, False), cuda_only=True)
+    yield Case("batch_norm 64x64x112x112 backward", OpClass.NORMALIZATION, _batch_norm(64, 64, 112, True),
+               cuda_only=True)
+    for kind in ("add", "relu", "mul"):
+        yield Case(f"{kind} {2**26}", OpClass.ELEMENTWISE, _pointwise(kind, 2**26), cuda_only=True)
+    yield Case("max_pool2d 64x64x112x112", OpClass.REDUCTION_POOLING, _max_pool(64, 64, 112), cuda_only=True)
+    yield Case("clone 67108864", OpClass.COPY_LAYOUT, _pointwise("copy", 2**26), cuda_only=True)
+    yield Case("sgd momentum 160x1048576", OpClass.OPTIMIZER, _sgd(160, 2**20), cuda_only=True)
 
 
 # ---- timing
@@ -283,10 +309,11 @@ def launch_us(device: str, threads: int, min_run_time: float = 0.1) -> float:
 
 def planned(device: str, *, quick: bool = False, dtypes: tuple[str, ...] | None = None,
             cases: list[Case] | None = None) -> list[tuple[Case, str]]:
-    """The (case, dtype) pairs `run` times: float32 on the CPU; on CUDA each case's dtypes (float32, and
-    bfloat16 and float16 for GEMMs and convolutions), those in `dtypes` only if given."""
-    chosen = [c for c in (cases if cases is not None else grid()) if c.quick or not quick]
+    """The (case, dtype) pairs `run` times: float32 on the CPU; on CUDA also the GPU-sized cases, each in its
+    dtypes (float32, and bfloat16 and float16 for GEMMs and convolutions), those in `dtypes` only if given."""
     cuda = device.split(":")[0] == "cuda"
+    chosen = [c for c in (cases if cases is not None else grid())
+              if (c.quick or not quick) and (cuda or not c.cuda_only)]
     return [(case, dtype) for case in chosen for dtype in (case.dtypes if cuda else ("float32",))
             if dtypes is None or dtype in dtypes]
 
