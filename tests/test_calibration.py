@@ -209,3 +209,16 @@ def test_a_class_of_constant_time_is_fitted_on_its_bounds() -> None:
     curve = cal.memory[OpClass.ELEMENTWISE]
     assert curve.peak_share == calibration.PEAK_SHARE[1]
     assert cal.fit_error is not None and cal.fit_error < 0.01
+
+
+def test_a_case_without_memory_is_skipped_by_name() -> None:
+    def make(device: str, dtype) -> microbench.Thunk:
+        def thunk() -> None:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return thunk if device != "meta" else (lambda: None)
+
+    add = _case("add 4096")
+    cases = [microbench.Case("too big", OpClass.GEMM, make), add]
+    skipped: list[str] = []
+    ms = microbench.run("cpu", 1, cases=cases, skipped=skipped, min_run_time=0.01)
+    assert skipped == ["too big float32"] and [m.name for m in ms] == ["add 4096"]

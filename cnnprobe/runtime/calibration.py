@@ -225,14 +225,17 @@ def calibrate(device: str, threads: int, peak_tflops: float, bandwidth_gbps: flo
     bfloat16 and float16 cases run where `dtype_tflops` gives their peak (else they could not be fitted)."""
     dtypes = ("float32", *sorted(dtype_tflops or {}))
     launch = microbench.launch_us(device, threads)
+    skipped: list[str] = []
     measurements = microbench.run(device, threads, quick=quick, time_limit=time_limit, on_case=on_case,
-                                  dtypes=dtypes)
+                                  dtypes=dtypes, skipped=skipped)
     if not measurements:
         raise CnnprobeError("calibration timed no micro-benchmark (the time limit is too short)")
     name = _name(device)
     cal = fit(measurements, peak_tflops, bandwidth_gbps, device_key or device.split(":")[0], name, threads,
               launch_us=launch, dtype_tflops=dtype_tflops)
-    if quick or len(measurements) < len(microbench.planned(device, dtypes=dtypes)):
+    if skipped:
+        cal.notes.append("left out (no memory for them): " + ", ".join(skipped))
+    if quick or len(measurements) + len(skipped) < len(microbench.planned(device, dtypes=dtypes)):
         cal.notes.append("a partial grid (quick or time-limited): not kept in the cache")
     else:
         store(cal, device)

@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..trace.costs import ZERO_BYTES, operator_bytes
 from ..trace.formulas import FORMULAS
-from ..training.devices import synchronize, timer_module
+from ..training.devices import free_memory, is_oom, synchronize, timer_module
 from .records import OpClass
 
 aten = torch.ops.aten
@@ -320,9 +320,10 @@ def planned(device: str, *, quick: bool = False, dtypes: tuple[str, ...] | None 
 
 def run(device: str, threads: int, *, quick: bool = False, time_limit: float | None = None,
         min_run_time: float | None = None, on_case: Callable[[Measurement], None] | None = None,
-        dtypes: tuple[str, ...] | None = None, cases: list[Case] | None = None) -> list[Measurement]:
+        dtypes: tuple[str, ...] | None = None, cases: list[Case] | None = None,
+        skipped: list[str] | None = None) -> list[Measurement]:
     """Times the `planned` grid (its quick part with `quick`) on `device`; no case starts once `time_limit`
-    seconds have passed."""
+    seconds have passed. A case the device has no memory for is left out (named in `skipped`)."""
     min_run_time = min_run_time if min_run_time is not None else (0.05 if quick else 0.2)
     start = time.perf_counter()
     out: list[Measurement] = []
@@ -330,8 +331,16 @@ def run(device: str, threads: int, *, quick: bool = False, time_limit: float | N
         if time_limit is not None and time.perf_counter() - start > time_limit:
             break
         count = cost(case, dtype)
-        seconds = _median_seconds(case.make(device, getattr(torch, dtype)), device, threads, min_run_time)
+        try:
+            seconds = _median_seconds(case.make(device, getattr(torch, dtype)), device, threads, min_run_time)
+        except (RuntimeError, MemoryError) as e:
+            if not is_oom(e):
+                raise
+            free_memory()
+            seconds = math.nan
         if not math.isfinite(seconds) or seconds <= 0:
+            if skipped is not None:
+                skipped.append(f"{case.name} {dtype}")
             continue
         m = Measurement(case.name, case.op_class, dtype, count.flops, count.bytes, count.kernels, seconds)
         out.append(m)
