@@ -207,7 +207,7 @@ def test_a_class_of_constant_time_is_fitted_on_its_bounds() -> None:
     ms = [Measurement(f"c{i}", OpClass.ELEMENTWISE, "float32", 0, 10**i, 1, 1e-3) for i in range(3, 7)]
     cal = calibration.fit(ms, PEAK_TFLOPS, BANDWIDTH_GBPS, "x", "x", 1)
     curve = cal.memory[OpClass.ELEMENTWISE]
-    assert curve.peak_share == calibration.PEAK_SHARE[1]
+    assert curve.peak_share == pytest.approx(calibration.PEAK_SHARE[1], rel=0.01) and curve.half_work > 1e6
     assert cal.fit_error is not None and cal.fit_error < 0.01
 
 

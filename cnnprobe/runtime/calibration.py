@@ -4,8 +4,9 @@ The model fitted is the time model's own: a call of `k` kernels doing work `w` (
 bytes for the others) under the roof `R` (the dtype's peak FLOP/s, or the memory bandwidth) takes
 `k·launch + Σ (w_j/R) / e(w_j)` with `e(w) = p·w/(w + h)` (records.Curve), which adds up to
 `k·launch + (w + k·h)/(p·R)`: linear in `1/p` and `h/p`. Those two are found by least squares on the relative
-error of the predicted time (every case weighs alike, small or large), the worst case dropped while it is
-far off the rest (an outlier: a busy moment), then clamped to a sane range. `fit_error` is the median
+error of the predicted time (every case weighs alike, small or large), scaled so that the median case is
+predicted exactly, the worst case dropped while it is far off the rest (an outlier: a busy moment), then
+clamped to a sane range. `fit_error` is the median
 |predicted/measured − 1| over every case timed, the dropped ones included.
 
 Compute curves are fitted for the compute classes (OpClass.compute_bound) against the peak FLOP/s, each
@@ -30,12 +31,12 @@ from ..core.jsonio import JsonRefused, read_json
 from ..training.devices import device_name
 from . import microbench
 from .microbench import Measurement
-from .records import Calibration, Curve, OpClass
+from .records import MAX_PEAK_SHARE, Calibration, Curve, OpClass
 
 CACHE = "calibrations.json"
 FILE_KIND = "cnnprobe calibration"  # the marker a calibration file carries
 FILE_LIMIT = 2**20
-PEAK_SHARE = (1e-4, 1.5)  # a fitted share is clamped into this (records.Calibration.from_dict's range)
+PEAK_SHARE = (1e-4, MAX_PEAK_SHARE)  # a fitted share is clamped into this (what Calibration.from_dict takes)
 HALF_WORK_MAX = 1e15
 OUTLIER = 3.0  # a case this many times further off than the median case, and ...
 OUTLIER_FLOOR = 0.25  # ... more than 25% off, is dropped from a class's fit
@@ -100,7 +101,10 @@ def fit_curve(points: list[tuple[Measurement, float]], launch_s: float = 0.0) ->
             busy = max(m.seconds - max(m.kernels, 1) * launch_s, 0.1 * m.seconds)
             rows.append((m.work / (ceiling * busy), max(m.kernels, 1) / (ceiling * busy)))
         a, b = _solve(rows)
-        curve = _clamped(a, b)
+        # least squares on predicted/measured − 1 leans to predicting low (a low prediction is off by at most
+        # 100%, a high one by any amount): both terms scaled so that the median case is predicted exactly
+        scale = 1 / statistics.median(a * x1 + b * x2 for x1, x2 in rows)
+        curve = _clamped(a * scale, b * scale)
         if len(kept) <= 3:
             return curve, dropped
         errors = [abs(predict_seconds(curve, m, c, launch_s) / m.seconds - 1) for m, c in kept]
