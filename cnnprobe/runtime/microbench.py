@@ -323,11 +323,23 @@ def run(device: str, threads: int, *, quick: bool = False, time_limit: float | N
         dtypes: tuple[str, ...] | None = None, cases: list[Case] | None = None,
         skipped: list[str] | None = None) -> list[Measurement]:
     """Times the `planned` grid (its quick part with `quick`) on `device`; no case starts once `time_limit`
-    seconds have passed. A case the device has no memory for is left out (named in `skipped`)."""
+    seconds have passed. A case the device has no memory for is left out (named in `skipped`). float32 on
+    CUDA runs under the process's TF32 switches: the caller's float32 peak must be the one they give."""
     min_run_time = min_run_time if min_run_time is not None else (0.05 if quick else 0.2)
+    autotune = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device != "cpu"  # as bench runs CUDA steps; the warm-up call tunes
+    try:
+        return _run(planned(device, quick=quick, dtypes=dtypes, cases=cases), device, threads, time_limit,
+                    min_run_time, on_case, skipped)
+    finally:
+        torch.backends.cudnn.benchmark = autotune
+
+
+def _run(plan: list[tuple[Case, str]], device: str, threads: int, time_limit: float | None, min_run_time: float,
+         on_case: Callable[[Measurement], None] | None, skipped: list[str] | None) -> list[Measurement]:
     start = time.perf_counter()
     out: list[Measurement] = []
-    for case, dtype in planned(device, quick=quick, dtypes=dtypes, cases=cases):
+    for case, dtype in plan:
         if time_limit is not None and time.perf_counter() - start > time_limit:
             break
         count = cost(case, dtype)
