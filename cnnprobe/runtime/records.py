@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+MAX_PEAK_SHARE = 4.0  # the most of a roof a fitted curve may claim (a measured bandwidth is DRAM's, not a cache's)
+
 
 class OpClass(str, Enum):
     """What kind of kernel an operator is: each reaches its own share of the device's roofs."""
@@ -96,7 +98,8 @@ class Calibration:
                          for k, v in dict(data.get(kind, {})).items()} for kind in ("compute", "memory")}
         for kind in curves.values():
             for curve in kind.values():
-                if not (0 < curve.peak_share <= 1.5 and curve.half_work >= 0):
+                # a share above 1: a CPU's caches serve kernels whose data fits in them faster than DRAM
+                if not (0 < curve.peak_share <= MAX_PEAK_SHARE and curve.half_work >= 0):
                     raise ValueError(f"an efficiency curve out of range: {curve}")
         return cls(device_key=str(data["device_key"]), device_name=str(data.get("device_name", "")),
                    compute=curves["compute"], memory=curves["memory"], launch_us=float(data.get("launch_us", 0.0)),
