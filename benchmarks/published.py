@@ -24,6 +24,10 @@ Groups:
   millions). A timm model is mapped to a torchvision one only where the architecture is the same, and its parameter
   count was checked against torchvision's (tests/test_published.py holds that check). The older pt110/pt111 CSVs
   have the same columns and were superseded by these; they are not transcribed.
+- `LAMBDA`: Lambda's PyTorch GPU benchmark (lambdal/deeplearning-benchmark, the data behind
+  https://lambdalabs.com/gpu-benchmarks): DLE's ResNet-50 on synthetic data, NCHW, at Lambda's batch sizes, every
+  1-GPU row of its v1 and v2 CSVs (several hosts of one GPU model are several rows). published_lambda.py says how it
+  ran and which GPUs were left out (Quadro RTX 8000, GH200, B200: no spec key near them).
 - `HISTORICAL`: earlier versions of the DLE ResNet-50 README (other containers, other GPUs such as the A100 40GB),
   kept apart from `ROWS` because they are superseded figures for the same model and device.
 - `UNREGISTERED`: DLE 1-GPU rows for models cnnprobe does not register (ResNeXt101-32x4d, SE-ResNeXt101-32x4d,
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .published_lambda import LAMBDA_COMMIT, LAMBDA_V1, LAMBDA_V2
 from .published_timm import TIMM_NCHW, TIMM_NHWC
 
 DEVICE_KEYS = (
@@ -243,4 +248,36 @@ TIMM_NOT_SAME = {
 
 TIMM: tuple[Published, ...] = _timm(TIMM_NCHW, "nchw") + _timm(TIMM_NHWC, "nhwc")
 
-ROWS: list[Published] = [*DLE, *TIMM]
+
+_LAMBDA_REPO = "lambdal/deeplearning-benchmark"
+_LAMBDA_NOTES = {
+    "LambdaCloud V100 16GB": "Lambda Cloud V100 16GB, form factor not stated; nearest key v100-sxm2",
+    "LambdaCloud A10": "A10 (72 SMs, 150 W), not the A10G (80 SMs); nearest key a10g",
+    "A100 80GB PCIe": "A100 80GB PCIe (300 W, 1935 GB/s); nearest key a100-sxm4-80gb",
+    "RTX 6000 Ada": "RTX 6000 Ada (AD102, 142 SMs, 960 GB/s, 300 W); nearest key l40s",
+    "RTX A6000": "RTX A6000 (GA102, 84 SMs, 768 GB/s, 300 W); nearest key rtx3090",
+}
+
+
+def _lambda(table: tuple[tuple[str, str, str, int, float], ...], version: str) -> tuple[Published, ...]:
+    v2 = version == "v2"
+    rows = []
+    for name, device, precision, batch, img_s in table:
+        csv_path = f"pytorch/pytorch-train-throughput-{'v2-' if v2 else ''}{precision}.csv"
+        batch_from = "pytorch/scripts/config_v2 (80GB / 140GB configs)" if v2 else f"pytorch/pytorch-train-bs-{precision}.csv"
+        note = _LAMBDA_NOTES.get(name, "")
+        if precision == "fp32":
+            note = f"{note}; fp32 as the CSV names it: TF32 where the GPU has it" if note else (
+                "fp32 as the CSV names it: TF32 where the GPU has it")
+        rows.append(Published(
+            model="resnet50", source_model=name, device=device, dtype="float16" if precision == "fp16" else "float32",
+            tf32=device != "v100-sxm2", channels_last=False, batch=batch, image_size=224, samples_per_s=img_s,
+            mode="train_step", source=f"{_LAMBDA_REPO} {csv_path} @ {LAMBDA_COMMIT}, row '{name}', column resnet50; "
+            f"batch: {batch_from}", note=note,
+        ))
+    return tuple(rows)
+
+
+LAMBDA: tuple[Published, ...] = _lambda(LAMBDA_V1, "v1") + _lambda(LAMBDA_V2, "v2")
+
+ROWS: list[Published] = [*DLE, *TIMM, *LAMBDA]

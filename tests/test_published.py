@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+
 import pytest
 
-from benchmarks.published import DEVICE_KEYS, DLE, HISTORICAL, ROWS, TIMM, TIMM_NOT_SAME, UNREGISTERED, Published
+from benchmarks.published import (
+    DEVICE_KEYS,
+    DLE,
+    HISTORICAL,
+    LAMBDA,
+    ROWS,
+    TIMM,
+    TIMM_NOT_SAME,
+    UNREGISTERED,
+    Published,
+)
 from cnnprobe.core.errors import UnknownModelError
 from cnnprobe.models.registry import resolve
 
@@ -17,7 +30,7 @@ def _key(row: Published) -> tuple[object, ...]:
 
 
 def test_rows_are_well_formed() -> None:
-    assert len(ROWS) == len(DLE) + len(TIMM) > 150
+    assert len(ROWS) == len(DLE) + len(TIMM) + len(LAMBDA) > 250
     for row in ALL:
         assert row.device in DEVICE_KEYS, row
         assert row.dtype in ("float16", "float32"), row
@@ -75,3 +88,21 @@ def test_both_timm_layouts_cover_the_same_models() -> None:
     nchw = {r.source_model for r in TIMM if not r.channels_last}
     nhwc = {r.source_model for r in TIMM if r.channels_last}
     assert nhwc <= nchw and nchw - nhwc == {"vit_huge_patch14_224"}  # the nhwc CSV has no vit_huge row
+
+
+def test_mixed_precision_beats_fp32_in_every_pair() -> None:
+    # the sources give fp16 and fp32 of one setup side by side; a swapped column would break this
+    pairs: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    for row in ALL:
+        where = re.sub(r"(AMP|TF32|FP32) column|fp16|fp32", "", row.source.split("; batch")[0])
+        pairs[(row.model, row.source_model, row.device, where)][row.dtype] = row.samples_per_s
+    both = [p for p in pairs.values() if len(p) == 2]
+    assert len(both) > 60
+    for pair in both:
+        assert pair["float16"] > pair["float32"], pair
+
+
+def test_lambda_rows() -> None:
+    assert {r.model for r in LAMBDA} == {"resnet50"}
+    assert {"h200", "h100-sxm", "h100-pcie", "a100-sxm4-80gb", "rtx4090", "l40s"} <= {r.device for r in LAMBDA}
+    assert not any("GH200" in r.source_model or "B200" in r.source_model for r in LAMBDA)
