@@ -104,7 +104,8 @@ _B4_V32 = (
     "img/s), and its caption says V100 16GB; kept as published"
 )
 _WS_V32 = (
-    "V100 SXM2 32GB (DGX-1); suspect in the source: the same table's 8-GPU rows are 14.7x (AMP) and 17.5x (FP32) these figures; kept as published"
+    "V100 SXM2 32GB (DGX-1); suspect in the source: the same table's 8-GPU rows are 14.7x (AMP) and 17.5x (FP32) "
+    "these figures; kept as published"
 )
 
 DLE: tuple[Published, ...] = (
