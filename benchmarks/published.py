@@ -265,11 +265,11 @@ def _lambda(table: tuple[tuple[str, str, str, int, float], ...], version: str) -
     rows = []
     for name, device, precision, batch, img_s in table:
         csv_path = f"pytorch/pytorch-train-throughput-{'v2-' if v2 else ''}{precision}.csv"
-        batch_from = "pytorch/scripts/config_v2 (80GB / 140GB configs)" if v2 else f"pytorch/pytorch-train-bs-{precision}.csv"
-        note = _LAMBDA_NOTES.get(name, "")
+        batch_from = "pytorch/scripts/config_v2 (80GB, 140GB)" if v2 else f"pytorch/pytorch-train-bs-{precision}.csv"
+        notes = [_LAMBDA_NOTES.get(name, "")]
         if precision == "fp32":
-            note = f"{note}; fp32 as the CSV names it: TF32 where the GPU has it" if note else (
-                "fp32 as the CSV names it: TF32 where the GPU has it")
+            notes.append("fp32 as the CSV names it: TF32 where the GPU has it")
+        note = "; ".join(n for n in notes if n)
         rows.append(Published(
             model="resnet50", source_model=name, device=device, dtype="float16" if precision == "fp16" else "float32",
             tf32=device != "v100-sxm2", channels_last=False, batch=batch, image_size=224, samples_per_s=img_s,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 LAMBDA_COMMIT = "aa5addb6a53675a649a80036dad548f1c27cbcc4"
 
-# (Lambda's name_gpu, device key, precision, batch, img/s): 1-GPU rows of pytorch/pytorch-train-throughput-{fp16,fp32}.csv,
-# batch from pytorch/pytorch-train-bs-{fp16,fp32}.csv
+# (Lambda's name_gpu, device key, precision, batch, img/s): 1-GPU rows of
+# pytorch/pytorch-train-throughput-{fp16,fp32}.csv, batch from pytorch/pytorch-train-bs-{fp16,fp32}.csv
 LAMBDA_V1: tuple[tuple[str, str, str, int, float], ...] = (
     # left out: Quadro RTX 8000 (651.0 img/s): no spec key near it
     ("LambdaCloud V100 16GB", "v100-sxm2", "fp16", 256, 833.0),
