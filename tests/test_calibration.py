@@ -138,7 +138,7 @@ def test_the_grid_is_single_operators_never_a_model() -> None:
     cases = microbench.grid()
     classes = {c.op_class for c in cases}
     assert {OpClass.GEMM, OpClass.CONV_DENSE, OpClass.CONV_1X1, OpClass.CONV_DEPTHWISE, OpClass.CONV_GROUPED,
-            OpClass.NORMALIZATION, OpClass.ELEMENTWISE, OpClass.REDUCTION_POOLING, OpClass.COPY_LAYOUT,
+            OpClass.NORMALIZATION, OpClass.ELEMENTWISE, OpClass.REDUCTION, OpClass.POOLING, OpClass.COPY_LAYOUT,
             OpClass.OPTIMIZER} <= classes
     names = {c.name for c in cases}
     assert len(names) == len(cases)

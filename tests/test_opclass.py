@@ -106,14 +106,14 @@ def test_elementwise_add_and_the_optimizers_add_():
 def test_bf16_dtype_and_other_classes():
     x = spec(2, 8, 6, 6, dtype=torch.bfloat16)
     pool = classify(aten.max_pool2d_with_indices.default, (x, [2, 2], [2, 2]), {}, "forward")
-    assert pool is not None and pool.op_class is OpClass.REDUCTION_POOLING and pool.dtype == "bfloat16"
+    assert pool is not None and pool.op_class is OpClass.POOLING and pool.dtype == "bfloat16"
     cast = classify(aten._to_copy.default, (x,), {"dtype": torch.float32}, "forward")
     assert cast is not None and cast.op_class is OpClass.COPY_LAYOUT
     assert cast.bytes == 2 * 8 * 6 * 6 * (2 + 4)  # read in bfloat16, written in float32
     cat = classify(aten.cat.default, ([spec(2, 3), spec(2, 5)], 1), {}, "forward")
     assert cat is not None and cat.op_class is OpClass.COPY_LAYOUT and cat.bytes == 2 * (2 * 8) * F32
     softmax = classify(aten._softmax.default, (spec(4, 10), 1, False), {}, "forward")
-    assert softmax is not None and softmax.op_class is OpClass.REDUCTION_POOLING
+    assert softmax is not None and softmax.op_class is OpClass.REDUCTION
     foreach = classify(aten._foreach_mul_.Scalar, ([spec(10), spec(20)], 0.5), {}, "optimizer")
     assert foreach is not None and foreach.op_class is OpClass.OPTIMIZER and foreach.bytes == 2 * 30 * F32
 
@@ -164,8 +164,8 @@ def test_a_real_steps_classes_and_flops_match_the_flop_counter():
     assert by_name[("forward", "relu")] is OpClass.ELEMENTWISE
     assert by_name[("backward", "threshold_backward")] is OpClass.ELEMENTWISE
     assert by_name[("forward", "addmm")] is OpClass.GEMM and by_name[("backward", "mm")] is OpClass.GEMM
-    assert by_name[("forward", "_log_softmax")] is OpClass.REDUCTION_POOLING
-    assert by_name[("forward", "nll_loss_forward")] is OpClass.REDUCTION_POOLING
+    assert by_name[("forward", "_log_softmax")] is OpClass.REDUCTION
+    assert by_name[("forward", "nll_loss_forward")] is OpClass.REDUCTION
     assert not any(c.name in ("view", "t", "detach") for c in costs)
     assert {c.phase for c in costs} == {"forward", "backward"}
     report = count_flops(net, input_size="3,8,8", batch=2, backward=True)

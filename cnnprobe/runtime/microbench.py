@@ -253,10 +253,10 @@ def grid() -> list[Case]:
         for kind in ("add", "relu", "mul"):
             cases.append(Case(f"{kind} {numel}", OpClass.ELEMENTWISE, _pointwise(kind, numel),
                               quick=numel in (2**16, 2**20)))
-    cases += [Case("mean 8x256x14x14", OpClass.REDUCTION_POOLING, _mean(8, 256, 14), quick=True),
-              Case("mean 8x2048x7x7", OpClass.REDUCTION_POOLING, _mean(8, 2048, 7)),
-              Case("max_pool2d 8x64x112x112", OpClass.REDUCTION_POOLING, _max_pool(8, 64, 112)),
-              Case("max_pool2d 4x32x56x56", OpClass.REDUCTION_POOLING, _max_pool(4, 32, 56), quick=True)]
+    cases += [Case("mean 8x256x14x14", OpClass.REDUCTION, _mean(8, 256, 14), quick=True),
+              Case("mean 8x2048x7x7", OpClass.REDUCTION, _mean(8, 2048, 7)),
+              Case("max_pool2d 8x64x112x112", OpClass.POOLING, _max_pool(8, 64, 112)),
+              Case("max_pool2d 4x32x56x56", OpClass.POOLING, _max_pool(4, 32, 56), quick=True)]
     cases += [Case("clone 1048576", OpClass.COPY_LAYOUT, _pointwise("copy", 2**20), quick=True),
               Case("cat 2x262144", OpClass.COPY_LAYOUT, _pointwise("cat", 2**18)),
               Case("channels_last 8x64x56x56", OpClass.COPY_LAYOUT, _channels_last(8, 64, 56))]
@@ -285,7 +285,7 @@ def _gpu_cases() -> Iterator[Case]:
                cuda_only=True)
     for kind in ("add", "relu", "mul"):
         yield Case(f"{kind} {2**26}", OpClass.ELEMENTWISE, _pointwise(kind, 2**26), cuda_only=True)
-    yield Case("max_pool2d 64x64x112x112", OpClass.REDUCTION_POOLING, _max_pool(64, 64, 112), cuda_only=True)
+    yield Case("max_pool2d 64x64x112x112", OpClass.POOLING, _max_pool(64, 64, 112), cuda_only=True)
     yield Case("clone 67108864", OpClass.COPY_LAYOUT, _pointwise("copy", 2**26), cuda_only=True)
     yield Case("sgd momentum 160x1048576", OpClass.OPTIMIZER, _sgd(160, 2**20), cuda_only=True)
 

@@ -35,7 +35,8 @@ GEMMS = frozenset({"mm", "addmm", "bmm", "baddbmm", "linear", "mkldnn_linear", "
                    "mv", "addmv", "dot", "_scaled_mm", "_int_mm"})
 _ATTENTION = re.compile(r"scaled_dot_product|flash_attention|efficient_attention|flex_attention")
 _NORMALIZATION = re.compile(r"(batch|layer|group|instance|rms)_norm")
-_REDUCTION = re.compile(r"pool|softmax|^nll_loss|^(sum|mean|amax|amin|max|min|prod|var|std|var_mean|std_mean|"
+_POOLING = re.compile(r"pool")
+_REDUCTION = re.compile(r"softmax|^nll_loss|^(sum|mean|amax|amin|max|min|prod|var|std|var_mean|std_mean|"
                         r"argmax|argmin|logsumexp|linalg_vector_norm|norm|any|all|cumsum|cumprod|mse_loss|"
                         r"binary_cross_entropy|binary_cross_entropy_with_logits|smooth_l1_loss|l1_loss|huber_loss|"
                         r"cross_entropy_loss|mse_loss_backward|mean_backward)$")
@@ -182,8 +183,10 @@ def _class(name: str, func: Any, bound: dict[str, Any], args: tuple[Any, ...],
         return OpClass.OPTIMIZER, None
     if _NORMALIZATION.search(name):
         return OpClass.NORMALIZATION, None
+    if _POOLING.search(name):
+        return OpClass.POOLING, None
     if _REDUCTION.search(name):
-        return OpClass.REDUCTION_POOLING, None
+        return OpClass.REDUCTION, None
     if name in COPIES:
         return OpClass.COPY_LAYOUT, None
     if _pointwise(func, name):

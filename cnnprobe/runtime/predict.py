@@ -24,7 +24,7 @@ from ..training.config import BenchConfig
 from .calibration import cached, load
 from .hardware import cpu_spec, device_spec
 from .opclass import classify_all
-from .records import Calibration, DeviceSpec, OpClass
+from .records import Calibration, DeviceSpec, OpCost
 from .timemodel import DEFAULT_CPU, DEFAULT_GPU, StepTime, step_time
 
 if TYPE_CHECKING:
@@ -105,10 +105,10 @@ def calibration_for(spec: DeviceSpec, file: str | Path | None = None, threads: i
     return Calibration(**{**default.__dict__, "device_key": spec.key, "device_name": spec.name})
 
 
-def _tf32(op_class: OpClass, dtype: str) -> bool:
+def _tf32(op: OpCost) -> bool:
     """torch's defaults on a GPU: float32 convolutions run in TF32 (cudnn.allow_tf32), matrix products do not
     (matmul.allow_tf32 is off)."""
-    return dtype == "float32" and op_class.value.startswith("conv")
+    return op.dtype == "float32" and op.op_class.value.startswith("conv")
 
 
 def _result(mode: str, frozen: bool, t: StepTime, batch: int, peak: int, spec: DeviceSpec, band: float,

@@ -24,7 +24,8 @@ class OpClass(str, Enum):
     ATTENTION = "attention"  # scaled dot-product attention kernels
     NORMALIZATION = "normalization"  # batch, layer, group norm (forward and backward)
     ELEMENTWISE = "elementwise"  # activations, adds, multiplies, dropout
-    REDUCTION_POOLING = "reduction_pooling"  # sums, means, softmax, max/avg pooling, loss reductions
+    REDUCTION = "reduction"  # sums, means, softmax, loss reductions
+    POOLING = "pooling"  # max and average pooling, forward and backward (a max pool's indices cost a CPU 30× a mean)
     COPY_LAYOUT = "copy_layout"  # copies, cat, permute-with-copy, dtype casts, padding
     OPTIMIZER = "optimizer"  # the optimizer's update kernels (foreach or per-parameter)
     OTHER = "other"

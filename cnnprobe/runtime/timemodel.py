@@ -17,6 +17,7 @@ kernels), clocks (the datasheet's boost clock, no throttling), and a GPU's idle 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .records import Calibration, Curve, DeviceSpec, OpClass, OpCost
@@ -47,7 +48,8 @@ _GPU_MEMORY = {
     OpClass.ATTENTION: Curve(0.70, 2e6),
     OpClass.NORMALIZATION: Curve(0.60, 2e6),
     OpClass.ELEMENTWISE: Curve(0.80, 2e6),
-    OpClass.REDUCTION_POOLING: Curve(0.60, 2e6),
+    OpClass.REDUCTION: Curve(0.60, 2e6),
+    OpClass.POOLING: Curve(0.60, 2e6),
     OpClass.COPY_LAYOUT: Curve(0.70, 2e6),
     OpClass.OPTIMIZER: Curve(0.70, 2e6),
     OpClass.OTHER: Curve(0.50, 2e6),
@@ -64,7 +66,7 @@ _CPU_COMPUTE = {
 }
 _CPU_MEMORY = {c: Curve(0.5, 2e5) for c in OpClass} | {
     OpClass.ELEMENTWISE: Curve(0.6, 2e5), OpClass.COPY_LAYOUT: Curve(0.6, 2e5),
-    OpClass.NORMALIZATION: Curve(0.4, 2e5), OpClass.REDUCTION_POOLING: Curve(0.4, 2e5),
+    OpClass.NORMALIZATION: Curve(0.4, 2e5), OpClass.REDUCTION: Curve(0.4, 2e5), OpClass.POOLING: Curve(0.1, 2e5),
 }
 # Where neither the calibration nor the defaults have a class (a compute curve for a memory class whose
 # operator does count FLOPs: interpolation, RoIAlign): a modest share, reached early.
@@ -120,12 +122,12 @@ def launch_seconds(spec: DeviceSpec, cal: Calibration) -> float:
     return (cal.launch_us or spec.launch_us) * 1e-6
 
 
-def op_seconds(op: OpCost, spec: DeviceSpec, cal: Calibration, tf32: bool = False) -> float:
+def op_seconds(op: OpCost, spec: DeviceSpec, cal: Calibration, tf32: bool | Callable[[OpCost], bool] = False) -> float:
     """The operator's predicted time: the larger of compute and memory time, plus one launch. A dtype the
     device has no peak for (bfloat16 on a V100 or T4) runs at float32's (`DeviceSpec.peak_tflops`)."""
     compute = 0.0
     if op.flops > 0:
-        peak = spec.peak_tflops(op.dtype, tf32) * 1e12
+        peak = spec.peak_tflops(op.dtype, tf32(op) if callable(tf32) else tf32) * 1e12
         compute = op.flops / (peak * compute_efficiency(op, spec, cal) * wave_factor(op, spec))
     memory = 0.0
     if op.bytes > 0:
@@ -157,8 +159,10 @@ _PHASES = {"forward": "forward", "unmarked": "forward", "backward": "backward", 
            "end": "optimizer"}
 
 
-def step_time(ops: list[OpCost], spec: DeviceSpec, cal: Calibration, tf32: bool = False) -> StepTime:
-    """The sum of the operators' times, one kernel each, one after another."""
+def step_time(ops: list[OpCost], spec: DeviceSpec, cal: Calibration,
+              tf32: bool | Callable[[OpCost], bool] = False) -> StepTime:
+    """The sum of the operators' times, one kernel each, one after another; `tf32` says, for all operators or
+    for each, whether float32 runs at the TF32 peak."""
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     by_class: dict[str, float] = {}
     for op in ops:
