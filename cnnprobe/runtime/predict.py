@@ -142,7 +142,8 @@ class TimePredictor:
             band=band, memory_bytes=spec.memory_bytes, input_size=memory.input_size, dataset_size=dataset_size,
             epochs=epochs, notes=[*memory.notes, IGNORED])
         if not cal.calibrated:
-            how = "cnnprobe calibrate --device cpu" if spec.kind == "cpu" else f"cnnprobe calibrate --device cuda on a {spec.name}"
+            how = ("cnnprobe calibrate --device cpu" if spec.kind == "cpu"
+                   else f"cnnprobe calibrate --device cuda on a {spec.name}")
             report.notes.append(f"uncalibrated: {spec.key}'s efficiencies are cnnprobe's defaults, so the band is "
                                 f"±{100 * band:.0f}%; `{how}` measures them")
         for r in memory.results:
