@@ -184,7 +184,7 @@ def write(rows: list[Row], paper: list[tuple[Any, float | None, str]], calibrati
 
 
 def main() -> None:
-    from cnnprobe.runtime.calibrate import run_calibration
+    from cnnprobe.runtime.calibration import run_calibration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="three models")

@@ -108,7 +108,7 @@ def calibrate(
     from ..report import files
     from ..report.console import emit_json, print_pieces
     from ..report.predict import calibration_lines
-    from ..runtime.calibrate import run_calibration
+    from ..runtime.calibration import run_calibration
 
     if out is not None:
         files.check_writable(out)

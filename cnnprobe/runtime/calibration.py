@@ -244,3 +244,28 @@ def calibrate(device: str, threads: int, peak_tflops: float, bandwidth_gbps: flo
     else:
         store(cal, device)
     return cal
+
+
+def run_calibration(device: str, *, threads: int | None = None, quick: bool = False,
+                    on_case: Callable[[Measurement], None] | None = None) -> Calibration:
+    """`cnnprobe calibrate`: this machine's device ("cpu" or "cuda"), its roofs measured as bench measures its
+    peak, the grid timed and fitted, and the result cached. A GPU's calibration is kept under its spec table key
+    (whatever the host's thread count), so that `predict --device <key>` on any machine of this session finds it."""
+    from ..training.devices import check_device
+    from .bandwidth import measured_bandwidth
+    from .flops_peak import measured
+    from .hardware import matching
+
+    device = check_device(device)
+    threads = threads or torch.get_num_threads()
+    peak, bandwidth = measured(device, "float32", threads), measured_bandwidth(device, threads)
+    if device == "cpu":
+        return calibrate(device, threads, peak.tflops, bandwidth.gbps, quick=quick, on_case=on_case, device_key="cpu")
+    spec = matching(device_name(device))
+    lower = {d: measured(device, d, threads).tflops for d in ("bfloat16", "float16")}
+    cal = calibrate(device, threads, peak.tflops, bandwidth.gbps, quick=quick, on_case=on_case,
+                    device_key=spec.key if spec is not None else "cuda", dtype_tflops=lower)
+    cal.threads = None
+    if not quick:
+        store(cal)
+    return cal

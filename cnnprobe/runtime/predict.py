@@ -98,7 +98,9 @@ def calibration_for(spec: DeviceSpec, file: str | Path | None = None, threads: i
             raise UsageError(f"--calibration {file} was measured on {cal.device_key} ({cal.device_name}), not "
                              f"{spec.key}: predict with --device {cal.device_key}, or calibrate on {spec.key}")
         return cal
-    found = cached(spec.key, threads)
+    import torch
+
+    found = cached(spec.key, (threads or torch.get_num_threads()) if spec.kind == "cpu" else None)
     if found is not None:
         return found
     default = DEFAULT_CPU if spec.kind == "cpu" else DEFAULT_GPU
