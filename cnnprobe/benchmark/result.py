@@ -63,6 +63,7 @@ class ModeResult:
     memory_method: str = ""  # "allocator" (the CPU's profiler events, CUDA's max_memory_allocated), or "tensors"
     tensor_peak_bytes: int | None = None  # the most tensor memory live at once, counted storage by storage
     predicted_peak_bytes: int | None = None  # `cnnprobe memory`'s prediction of the same step, made on fake tensors
+    predicted_ms: float | None = None  # `cnnprobe predict`'s time for the same step on this device, from that run
     samples_ms: list[float] = field(default_factory=list)  # torch.utils.benchmark's timed samples, per step
     repeats: list[Repeat] = field(default_factory=list)  # with --repeat, each run's own figures
     blocks: int = 0  # timed blocks the median and IQR rest on (samples_ms holds one per block)
@@ -111,6 +112,13 @@ class ModeResult:
         """The phases' medians added up: a check on the whole-step median."""
         parts = [p for p in (self.forward_ms, self.backward_ms, self.optimizer_ms) if p is not None]
         return sum(parts) if parts else None
+
+    @property
+    def time_ratio(self) -> float | None:
+        """Predicted over measured step time."""
+        if not self.predicted_ms or not self.median_ms:
+            return None
+        return self.predicted_ms / self.median_ms
 
     @property
     def prediction_ratio(self) -> float | None:

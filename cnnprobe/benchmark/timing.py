@@ -22,6 +22,7 @@ from ..core.enums import Device, DType, Mode, Source, Task
 from ..core.errors import CnnprobeError, ForwardError, OutOfMemory
 from ..models.build import check_batch
 from ..models.request import ModelRequest
+from ..runtime.predict import calibration_for, here, time_results
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.config import BenchConfig, settings
@@ -54,15 +55,25 @@ def step_flops(setup: BenchSetup, config: BenchConfig, prepared: Prepared | None
 
 
 def predicted_peaks(model: "str | nn.Module", batch: int, config: BenchConfig,
-                    prepared: Prepared | None = None) -> dict[tuple[str, bool], int]:
-    """`cnnprobe memory`'s prediction of every planned step, to print beside what is measured."""
-    if not (config.predict and config.memory) or config.compile:
+                    prepared: Prepared | None = None) -> dict[tuple[str, bool], tuple[int, float | None]]:
+    """`cnnprobe memory`'s prediction of every planned step's peak and `cnnprobe predict`'s of its time on this
+    device, from one fake run, to print beside what is measured."""
+    if not config.predict or config.compile:
         return {}
     try:
-        report = (prepared or Prepared(model, config)).predictor().at(batch)
+        predictor = (prepared or Prepared(model, config)).predictor()
+        report = predictor.at(batch, keep_ops=True, workspaces=config.memory)
     except CnnprobeError:  # a model that cannot run on fake tensors is measured all the same
         return {}
-    return {(r.mode, r.frozen): r.predicted_peak_bytes for r in report.results}
+    times: dict[tuple[str, bool], float] = {}
+    try:
+        spec = here(Device(config.device).value, config.threads)
+        for t in time_results(predictor, report, spec, calibration_for(spec, threads=config.threads), batch):
+            times[(t.mode, t.frozen)] = t.predicted_ms
+    except CnnprobeError:
+        pass
+    return {(r.mode, r.frozen): (r.predicted_peak_bytes if config.memory else 0, times.get((r.mode, r.frozen)))
+            for r in report.results}
 
 
 def copy_to_meta(module: "nn.Module") -> "nn.Module":
@@ -118,7 +129,9 @@ class Bench:
                 on_phase(f"{result.model} b{self.batch} {step.mode.value}{full}")
             key = "forward" if step.mode is Mode.FORWARD else ("train_frozen" if step.frozen else "train")
             measured_mode = self._measure(RUNNERS[step.mode](setup, step.frozen, counted.get(key)))
-            measured_mode.predicted_peak_bytes = predicted.get((step.mode.value, step.frozen))
+            peak, step_ms = predicted.get((step.mode.value, step.frozen), (None, None))
+            measured_mode.predicted_peak_bytes = peak or None
+            measured_mode.predicted_ms = step_ms
             result.results.append(measured_mode)
             self._share(result, sheet)
         if setup.built.spec.task is Task.QUANTIZED:

@@ -159,15 +159,31 @@ def memory_line(run: BenchResult) -> Text | None:
 
 
 def prediction_lines(sweep: Sweep, several: bool, frozen_any: bool) -> list[Any]:
-    """Peak memory as measured and as `cnnprobe memory` predicted it, where both are known."""
-    predicted = [(run, r) for run in sweep.runs for r in run.results if r.prediction_ratio is not None]
+    """Peak memory and step time as measured and as `cnnprobe memory` and `cnnprobe predict` predicted them,
+    where known."""
+    predicted = [(run, r) for run in sweep.runs for r in run.results
+                 if r.prediction_ratio is not None or r.time_ratio is not None]
     if not predicted:
         return []
-    check = Fitted(_key_columns(several, frozen_any) + [Col("measured"), Col("predicted"), Col("predicted/measured")])
+    memory = any(r.prediction_ratio is not None for _, r in predicted)
+    time = any(r.time_ratio is not None for _, r in predicted)
+    columns = _key_columns(several, frozen_any)
+    if memory:
+        columns += [Col("measured"), Col("predicted"), Col("predicted/measured")]
+    if time:
+        columns += [Col("median ms"), Col("predicted ms"), Col("pred/meas")]
+    check = Fitted(columns)
     for run, r in predicted:
-        check.add_row(*_key_cells(run, r, several, frozen_any), nbytes(r.peak_memory_bytes),
-                      nbytes(r.predicted_peak_bytes or 0), f"{r.prediction_ratio:.3f}")
-    return [Text("peak memory, measured and predicted on fake tensors (cnnprobe memory):"), check]
+        cells = _key_cells(run, r, several, frozen_any)
+        if memory:
+            cells += [nbytes(r.peak_memory_bytes), nbytes(r.predicted_peak_bytes or 0),
+                      f"{r.prediction_ratio:.3f}" if r.prediction_ratio is not None else "-"]
+        if time:
+            cells += [ms(r.median_ms), ms(r.predicted_ms), f"{r.time_ratio:.2f}" if r.time_ratio is not None else "-"]
+        check.add_row(*cells)
+    what = " and ".join(w for w, on in (("peak memory", memory), ("step time", time)) if on)
+    by = " and ".join(w for w, on in (("cnnprobe memory", memory), ("cnnprobe predict", time)) if on)
+    return [Text(f"{what}, measured and predicted on fake tensors ({by}):"), check]
 
 
 def _least(values: list[int]) -> str:

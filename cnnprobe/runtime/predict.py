@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.enums import Device, DType, Mode, Optimizer
 from ..core.errors import UsageError
-from ..memory.predict import Predictor
+from ..memory.predict import MemoryReport, Predictor
 from ..models.build import check_batch
 from ..models.freezing import FreezePlan
 from ..models.request import ModelRequest, RequestOptions, requested
@@ -124,6 +124,17 @@ def _result(mode: str, frozen: bool, t: StepTime, batch: int, peak: int, spec: D
                       fits=peak <= spec.memory_bytes, kernels=t.kernels)
 
 
+def time_results(memory: Predictor, report: MemoryReport, spec: DeviceSpec, cal: Calibration, batch: int, *,
+                 dataset_size: int | None = None, epochs: int = 1) -> list[TimeResult]:
+    """Each of memory's predicted steps (run with `keep_ops`) timed on `spec`: one fake run for both."""
+    band = BAND_CALIBRATED if cal.calibrated else BAND_UNCALIBRATED
+    out = []
+    for r in report.results:
+        t = step_time(classify_all(memory.ops[(r.mode, r.frozen)]), spec, cal, tf32=_tf32)
+        out.append(_result(r.mode, r.frozen, t, batch, r.predicted_peak_bytes, spec, band, dataset_size, epochs))
+    return out
+
+
 class TimePredictor:
     """One model under one configuration on one device, at any batch: memory's fake run, then the time model."""
 
@@ -148,12 +159,31 @@ class TimePredictor:
                    else f"cnnprobe calibrate --device cuda on a {spec.name}")
             report.notes.append(f"uncalibrated: {spec.key}'s efficiencies are cnnprobe's defaults, so the band is "
                                 f"±{100 * band:.0f}%; `{how}` measures them")
-        for r in memory.results:
-            costs = classify_all(self.memory.ops[(r.mode, r.frozen)])
-            t = step_time(costs, spec, cal, tf32=_tf32)
-            report.results.append(_result(r.mode, r.frozen, t, batch, r.predicted_peak_bytes, spec, band,
-                                          dataset_size, epochs))
+        report.results = time_results(self.memory, memory, spec, cal, batch, dataset_size=dataset_size,
+                                      epochs=epochs)
         return report
+
+
+def here(device: str, threads: int | None = None) -> DeviceSpec:
+    """The spec of the device this process runs on: the CPU with its measured roofs, or the GPU's table entry
+    (else one from its measured roofs)."""
+    if device == "cpu":
+        return resolve_device("cpu", threads)
+    import torch
+
+    from ..training.devices import device_name
+    from .bandwidth import measured_bandwidth
+    from .flops_peak import measured
+    from .hardware import matching
+
+    spec = matching(device_name(device))
+    if spec is not None:
+        return spec
+    threads = threads or torch.get_num_threads()
+    free, total = torch.cuda.mem_get_info()
+    peak, bandwidth = measured(device, "float32", threads), measured_bandwidth(device, threads)
+    return DeviceSpec("cuda", device_name(device), "gpu", {"float32": peak.tflops}, bandwidth.gbps, total,
+                      sources={"all": "measured on this machine (not in the spec table)"})
 
 
 def resolve_device(key: str, threads: int | None = None) -> DeviceSpec:
