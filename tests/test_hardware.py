@@ -185,3 +185,13 @@ def test_the_json_form_holds_every_figure_and_source():
     h100 = by_key["h100-sxm"]
     assert h100["tflops"]["float16"] == 989.4 and h100["bandwidth_gbps"] == 3350.0 and h100["sms"] == 132
     assert "sparsity" in h100["sources"]["float16"] and h100["matches"][0] == "H100"
+
+
+def test_the_table_and_its_rendering_need_no_torch():
+    """--list-devices prints without starting torch: the table and its renderer import none of it."""
+    import subprocess
+    import sys
+
+    code = "import sys, cnnprobe.report.devices, cnnprobe.runtime.hardware; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -78,21 +78,24 @@ def _hopper(key: str, name: str, tflops: dict[str, float], gbps: float, memory_g
                 float16=tensor, sms=f"{HOPPER_PAPER}: {sms} SMs", boost_mhz=_clock(tflops["float32"], sms, 128))
 
 
-def _table() -> dict[str, DeviceSpec]:
+def _v100(key: str, form: str, memory_gib: int, matches: tuple[str, ...]) -> DeviceSpec:
+    """A V100 row: SXM2 or PCIe (clocks and peaks differ), 16 or 32 GB (nothing else does)."""
+    sxm = form == "SXM2"
+    tflops = {"float32": 15.7, "float16": 125.0} if sxm else {"float32": 14.0, "float16": 112.0}
+    clock = _clock(tflops["float32"], 80, 64)
+    return _gpu(key, f"NVIDIA V100 {form} {memory_gib}GB", tflops, 900.0, memory_gib, 80, 1530 if sxm else 1380,
+                f"{V100_SHEET}, V100 {form}", matches,
+                float16=f"{V100_SHEET}, V100 {form}: Tensor performance (FP16 with FP32 accumulate; no sparsity)",
+                sms=f"derived: {V100_SHEET}'s 5,120 CUDA cores / 64 per Volta SM",
+                boost_mhz=clock if sxm else f"the V100 PCIe's boost clock as the driver reports it; {clock} = "
+                                            "1.37 GHz agrees")
+
+
+def _hopper_and_a100() -> list[DeviceSpec]:
     hopper = {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4}
     ampere = {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0}
-    a100 = {f: f"{A100_SHEET}{SPARSE}" for f in TENSOR}
-    a100_shape = {"sms": A100_PAPER, "boost_mhz": _clock(19.5, 108, 64)}
-    v100 = {"float32": 15.7, "float16": 125.0}
-    v100_pcie = {"float32": 14.0, "float16": 112.0}
-    a10g = ("derived: 80 SMs (CUDA's multiprocessor count for the A10G on AWS G5, against the A10's 72) × 1710 MHz "
-            "(the A10G's boost clock; the A10's is 1695) × GA102's rates per SM and clock as the NVIDIA Ampere GA102 "
-            "whitepaper gives them for GeForce cards: 256 FLOP FP32, 256 TF32, 512 FP16/BF16 with FP32 accumulate; "
-            "the A10G's tensor cores run at that rate, half the A10's (Baseten, 'NVIDIA A10 vs A10G for ML model "
-            "inference', https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/: 70 TFLOP/s FP16 "
-            "against the A10's 125)")
-    aws = "AWS EC2 G5 instances (https://aws.amazon.com/ec2/instance-types/g5/): A10G, 24 GB; 600 GB/s as the A10's"
-    specs = [
+    a100 = {**{f: f"{A100_SHEET}{SPARSE}" for f in TENSOR}, "sms": A100_PAPER, "boost_mhz": _clock(19.5, 108, 64)}
+    return [
         _hopper("h200", "NVIDIA H200 SXM 141GB", hopper, 4800.0, 141, 132, 1980, H200_SHEET, ("H200",), 989, 1979),
         _hopper("h100-sxm", "NVIDIA H100 SXM5 80GB", hopper, 3350.0, 80, 132, 1980, f"{H100_SHEET}, H100 SXM",
                 ("H100", "H100 SXM", "H100 SXM5", "H100 HBM3"), 989, 1979),
@@ -100,19 +103,30 @@ def _table() -> dict[str, DeviceSpec]:
                                                        "float16": 756.0},
                 2000.0, 80, 114, 1755, f"{H100_SHEET}, H100 PCIe", ("H100 PCIE",), 756, 1513),
         _gpu("a100-sxm4-80gb", "NVIDIA A100 80GB SXM4", ampere, 2039.0, 80, 108, 1410, f"{A100_SHEET}, A100 80GB SXM",
-             ("A100 SXM4 80GB", "A100 SXM 80GB", "A100 80GB"), **a100, **a100_shape),
+             ("A100 SXM4 80GB", "A100 SXM 80GB", "A100 80GB"), **a100),
         _gpu("a100-sxm4-40gb", "NVIDIA A100 40GB SXM4", ampere, 1555.0, 40, 108, 1410, f"{A100_SHEET}, A100 40GB SXM",
-             ("A100 SXM4 40GB", "A100 SXM4", "A100 SXM"), **a100, **a100_shape),
+             ("A100 SXM4 40GB", "A100 SXM4", "A100 SXM"), **a100),
         _gpu("a100-pcie-80gb", "NVIDIA A100 80GB PCIe", ampere, 1935.0, 80, 108, 1410,
-             f"{A100_SHEET}, A100 80GB PCIe", ("A100 80GB PCIE",), **a100, **a100_shape),
+             f"{A100_SHEET}, A100 80GB PCIe", ("A100 80GB PCIE",), **a100),
         _gpu("a100-pcie-40gb", "NVIDIA A100 40GB PCIe", ampere, 1555.0, 40, 108, 1410,
-             f"{A100_SHEET}, A100 40GB PCIe", ("A100 PCIE 40GB", "A100 PCIE", "A100"), **a100, **a100_shape),
+             f"{A100_SHEET}, A100 40GB PCIe", ("A100 PCIE 40GB", "A100 PCIE", "A100"), **a100),
+    ]
+
+
+def _the_others() -> list[DeviceSpec]:
+    l40s_tensor = f"{L40S_SHEET}: the dense figure, 362.05 (the sheet's with-sparsity 733 is not twice it)"
+    a10g = ("derived: 80 SMs (CUDA's multiprocessor count for the A10G on AWS G5, against the A10's 72) × 1710 MHz "
+            "(the A10G's boost clock; the A10's is 1695) × GA102's rates per SM and clock as the NVIDIA Ampere GA102 "
+            "whitepaper gives them for GeForce cards: 256 FLOP FP32, 256 TF32, 512 FP16/BF16 with FP32 accumulate; "
+            "the A10G's tensor cores run at that rate, half the A10's (Baseten, 'NVIDIA A10 vs A10G for ML model "
+            "inference', https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/: 70 TFLOP/s FP16 "
+            "against the A10's 125)")
+    aws = "AWS EC2 G5 instances (https://aws.amazon.com/ec2/instance-types/g5/): A10G, 24 GB; 600 GB/s as the A10's"
+    return [
         _gpu("l40s", "NVIDIA L40S", {"float32": 91.6, "tf32": 183.0, "bfloat16": 362.05, "float16": 362.05},
-             864.0, 48, 142, 2520, L40S_SHEET, ("L40S",),
-             tf32=f"{L40S_SHEET}{SPARSE}",
-             bfloat16=f"{L40S_SHEET}: the dense figure, 362.05 (the sheet's with-sparsity 733 is not twice it)",
-             float16=f"{L40S_SHEET}: the dense figure, 362.05 (the sheet's with-sparsity 733 is not twice it)",
-             sms=f"derived: {L40S_SHEET}'s 18,176 CUDA cores / 128 per Ada SM", boost_mhz=_clock(91.6, 142, 128)),
+             864.0, 48, 142, 2520, L40S_SHEET, ("L40S",), tf32=f"{L40S_SHEET}{SPARSE}", bfloat16=l40s_tensor,
+             float16=l40s_tensor, sms=f"derived: {L40S_SHEET}'s 18,176 CUDA cores / 128 per Ada SM",
+             boost_mhz=_clock(91.6, 142, 128)),
         _gpu("l4", "NVIDIA L4", {"float32": 30.3, "tf32": 60.0, "bfloat16": 121.0, "float16": 121.0},
              300.0, 24, 58, 2040, L4_SHEET, ("L4",), **{f: f"{L4_SHEET}{SPARSE}" for f in TENSOR},
              sms="CUDA's multiprocessor count for the L4 (AD104: 7,424 CUDA cores / 128 per SM)",
@@ -128,33 +142,20 @@ def _table() -> dict[str, DeviceSpec]:
              float16=f"{T4_SHEET}: mixed precision FP16/FP32 (no sparsity on Turing)",
              sms=f"derived: {T4_SHEET}'s 2,560 CUDA cores / 64 per Turing SM (its 320 Tensor Cores / 8)",
              boost_mhz=f"the T4's boost clock as the driver reports it; {_clock(8.1, 40, 64)} = 1.58 GHz agrees"),
-        _gpu("v100-sxm2", "NVIDIA V100 SXM2 16GB", v100, 900.0, 16, 80, 1530, f"{V100_SHEET}, V100 SXM2",
-             ("V100", "V100 SXM2", "V100 SXM2 16GB"),
-             float16=f"{V100_SHEET}, V100 SXM2: Tensor performance (FP16 with FP32 accumulate; no sparsity)",
-             sms=f"derived: {V100_SHEET}'s 5,120 CUDA cores / 64 per Volta SM", boost_mhz=_clock(15.7, 80, 64)),
-        _gpu("v100-sxm2-32gb", "NVIDIA V100 SXM2 32GB", v100, 900.0, 32, 80, 1530, f"{V100_SHEET}, V100 SXM2",
-             ("V100 SXM2 32GB",),
-             float16=f"{V100_SHEET}, V100 SXM2: Tensor performance (FP16 with FP32 accumulate; no sparsity)",
-             sms=f"derived: {V100_SHEET}'s 5,120 CUDA cores / 64 per Volta SM", boost_mhz=_clock(15.7, 80, 64)),
-        _gpu("v100-pcie", "NVIDIA V100 PCIe 16GB", v100_pcie, 900.0, 16, 80, 1380, f"{V100_SHEET}, V100 PCIe",
-             ("V100 PCIE", "V100 PCIE 16GB"),
-             float16=f"{V100_SHEET}, V100 PCIe: Tensor performance (FP16 with FP32 accumulate; no sparsity)",
-             sms=f"derived: {V100_SHEET}'s 5,120 CUDA cores / 64 per Volta SM",
-             boost_mhz=f"the V100 PCIe's boost clock as the driver reports it; {_clock(14.0, 80, 64)} = 1.37 GHz "
-                       "agrees"),
-        _gpu("v100-pcie-32gb", "NVIDIA V100 PCIe 32GB", v100_pcie, 900.0, 32, 80, 1380, f"{V100_SHEET}, V100 PCIe",
-             ("V100 PCIE 32GB",),
-             float16=f"{V100_SHEET}, V100 PCIe: Tensor performance (FP16 with FP32 accumulate; no sparsity)",
-             sms=f"derived: {V100_SHEET}'s 5,120 CUDA cores / 64 per Volta SM",
-             boost_mhz=f"the V100 PCIe's boost clock as the driver reports it; {_clock(14.0, 80, 64)} = 1.37 GHz "
-                       "agrees"),
+        _v100("v100-sxm2", "SXM2", 16, ("V100", "V100 SXM2", "V100 SXM2 16GB")),
+        _v100("v100-sxm2-32gb", "SXM2", 32, ("V100 SXM2 32GB",)),
+        _v100("v100-pcie", "PCIe", 16, ("V100 PCIE", "V100 PCIE 16GB")),
+        _v100("v100-pcie-32gb", "PCIe", 32, ("V100 PCIE 32GB",)),
         _gpu("rtx4090", "NVIDIA GeForce RTX 4090", {"float32": 82.6, "tf32": 82.6, "bfloat16": 165.2,
                                                      "float16": 165.2},
              1008.0, 24, 128, 2520, ADA_PAPER, ("RTX 4090",), **{f: f"{ADA_PAPER}{GEFORCE}" for f in TENSOR}),
         _gpu("rtx3090", "NVIDIA GeForce RTX 3090", {"float32": 35.6, "tf32": 35.6, "bfloat16": 71.0, "float16": 71.0},
              936.0, 24, 82, 1695, GA102_PAPER, ("RTX 3090",), **{f: f"{GA102_PAPER}{GEFORCE}" for f in TENSOR}),
     ]
-    return {s.key: s for s in specs}
+
+
+def _table() -> dict[str, DeviceSpec]:
+    return {s.key: s for s in [*_hopper_and_a100(), *_the_others()]}
 
 
 SPECS: dict[str, DeviceSpec] = _table()
