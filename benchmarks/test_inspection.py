@@ -43,7 +43,7 @@ def test_flops_of_vit_h_14_costs_no_arithmetic(request):
     """1 TMAC counted in well under 2 GB (fvcore on real tensors: ~43 s and 3 GB here), and in less than
     half the time the arithmetic itself would take at the machine's peak, one thread (as `measure` runs),
     measured in this run."""
-    from cnnprobe.benchmark.flops_peak import measured
+    from cnnprobe.runtime.flops_peak import measured
 
     ours = measure("vit_h_14", "flops")
     assert ours.peak_mib < 2048

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cnnprobe.benchmark import bandwidth as bw
-from cnnprobe.benchmark import flops_peak
+from cnnprobe.runtime import bandwidth as bw
+from cnnprobe.runtime import flops_peak
 
 PLANTED = "planted by a test"
 
@@ -204,7 +204,8 @@ def test_bandwidth_at_least_raises_the_roof_only_when_beaten(tmp_path, monkeypat
     ("NVIDIA H100 PCIe", 2000), ("NVIDIA A100-SXM4-80GB", 2039), ("NVIDIA A100 80GB PCIe", 1935),
     ("NVIDIA A100-SXM4-40GB", 1555), ("NVIDIA A100-PCIE-40GB", 1555), ("NVIDIA L40S", 864), ("NVIDIA L4", 300),
     ("NVIDIA A10", 600), ("Tesla V100-SXM2-16GB", 900), ("Tesla T4", 320), ("NVIDIA GeForce RTX 4090", 1008),
-    ("NVIDIA L40", None), ("NVIDIA A10G", None), ("AMD EPYC 7763 64-Core Processor", None)])
+    ("NVIDIA A10G", 600), ("NVIDIA GeForce RTX 3090", 936), ("Tesla V100-PCIE-32GB", 900),
+    ("NVIDIA L40", None), ("NVIDIA H100 NVL", None), ("AMD EPYC 7763 64-Core Processor", None)])
 def test_the_datasheet_bandwidth_of_known_gpus(name, gbps):
     found = bw.datasheet_bandwidth(name)
     assert (found.gbps if found else None) == gbps
@@ -212,6 +213,10 @@ def test_the_datasheet_bandwidth_of_known_gpus(name, gbps):
 
 
 def test_every_gpu_with_a_datasheet_peak_has_a_datasheet_bandwidth():
-    for model in flops_peak.DATASHEET:
-        name = "NVIDIA H100 80GB HBM3" if model == "H100 SXM" else f"NVIDIA {model}"
-        assert bw.datasheet_bandwidth(name) is not None, model
+    from cnnprobe.runtime.hardware import SPECS
+
+    for spec in SPECS.values():
+        for phrase in spec.matches:
+            name = f"NVIDIA {phrase}"
+            assert flops_peak.datasheet(name, "float32") is not None, name
+            assert bw.datasheet_bandwidth(name).gbps == spec.bandwidth_gbps, name

@@ -18,10 +18,8 @@ import torch
 from torch import nn
 
 import cnnprobe
-from cnnprobe.benchmark import flops_peak as peak_module
 from cnnprobe.benchmark import timing
 from cnnprobe.benchmark.batchsearch import fits_on_cpu
-from cnnprobe.benchmark.flops_peak import datasheet
 from cnnprobe.benchmark.runners import (
     BenchSetup,
     ForwardBackwardRunner,
@@ -31,6 +29,8 @@ from cnnprobe.benchmark.runners import (
 from cnnprobe.benchmark.sweep import parse_batches, sweep
 from cnnprobe.core.errors import CnnprobeError, InputSizeError, OutOfMemory, UsageError
 from cnnprobe.core.search import search_batch as find_max_batch
+from cnnprobe.runtime import flops_peak as peak_module
+from cnnprobe.runtime.flops_peak import datasheet
 from cnnprobe.training.config import BenchConfig
 
 from .conftest import one_error_line, stderr_lines, table_rows
@@ -487,7 +487,7 @@ def test_datasheet_peaks():
     assert datasheet("NVIDIA H200", "bfloat16").tflops == 989.4
     assert datasheet("NVIDIA H100 PCIe", "bfloat16").tflops == 756.0
     assert datasheet("NVIDIA H100 80GB HBM3", "bfloat16").tflops == 989.4
-    assert datasheet("NVIDIA A100-SXM4-80GB", "float32", tf32=True).detail == "A100 dense tf32"
+    assert datasheet("NVIDIA A100-SXM4-80GB", "float32", tf32=True).detail == "a100-sxm4-80gb dense tf32"
     assert datasheet("Some Unknown GPU", "float32") is None
 
 

@@ -289,8 +289,8 @@ def test_thinning_keeps_samples_evenly_spaced_in_time_order():
 
 @pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"x": "' + "a" * (5 * 2**20) + '"}'])
 def test_a_peak_cache_too_deep_or_too_large_is_ignored_and_rewritten(tmp_path, monkeypatch, content):
-    from cnnprobe.benchmark import flops_peak as peak
     from cnnprobe.core import cache
+    from cnnprobe.runtime import flops_peak as peak
 
     monkeypatch.setenv("CNNPROBE_CACHE", str(tmp_path))
     target = tmp_path / peak.CACHE
@@ -301,7 +301,7 @@ def test_a_peak_cache_too_deep_or_too_large_is_ignored_and_rewritten(tmp_path, m
 
 
 def test_a_bench_run_over_a_deep_peak_cache_rewrites_it(cli, tmp_path, monkeypatch):
-    from cnnprobe.benchmark import flops_peak as peak
+    from cnnprobe.runtime import flops_peak as peak
 
     monkeypatch.setenv("CNNPROBE_CACHE", str(tmp_path))
     (tmp_path / peak.CACHE).write_text("[" * 100_000 + "]" * 100_000)

@@ -22,13 +22,13 @@ from ..core.enums import Device, DType, Mode, Source, Task
 from ..core.errors import CnnprobeError, ForwardError, OutOfMemory
 from ..models.build import check_batch
 from ..models.request import ModelRequest
+from ..runtime.flops_peak import Peak, at_least, datasheet, measured
 from ..runtime.predict import calibration_for, here, time_results
 from ..trace.failures import explain_failure
 from ..trace.tracer import Tracer
 from ..training.config import BenchConfig, settings
 from ..training.devices import device_name, free_memory, is_oom
 from ..training.steps import plan, walk
-from .flops_peak import Peak, at_least, datasheet, measured
 from .int8 import NOTE, checked_config, float_twin, saving, twin_config
 from .prepared import Prepared
 from .result import BenchResult, ModeResult, merge_repeats

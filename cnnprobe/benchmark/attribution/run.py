@@ -17,14 +17,14 @@ import torch
 from ...core.enums import DType, Mode
 from ...core.errors import UsageError
 from ...models.build import check_batch
+from ...runtime.bandwidth import bandwidth_at_least, measured_bandwidth
+from ...runtime.flops_peak import at_least, measured
 from ...trace.spans import Span, Spans
 from ...training.config import BenchConfig
 from ...training.devices import NoClock, device_name, iqr
 from ...training.setup import BenchSetup
 from ...training.steps import STEPS, Step
-from ..bandwidth import bandwidth_at_least, measured_bandwidth
 from ..blocks import time_blocks
-from ..flops_peak import at_least, measured
 from ..int8 import checked_config
 from .clock import StepClock
 from .counting import count_rows

@@ -6,7 +6,7 @@ figure is the memory's, not the cache's; the best kept, cached per (device, thre
 file's code). A cached figure that one quick copy, timed at the start of every run, beats several times over
 is implausible and measured again; a cached figure that a module beats is measured again, and if the module
 still beats it (its data sat in cache) the module's figure is the roof, so a share is never above 100%.
-For known GPUs the datasheet's figure is given too, labelled as such.
+For known GPUs the datasheet's figure (runtime.hardware's table) is given too, labelled as such.
 """
 
 from __future__ import annotations
@@ -24,13 +24,8 @@ import torch
 from ..core import cache
 from ..training.devices import device_name, synchronize, timer_module
 from .flops_peak import IMPLAUSIBLE
+from .hardware import matching
 
-# Datasheet memory bandwidth, GB/s; a key matches a device name holding all of its words.
-DATASHEET_GBPS: dict[str, float] = {
-    "H200": 4800.0, "H100 SXM": 3350.0, "H100 PCIe": 2000.0,
-    "A100 80GB PCIe": 1935.0, "A100 80GB": 2039.0, "A100": 1555.0,
-    "L40S": 864.0, "L4": 300.0, "A10": 600.0, "V100": 900.0, "T4": 320.0, "RTX 4090": 1008.0,
-}
 CPU_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 FALLBACK_LLC = 32 * 2**20  # where the kernel does not say: a large server's L3
 FALLBACK_L2_CUDA = 64 * 2**20
@@ -63,19 +58,10 @@ def bytes_moved(kernel: str, buffer_bytes: int) -> int:
     return KERNELS[kernel][1] * buffer_bytes
 
 
-def _matches(model: str, words: set[str]) -> bool:
-    if model == "H100 SXM":  # named "H100 80GB HBM3" or "H100 SXM5": any H100 but the PCIe card
-        return "H100" in words and "PCIE" not in words
-    return set(model.upper().split()) <= words
-
-
 def datasheet_bandwidth(name: str) -> Bandwidth | None:
-    """The table's figure for a GPU whose name holds a known model, e.g. 'NVIDIA A100-SXM4-80GB'."""
-    words = set(name.upper().replace("-", " ").replace("_", " ").split())
-    for model in sorted(DATASHEET_GBPS, key=lambda m: (len(m.split()), len(m)), reverse=True):
-        if _matches(model, words):
-            return Bandwidth(DATASHEET_GBPS[model], "datasheet", f"{model} memory bandwidth")
-    return None
+    """The spec table's figure (runtime.hardware) for a GPU CUDA names so, e.g. 'NVIDIA A100-SXM4-80GB'."""
+    spec = matching(name)
+    return None if spec is None else Bandwidth(spec.bandwidth_gbps, "datasheet", f"{spec.key} memory bandwidth")
 
 
 def _size_bytes(text: str) -> int | None:

@@ -6,7 +6,7 @@ this file's code). A cached figure that one small product, timed at the start
 of every run, beats several times over is implausible and measured again. A cached figure that a
 model's own step beats was measured at a busy moment: the run measures again, and if the model still beats the
 matrix product the model's figure is the peak, so a share is never above 100%.
-For known GPUs the datasheet's dense figure is given too, labelled as such.
+For known GPUs the datasheet's dense figure (runtime.hardware's table) is given too, labelled as such.
 """
 
 from __future__ import annotations
@@ -22,20 +22,8 @@ import torch
 
 from ..core import cache
 from ..training.devices import device_name, synchronize, timer_module
+from .hardware import matching
 
-# Dense (no sparsity) datasheet peaks, TFLOP/s. float32 here means IEEE fp32, not TF32.
-DATASHEET: dict[str, dict[str, float]] = {
-    "H200": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-    "H100 SXM": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-    "H100 PCIe": {"float32": 51.2, "tf32": 378.0, "bfloat16": 756.0, "float16": 756.0},
-    "A100": {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0},
-    "L40S": {"float32": 91.6, "tf32": 183.0, "bfloat16": 362.0, "float16": 362.0},
-    "L4": {"float32": 30.3, "tf32": 60.0, "bfloat16": 121.0, "float16": 121.0},
-    "A10": {"float32": 31.2, "tf32": 62.5, "bfloat16": 125.0, "float16": 125.0},
-    "V100": {"float32": 15.7, "float16": 125.0},
-    "T4": {"float32": 8.1, "float16": 65.0},
-    "RTX 4090": {"float32": 82.6, "tf32": 82.6, "bfloat16": 165.2, "float16": 165.2},
-}
 CPU_SIZES = (512, 1024, 2048)
 CUDA_SIZES = (2048, 4096, 8192)
 QUICK_SIZE_CPU = 256  # the quick check against a cached figure
@@ -57,14 +45,15 @@ class Peak:
 
 
 def datasheet(name: str, dtype: str, tf32: bool = False) -> Peak | None:
-    """The table's figure for a GPU whose name contains a known model, e.g. 'NVIDIA H200'."""
-    upper = name.upper()
-    for model in sorted(DATASHEET, key=len, reverse=True):
-        if model.upper() in upper or (model == "H100 SXM" and "H100" in upper and "PCIE" not in upper):
-            key = "tf32" if dtype == "float32" and tf32 and "tf32" in DATASHEET[model] else dtype
-            if key in DATASHEET[model]:
-                return Peak(DATASHEET[model][key], "datasheet", f"{model} dense {key}")
-    return None
+    """The spec table's dense figure (runtime.hardware) for a GPU CUDA names so, e.g. 'NVIDIA H200'; None for a
+    device the table lacks or a dtype it has no figure for."""
+    spec = matching(name)
+    if spec is None:
+        return None
+    key = "tf32" if dtype == "float32" and tf32 and "tf32" in spec.tflops else dtype
+    if key not in spec.tflops:
+        return None
+    return Peak(spec.tflops[key], "datasheet", f"{spec.key} dense {key}")
 
 
 def _valid(entry: Any) -> Peak | None:
