@@ -130,6 +130,18 @@ def spearman(a: list[float], b: list[float]) -> float:
     return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1)) if n > 1 else 1.0
 
 
+def pearson(a: list[float], b: list[float]) -> float:
+    """Linear correlation: where rows of equal cost tie (a ViT's twelve identical blocks), ranks among them are
+    noise, while their times still follow the other measurement's."""
+    n = len(a)
+    if n < 2:
+        return 1.0
+    ma, mb = sum(a) / n, sum(b) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    va, vb = sum((x - ma) ** 2 for x in a), sum((y - mb) ** 2 for y in b)
+    return cov / (va * vb) ** 0.5 if va and vb else 1.0
+
+
 def module_calls(model: nn.Module, x: torch.Tensor, max_depth: int | None) -> tuple[int, int]:
     """Module calls of one forward and backward step down to `max_depth`, counted by the check's own hooks: every
     forward call, and every call whose output carries a gradient function created inside it (those autograd

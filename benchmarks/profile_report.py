@@ -54,7 +54,7 @@ def check_case(case: checks.Case) -> dict[str, Any]:
     torch.set_num_threads(THREADS)
     step = _profile(model, case, depth=1, timeline=True)
     trace = chrome_trace(step)
-    calls = checks.module_calls(model, x, max_depth=1)
+    calls = checks.module_calls(model, x, max_depth=None)
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["cat"] in ("forward", "backward")]
     tops = [n for n, _ in model.named_children()]
     inputs = checks.inputs_of(model, x, tops)
@@ -76,7 +76,7 @@ def check_case(case: checks.Case) -> dict[str, Any]:
     return {
         "case": case, "report": step,
         "sum": step.attributed_ms / step.unprofiled_step_ms - 1, "overhead": step.overhead,
-        "alone": ratios, "rho": checks.spearman(ours, other), "ranked": len(rows),
+        "alone": ratios, "rho": checks.spearman(ours, other), "r": checks.pearson(ours, other), "ranked": len(rows),
         "top": (rows[ours.index(max(ours))].name, rows[other.index(max(other))].name) if rows else ("-", "-"),
         "trace_problems": check_trace(trace), "spans": (sum(e["cat"] == "forward" for e in spans),
                                                         sum(e["cat"] == "backward" for e in spans)), "calls": calls,
@@ -155,11 +155,12 @@ def write(results: list[dict[str, Any]], big: tuple[float, str], frozen: Any, se
         f"forward_backward profile, the median of {ROUNDS} rounds (aim: within 20%). Timed alone in a loop, a small "
         "module's weights and input stay in cache; in the step they arrive cold.",
         "- **ranking**: the rows at the depth named (≥ 1% of the forward each), our forward ms against torch.profiler's "
-        "CPU time inside a `record_function` range around each module's forward: Spearman's rank correlation, "
-        "and the slowest row by each.",
+        "CPU time inside a `record_function` range around each module's forward: Spearman's rank correlation ρ, "
+        "the linear correlation r (rows of equal cost, such as a ViT's identical blocks, tie: their ranks are "
+        "noise while their times still agree), and the slowest row by each.",
         "- **trace**: `check_trace`'s structural problems (valid events, µs times, every pair on a track nested or "
         "disjoint), and the trace's module spans against module calls counted by the check's own hooks "
-        "(forward; backward: calls whose output has a gradient function of its own).",
+        "(every call at any depth; backward: calls whose output has a gradient function of its own).",
         "",
         "| model | input | sum | hooks | alone (worst) | ranking (depth, rows) | slowest: ours / profiler | trace problems | "
         "spans fwd/bwd vs calls |",
@@ -171,7 +172,7 @@ def write(results: list[dict[str, Any]], big: tuple[float, str], frozen: Any, se
         lines.append(
             f"| {case.name} | {case.batch}×{case.input_size.replace(',', '×')} | {_pct(res['sum'])} | "
             f"{_pct(res['overhead'])} | {worst[0]} {worst[1]:.2f} ({len(res['alone'])} modules) | "
-            f"ρ = {res['rho']:.2f} (depth {case.rank_depth}, {res['ranked']}) | {res['top'][0]} / {res['top'][1]} | "
+            f"ρ = {res['rho']:.2f}, r = {res['r']:.2f} (depth {case.rank_depth}, {res['ranked']}) | {res['top'][0]} / {res['top'][1]} | "
             f"{len(res['trace_problems'])} | {res['spans'][0]}/{res['spans'][1]} vs {res['calls'][0]}/"
             f"{res['calls'][1]} |")
     frozen_rows = {m.name: m for m in frozen.modules}

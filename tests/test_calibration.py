@@ -157,8 +157,8 @@ def test_a_time_limit_stops_the_grid() -> None:
 
 @pytest.mark.slow
 def test_a_quick_cpu_grid_fits_itself() -> None:
-    from cnnprobe.benchmark.bandwidth import measured_bandwidth
-    from cnnprobe.benchmark.flops_peak import measured
+    from cnnprobe.runtime.bandwidth import measured_bandwidth
+    from cnnprobe.runtime.flops_peak import measured
 
     peak, bandwidth = measured("cpu", "float32", 1).tflops, measured_bandwidth("cpu", 1).gbps
     seen: list[Measurement] = []

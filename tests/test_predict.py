@@ -27,12 +27,12 @@ def a100() -> dict:
 
 
 def test_the_json_holds_the_contract(a100: dict) -> None:
-    assert KEYS <= set(a100) and a100["device"] == "a100-sxm4-80gb" and a100["batch"] == 256
+    assert set(a100) >= KEYS and a100["device"] == "a100-sxm4-80gb" and a100["batch"] == 256
     assert a100["dtype"] == "float16" and a100["calibrated"] is False
     assert [(r["mode"], r["frozen"]) for r in a100["results"]] == [
         ("forward", False), ("forward_backward", False), ("train_step", False)]
     for r in a100["results"]:
-        assert RESULT_KEYS <= set(r)
+        assert set(r) >= RESULT_KEYS
         # the band, the throughput and the epoch, by hand
         assert r["low_ms"] == pytest.approx(r["predicted_ms"] * (1 - a100["band"]))
         assert r["high_ms"] == pytest.approx(r["predicted_ms"] * (1 + a100["band"]))

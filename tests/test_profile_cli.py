@@ -46,9 +46,11 @@ def test_the_json_holds_the_contract(profiled: tuple[dict, Path, Path]) -> None:
             assert row["achieved_tflops"] <= data["roof"]["peak_tflops"] * (1 + 1e-9)
         if row["achieved_gbps"]:
             assert row["achieved_gbps"] <= data["roof"]["bandwidth_gbps"] * (1 + 1e-9)
-    assert set(data["unattributed"]) == {"outside modules", "loss", "optimizer"}
+    assert set(data["unattributed"]) == {"outside modules", "loss", "optimizer", "profiler hooks"}
     total = sum(r["forward_ms"] + (r["backward_ms"] or 0) for r in [*data["modules"], *data["unattributed"].values()])
     assert total == pytest.approx(data["attributed_ms"])
+    # the partition against the step timed without hooks, in the same run (loosely: one run, a shared machine)
+    assert 0.75 <= data["attributed_ms"] / data["unprofiled_step_ms"] <= 1.25
 
 
 def test_the_trace_and_the_plot_are_written(profiled: tuple[dict, Path, Path]) -> None:
@@ -105,5 +107,39 @@ def test_profile_on_cuda(cli) -> None:
     run = cli("profile", "resnet18", "--device", "cuda", "--batch", "8", "--min-time", "0.3", "--json")
     assert run.exit_code == 0, run.stderr
     data = json.loads(run.stdout)
-    assert data["device"] == "cuda" and data["overhead"] < 0.5
-    assert abs(data["attributed_ms"] / data["unprofiled_step_ms"] - 1) < 0.2
+    assert data["device"] == "cuda" and data["overhead"] < 0.10
+    assert abs(data["attributed_ms"] / data["unprofiled_step_ms"] - 1) < 0.10
+
+
+FAILING = '''
+import torch
+from torch import nn
+
+
+class RunsOut(nn.Module):
+    """Fine on meta (where cnnprobe builds and probes it); out of memory, or a plain failure, on the device."""
+
+    def __init__(self, message: str = "CUDA out of memory. Tried to allocate 2.00 GiB") -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.message = message
+
+    def forward(self, x):
+        if not x.is_meta:
+            raise RuntimeError(self.message)
+        return self.conv(x)
+
+
+def fails():
+    return RunsOut("mat1 and mat2 shapes cannot be multiplied")
+'''
+
+
+@pytest.mark.parametrize("name,message,code", [("RunsOut", "ran out of memory", 1), ("fails", "mat1 and mat2", 1)])
+def test_a_step_that_fails_is_one_line(cli, tmp_path: Path, name: str, message: str, code: int) -> None:
+    path = tmp_path / "failing.py"
+    path.write_text(FAILING)
+    run = cli("profile", f"{path}:{name}", "--input-size", "3,16,16", "--min-time", "0.1")
+    lines = run.stderr.strip().splitlines()
+    assert run.exit_code == code and len(lines) == 1 and message in lines[0], run.stderr
+    assert "internal error" not in run.stderr and "Traceback" not in run.stderr

@@ -52,8 +52,8 @@ def profile_words(text: str) -> list[str]:
     """A profile's words, sorted, with its measurements taken out: the numbers, where each roof came from, which
     roof bounds a row (a roof raised by a row in cache moves the ridge) and the note that says a roof was raised.
     The table splits where its figures' widths say, so the words are compared in any order."""
-    kept = "\n".join(line for line in text.splitlines() if not line.startswith("note: a module moved"))
-    stream = re.sub(r"roofs: .*? ridge", "roofs: <measured> ridge", masked(kept))
+    stream = re.sub(r"note: a module (moved|beat) .*? exceeds #%", "", masked(text))
+    stream = re.sub(r"roofs: .*? ridge", "roofs: <measured> ridge", stream).replace("+#%", "#%").replace("-#%", "#%")
     return sorted(re.sub(r"\b(compute|memory)\b", "<bound>", stream).split())
 
 

@@ -59,11 +59,6 @@ def _check_roof(roof: Roof) -> None:
             raise CnnprobeError(f"cannot draw the roofline: the {what} is {value!r}, not a positive measurement")
 
 
-def _source(source: str, detail: str) -> str:
-    text = ", ".join(s for s in (source, detail) if s)
-    return f" ({text})" if text else ""
-
-
 def plot_roofline(report: ProfileReport, path: str | Path) -> Path:
     """The rows on the measured roofline as a PNG (needs matplotlib), written whole or not at all."""
     roof = report.roof
@@ -75,8 +70,9 @@ def plot_roofline(report: ProfileReport, path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ridge = roof.ridge
-    bandwidth = f"bandwidth roof {roof.bandwidth_gbps:,.1f} GB/s{_source(roof.bandwidth_source, roof.bandwidth_detail)}"
-    compute = f"compute roof {roof.peak_tflops:,.3g} TFLOP/s{_source(roof.peak_source, roof.peak_detail)}"
+    # the legend says where each roof comes from; the details (sizes, threads) are in the table and the JSON
+    bandwidth = f"bandwidth roof {roof.bandwidth_gbps:,.1f} GB/s ({roof.bandwidth_source.split(':')[0]})"
+    compute = f"compute roof {roof.peak_tflops:,.3g} TFLOP/s ({roof.peak_source.split(':')[0]})"
     ax.plot([x_lo, ridge], roof_line(roof, [x_lo, ridge]), color="tab:blue", linewidth=2, label=bandwidth)
     ax.plot([ridge, x_hi], roof_line(roof, [ridge, x_hi]), color="tab:red", linewidth=2, label=compute)
     ax.axvline(ridge, color="grey", linestyle=":", linewidth=1)
@@ -101,7 +97,7 @@ def plot_roofline(report: ProfileReport, path: str | Path) -> Path:
     ax.set_title(f"{report.model} · batch {report.batch} · {report.device_name} · {report.dtype} · {report.mode}",
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="upper left")  # above the bandwidth slope, where the roofline allows no point
+    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)  # under the points: the roofs stay in view
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")

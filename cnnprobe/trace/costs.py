@@ -1,6 +1,7 @@
 """What each module call costs in one step, forward and backward: MACs and bytes moved, operator by operator.
 
-`CostCounter` runs around any callable step (normally on meta, as `flops` counts: nothing is computed) and
+`CostCounter` runs around any callable step (on meta, where nothing is computed, or on the device the step runs
+on, as `profile` counts it) and
 adds every aten operator's MACs and bytes to the innermost module span open when it ran (`trace/spans`),
 forward or backward; an operator outside every span goes to the step's phase ("forward", "backward",
 "optimizer", as the step reports them through `marks.phase`). It reads the operators through the Tracer's own
@@ -71,8 +72,8 @@ def _flat(value: Any, found: dict[int, torch.Tensor]) -> None:
 def operator_bytes(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     """Bytes one operator moves, unfused: each distinct tensor it reads (tensor arguments, those in lists,
     keywords) plus each distinct tensor it writes (its outputs and the arguments its schema says it mutates),
-    each `tensor_bytes` (a storage read once per operator, however often it is passed). An in-place operator
-    (`relu_`, `add_`) reads and writes its argument: both count. A destination that is only written (`out=`,
+    each `tensor_bytes` (a tensor passed twice is read once; two views of one storage are two reads). An in-place
+    operator (`relu_`, `add_`) reads and writes its argument: both count. A destination that is only written (`out=`,
     `copy_`'s, `fill_`'s, `zero_`'s first argument) is not read. Views and metadata (`ZERO_BYTES`) move 0."""
     if name in ZERO_BYTES:
         return 0

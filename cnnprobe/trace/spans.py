@@ -16,6 +16,7 @@ runs it. Hooks live on the nodes, so they go with the graph.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -124,8 +125,14 @@ class Spans:
         self.calls: dict[int, int] = {}
         self.stack: list[Span] = []
         self.roots: list[Span] = []
-        self._begins: dict[int, list[Span]] = {}  # node id -> spans it opens, innermost first
-        self._ends: dict[int, list[Span]] = {}  # node id -> spans it closes, innermost first
+        # node id -> (the node, held so that its id is not reused within the step; the spans it opens or closes,
+        # innermost first)
+        self._begins: dict[int, tuple[Any, list[Span]]] = {}
+        self._ends: dict[int, tuple[Any, list[Span]]] = {}
+        # time the hooks spent finding each call's nodes, the profiler's own: inside the model's call, and around it
+        # (the model's own hooks, which walk its whole graph)
+        self.hook_ns = 0
+        self.root_hook_ns = 0
         self._handles: list[Any] = []
 
     def __enter__(self) -> "Spans":
@@ -168,7 +175,9 @@ class Spans:
                     parent.depth + 1 if parent else 0, self.calls[id(module)], parent, module)
         (parent.children if parent else self.roots).append(span)
         self.stack.append(span)
+        start = time.perf_counter_ns()
         span.first_node = autograd_counter() if torch.is_grad_enabled() else -1
+        self._spent(span, start)
         self.listener.begin(span, FORWARD)
 
     def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -179,7 +188,16 @@ class Spans:
         span = self.stack.pop()
         self.listener.end(span, FORWARD)
         if span.first_node >= 0 and torch.is_grad_enabled():
+            start = time.perf_counter_ns()
             self._watch(span, output, autograd_counter())
+            self._spent(span, start)
+
+    def _spent(self, span: Span, start: int) -> None:
+        elapsed = time.perf_counter_ns() - start
+        if span.depth == 0:
+            self.root_hook_ns += elapsed
+        else:
+            self.hook_ns += elapsed
 
     def _watch(self, span: Span, output: Any, high: int) -> None:
         roots = [n for n in output_nodes(output) if span.first_node < n._sequence_nr() < high]
@@ -191,15 +209,16 @@ class Spans:
             self._add(node, self._begins, span, pre=True)
         self._add(min(nodes, key=lambda n: n._sequence_nr()), self._ends, span, pre=False)
 
-    def _add(self, node: Any, table: dict[int, list[Span]], span: Span, *, pre: bool) -> None:
-        spans = table.get(id(node))
-        if spans is None:
-            spans = table[id(node)] = []
+    def _add(self, node: Any, table: dict[int, tuple[Any, list[Span]]], span: Span, *, pre: bool) -> None:
+        entry = table.get(id(node))
+        if entry is None:
+            entry = table[id(node)] = (node, [])
+            spans = entry[1]
             if pre:
                 node.register_prehook(lambda grad_outputs: self._open(spans))
             else:
                 node.register_hook(lambda grad_inputs, grad_outputs: self._close(spans))
-        spans.append(span)
+        entry[1].append(span)
 
     def _open(self, spans: list[Span]) -> None:
         for span in reversed(spans):  # the outermost call's backward begins first

@@ -16,7 +16,7 @@ import torch
 
 from ...trace.spans import BACKWARD, FORWARD, Span, frontier
 
-OUTSIDE, LOSS, OPTIMIZER = "outside modules", "loss", "optimizer"
+OUTSIDE, LOSS, OPTIMIZER, HOOKS = "outside modules", "loss", "optimizer", "profiler hooks"
 STEP_OUTSIDE = "outside the model"  # a forward step's LOSS: the step's own work around the model's call
 
 
@@ -35,15 +35,20 @@ class StepClock:
     when its block is read. `roots()` gives the span trees of the steps so far (Spans.roots), to let go."""
 
     def __init__(self, device: str, depth: int, roots: Callable[[], list[Span]],
-                 stamp: Callable[[], Any] | None = None) -> None:
+                 stamp: Callable[[], Any] | None = None,
+                 hook_ns: Callable[[], tuple[int, int]] | None = None) -> None:
         self.cuda = device.startswith("cuda")
         self.depth = depth
         self.roots = roots
+        # the spans' own running cost so far, ns (the CPU's time): inside the model's call, and around it
+        self.hook_ns = hook_ns or (lambda: (0, 0))
+        self._hooks_at = (0, 0)
         self._stamp = stamp or (self._event if self.cuda else time.perf_counter)
         self._open: dict[tuple[int, str], Any] = {}
         self._spans: dict[tuple[int, str], tuple[Any, Any]] = {}
         self._phases: list[tuple[str, Any]] = []
-        self._steps: list[tuple[list[tuple[str, Any]], dict[tuple[int, str], tuple[Any, Any]], int]] = []
+        self._steps: list[tuple[list[tuple[str, Any]], dict[tuple[int, str], tuple[Any, Any]], int,
+                                tuple[float, float]]] = []
         self.samples: list[StepSample] = []
         self.last: list[Span] = []  # the call trees of the last step read: the rows' types and depths
 
@@ -68,8 +73,12 @@ class StepClock:
     # ---- the step's marks
     def phase(self, name: str) -> None:
         self._phases.append((name, self._stamp()))
+        if name == "forward" and len(self._phases) == 1:
+            self._hooks_at = self.hook_ns()
         if name == "end":
-            self._steps.append((self._phases, self._spans, len(self.roots())))
+            now = self.hook_ns()
+            hooks = ((now[0] - self._hooks_at[0]) / 1e9, (now[1] - self._hooks_at[1]) / 1e9)
+            self._steps.append((self._phases, self._spans, len(self.roots()), hooks))
             self._phases, self._spans, self._open = [], {}, {}
 
     def close_block(self) -> None:
@@ -78,10 +87,10 @@ class StepClock:
             torch.cuda.synchronize()
         roots = self.roots()
         first = 0
-        for phases, spans, count in self._steps:
+        for phases, spans, count, hooks in self._steps:
             step_roots = roots[first:count]
             first = count
-            self.samples.append(self._sample(phases, spans, step_roots))
+            self.samples.append(self._sample(phases, spans, step_roots, hooks))
             self.last = step_roots
         self._steps = []
         roots.clear()
@@ -91,7 +100,10 @@ class StepClock:
         return self.seconds(*stamps) if stamps is not None else None
 
     def _sample(self, phases: list[tuple[str, Any]], spans: dict[tuple[int, str], tuple[Any, Any]],
-                roots: list[Span]) -> StepSample:
+                roots: list[Span], hooks: tuple[float, float] = (0.0, 0.0)) -> StepSample:
+        """One step's rows and pieces. On the CPU the hooks' own time (finding each call's autograd nodes, in the
+        gaps between a parent's children) is its own piece, not the parent's: on CUDA it is host time, which the
+        device's timeline does not show."""
         sample = StepSample()
         phase_s: dict[str, float] = {}
         for (name, start), (_, stop) in zip(phases, phases[1:]):
@@ -113,9 +125,14 @@ class StepClock:
                 covered[0] += forward
                 covered[1] += backward or 0.0
         training = "backward" in phase_s
-        sample.pieces[OUTSIDE] = [model[0] - covered[0], model[1] - covered[1] if training else None]
+        around = phase_s.get("forward", 0.0) - model[0]
+        inside, outside = (0.0, 0.0) if self.cuda else (min(hooks[0], max(0.0, model[0] - covered[0])),
+                                                         min(hooks[1], max(0.0, around)))
+        sample.pieces[OUTSIDE] = [model[0] - covered[0] - inside, model[1] - covered[1] if training else None]
         sample.pieces[LOSS if training else STEP_OUTSIDE] = [  # the loss (and zero_grad before the model's call)
-            phase_s.get("forward", 0.0) - model[0], phase_s["backward"] - model[1] if training else None]
+            around - outside, phase_s["backward"] - model[1] if training else None]
+        if inside + outside:
+            sample.pieces[HOOKS] = [inside + outside, None]
         if "optimizer" in phase_s:
             sample.pieces[OPTIMIZER] = [phase_s["optimizer"], None]
         return sample

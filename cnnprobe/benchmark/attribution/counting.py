@@ -40,15 +40,17 @@ def count_rows(step: Step, fn: Callable[[], None], depth: int) -> Counts:
     """One more step of the run, counted: the rows at `depth` (-1: the leaves), the pieces between them, and
     every call."""
     assert step.setup.raw is not None
-    counter = CostCounter(step.setup.raw, max_depth=None if depth < 0 else depth)
+    counter = CostCounter(step.setup.raw)  # every call, for the timeline; the rows are cut at `depth` from it
     step.marks = counter
     try:
         with counter:
             fn()
     finally:
         step.marks = NoClock()
-    return _split(counter.costs(), depth, training=step.mode is not Mode.FORWARD,
-                  optimizer=step.mode is Mode.TRAIN_STEP)
+    counts = _split(counter.costs(), depth, training=step.mode is not Mode.FORWARD,
+                    optimizer=step.mode is Mode.TRAIN_STEP)
+    counts.notes = counter.tracer.notes()  # MACs counted apart (interpolation, RoIAlign), as `flops` says
+    return counts
 
 
 def _split(costs: StepCosts, depth: int, *, training: bool, optimizer: bool) -> Counts:

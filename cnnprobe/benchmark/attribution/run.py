@@ -2,8 +2,10 @@
 
 The step is bench's own (`training.steps`). It is timed in blocks, each followed by a block of the same step
 without hooks (`blocks.time_blocks`, the unprofiled step as its reference), so the hooks' cost is measured in
-the same run, block by block. The rows' counts come from one pass of the same step on meta
-(`counting`), and the roofs from bench's measured peak and the measured bandwidth.
+the same run, block by block. The rows' counts come from one more step of the run under cnnprobe's counter
+(`counting`), the roofs from bench's measured peak and the measured bandwidth. A parameter's gradient
+accumulation runs right after the node that made the gradient: for a row's first operator that is just after
+the row's backward ends, in the piece around it (with `zero_grad(set_to_none=True)` it only takes the tensor).
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ...core.enums import DType, Mode
-from ...core.errors import UsageError
+from ...core.enums import Device, DType, Mode
+from ...core.errors import CnnprobeError, ForwardError, OutOfMemory, UsageError
 from ...models.build import check_batch
 from ...runtime.bandwidth import bandwidth_at_least, measured_bandwidth
 from ...runtime.flops_peak import at_least, measured
+from ...trace.failures import explain_failure
 from ...trace.spans import Span, Spans
+from ...trace.tracer import Tracer
 from ...training.config import BenchConfig
-from ...training.devices import NoClock, device_name, iqr
+from ...training.devices import NoClock, device_name, free_memory, iqr, is_oom
 from ...training.setup import BenchSetup
 from ...training.steps import STEPS, Step
 from ..blocks import time_blocks
 from ..int8 import checked_config
+from ..timing import first_line
 from .clock import StepClock
 from .counting import count_rows
 from .join import RowInfo, raise_roof, read_roofline, rows
@@ -87,10 +92,38 @@ class Profiler:
         try:
             with torch.random.fork_rng(devices=devices):
                 return self._run(on_phase or (lambda text: None))
+        except (CnnprobeError, KeyboardInterrupt):
+            raise
+        except SystemExit as e:
+            raise ForwardError(f"{self._name()} called sys.exit({e.code}) in a {self.mode.value} step") from None
+        except Exception as e:  # noqa: BLE001 - the model failed or memory ran out: one line that says which
+            if is_oom(e):
+                detail = first_line(e)  # the text only: the exception's frames hold the tensors
+                self.setup.close()
+                free_memory()
+                raise OutOfMemory(self._name(), self.batch, Device(self.config.device).value, detail) from None
+            raise self._explain(e) from None
         finally:
             torch.set_num_threads(threads)
             torch.backends.cudnn.benchmark = cudnn_benchmark
             self.setup.close()
+
+    def _name(self) -> str:
+        built = self.setup.built
+        return built.name if built is not None else str(self.model)
+
+    def _explain(self, error: BaseException) -> Exception:
+        """A step that failed, run once more under the tracer to name the layer it failed in."""
+        setup = self.setup
+        if setup.raw is None or setup.built is None or not setup.inputs:
+            return ForwardError(f"{self._name()} failed: {first_line(error)}")
+        tracer = Tracer(setup.raw, fast_meta=False)
+        try:
+            with tracer:
+                STEPS[self.mode](setup, self.config.freezing and self.mode is not Mode.FORWARD).step()()
+        except Exception as again:  # noqa: BLE001
+            error = again
+        return explain_failure(tracer, error, model=setup.built.name, input_shape=list(setup.inputs[0].shape))
 
     def _run(self, on_phase: Callable[[str], None]) -> ProfileReport:
         config, setup = self.config, self.setup.build()
@@ -127,7 +160,7 @@ class Profiler:
             unattributed=unattributed)
         if self.timeline:
             on_phase(f"{setup.built.name} b{self.batch}: tracing one step")
-            report.timeline = trace_step(step, fn, self._depth_limit(), counts.calls)
+            report.timeline = trace_step(step, fn, None, counts.calls)  # every module call, at any depth
         report.notes.extend([*counts.notes, *self._notes(report)])
         return report
 
@@ -138,7 +171,8 @@ class Profiler:
         """Profiled blocks alternating with unprofiled ones; the clock's samples and the blocks' figures."""
         assert self.setup.raw is not None
         spans = Spans(self.setup.raw, _NoListener(), max_depth=self._depth_limit())
-        clock = StepClock(self.setup.device, self.depth, lambda: spans.roots)
+        clock = StepClock(self.setup.device, self.depth, lambda: spans.roots,
+                          hook_ns=lambda: (spans.hook_ns, spans.root_hook_ns))
         spans.listener = clock
 
         def arm(marks: Any) -> None:
@@ -177,6 +211,9 @@ class Profiler:
 
     def _notes(self, report: ProfileReport) -> list[str]:
         notes = []
+        if report.roof.peak_source.startswith("achieved"):
+            notes.append("a module beat the measured matrix product: the compute roof is raised to what it reached, "
+                         "so no share exceeds 100%")
         if report.roof.bandwidth_source.startswith("achieved"):
             notes.append("a module moved its bytes faster than the measured memory bandwidth (its data stayed in "
                          "cache): the bandwidth roof is raised to what it reached, so no share exceeds 100%")
