@@ -43,6 +43,7 @@ from .options import (
     model_request,
     option,
 )
+from .predictcmd import CALIBRATE_EXAMPLES, PREDICT_EXAMPLES, calibrate, predict
 from .profilecmd import PROFILE_EXAMPLES, profile
 
 app = typer.Typer(
@@ -187,6 +188,8 @@ def flops(
 
 app.command(cls=Command, epilog=example(*BENCH_EXAMPLES))(bench)
 app.command(cls=Command, epilog=example(*PROFILE_EXAMPLES))(profile)
+app.command(cls=Command, epilog=example(*PREDICT_EXAMPLES))(predict)
+app.command(cls=Command, epilog=example(*CALIBRATE_EXAMPLES))(calibrate)
 
 
 @command(examples=("cnnprobe memory vit_h_14 --batch 32 --device cuda",

@@ -67,11 +67,11 @@ def predict(
     from ..report.console import emit_json, print_pieces
 
     if list_devices:
-        from ..report.devices import device_lines
+        from ..report.devices import device_lines, devices_dict
         from ..runtime.hardware import SPECS
 
         if json:
-            emit_json({"devices": [s.__dict__ for s in SPECS.values()]})
+            emit_json(devices_dict(list(SPECS.values())))
         else:
             print_pieces(device_lines(list(SPECS.values())))
         return

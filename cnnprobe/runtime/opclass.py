@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ..memory.tracker import OpRecord, TensorSpec
@@ -236,12 +237,65 @@ def classify(func: Any, args: Any, kwargs: Any, phase: str) -> OpCost | None:
     return OpCost(name, op_class, flops, moved, dtype, phase, dims)
 
 
+def _composite(func: Any) -> bool:
+    """Whether an operator is a composite of others (conv2d, linear, batch_norm, to): under inference_mode
+    these reach a dispatch mode whole, and their kernels are the operators they are made of."""
+    key = torch._C.DispatchKey.CompositeImplicitAutograd
+    if key in getattr(func, "py_kernels", {}):
+        return True
+    try:
+        return hasattr(func, "name") and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
+    except RuntimeError:  # prim:: operators are not in the dispatcher's table
+        return False
+
+
+class _Pieces(TorchDispatchMode):
+    """Records the operators a composite is made of (composites inside it taken apart too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if _composite(func):
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        self.calls.append((func, args, kwargs))
+        return func(*args, **kwargs)
+
+
+_PIECES: dict[str, list[tuple[Any, tuple[Any, ...], dict[str, Any]]]] = {}
+
+
+def _kernels(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
+    """The operators that run for one recorded call: itself, or a composite's pieces, on meta."""
+    packet = getattr(func, "_overloadpacket", None)
+    if packet in FORMULAS or packet in SEPARATE or not _composite(func):
+        return [(func, args, kwargs)]
+    key = f"{func}{args!r}{kwargs!r}"
+    if key not in _PIECES:
+        margs, mkwargs = tree_map(_meta, (tuple(args), dict(kwargs)))
+        recorder = _Pieces()
+        try:
+            with recorder:
+                out = func.decompose(*margs, **mkwargs)
+            _PIECES[key] = recorder.calls if out is not NotImplemented else [(func, args, kwargs)]
+        except Exception:  # noqa: BLE001 - a composite meta cannot take apart: counted whole
+            _PIECES[key] = [(func, args, kwargs)]
+    return _PIECES[key]
+
+
 def classify_all(ops: Iterable[OpRecord]) -> list[OpCost]:
-    """The costs of a step's recorded operators, in order, those that cost nothing left out."""
+    """The costs of a step's recorded operators, in order, those that cost nothing left out; a composite
+    (recorded whole under inference_mode) by the operators it is made of."""
     costs = []
     for op in ops:
         args, kwargs = op.args
-        cost = classify(op.func, args, kwargs, getattr(op, "phase", "unmarked"))
-        if cost is not None:
-            costs.append(cost)
+        for func, a, k in _kernels(op.func, tuple(args), dict(kwargs or {})):
+            cost = classify(func, a, k, getattr(op, "phase", "unmarked"))
+            if cost is not None:
+                costs.append(cost)
     return costs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core.enums import Device, DType, Mode, Optimizer
 from ..core.errors import UsageError
@@ -205,10 +205,10 @@ def predict(model: "str | nn.Module | ModelRequest", device: str = "cpu", *, pla
             mode: Mode | str = Mode.ALL, optimizer: Optimizer | str = Optimizer.SGD,
             dtype: DType | str = DType.FLOAT32, channels_last: bool = False, dataset_size: int | None = None,
             epochs: int = 1, calibration: str | Path | None = None, threads: int | None = None,
-            **options: RequestOptions) -> TimeReport:
+            **options: Unpack[RequestOptions]) -> TimeReport:
     """A step's predicted time on `device` (a spec table key, or "cpu" for this machine) for each mode and plan,
     with its band, samples/s, epoch time and whether its predicted peak memory fits."""
-    request, plan = requested(model, plan, **options)  # type: ignore[arg-type]
+    request, plan = requested(model, plan, **options)
     if dataset_size is not None and dataset_size <= 0:
         raise UsageError(f"--dataset-size must be positive, got {dataset_size}")
     if epochs <= 0:
