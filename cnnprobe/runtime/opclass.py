@@ -241,8 +241,6 @@ def _composite(func: Any) -> bool:
     """Whether an operator is a composite of others (conv2d, linear, batch_norm, to): under inference_mode
     these reach a dispatch mode whole, and their kernels are the operators they are made of."""
     key = torch._C.DispatchKey.CompositeImplicitAutograd
-    if key in getattr(func, "py_kernels", {}):
-        return True
     try:
         return hasattr(func, "name") and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
     except RuntimeError:  # prim:: operators are not in the dispatcher's table
