@@ -110,20 +110,36 @@ def summary(rows: list[Row]) -> dict[str, float]:
 
 
 def on_paper() -> list[tuple[Any, float | None, str]]:
-    """Every published row, predicted from the spec table with no calibration: (row, predicted samples/s, note)."""
+    """Every published row, predicted from the spec table with no calibration: (row, predicted samples/s, note).
+    Rows of one model, precision, batch and resolution share one fake run (the operators do not depend on the
+    GPU); each is timed on its own device."""
     from benchmarks.published import ROWS
+    from cnnprobe.core.enums import Mode
     from cnnprobe.core.errors import CnnprobeError
-    from cnnprobe.runtime.predict import predict
+    from cnnprobe.memory.predict import Predictor
+    from cnnprobe.runtime.hardware import device_spec
+    from cnnprobe.runtime.predict import calibration_for, time_results
+    from cnnprobe.training.config import BenchConfig
 
-    out = []
+    groups: dict[tuple[str, str, int, int], list[Any]] = {}
     for row in ROWS:
+        groups.setdefault((row.model, row.dtype, row.batch, row.image_size), []).append(row)
+    found: dict[int, tuple[float | None, str]] = {}
+    for (model, dtype, batch, size), rows in groups.items():
         try:
-            report = predict(row.model, row.device, mode="train_step", dtype=row.dtype, channels_last=row.channels_last,
-                             batch=row.batch, input_size=[f"3,{row.image_size},{row.image_size}"])
-            out.append((row, report.results[0].samples_per_s, ""))
-        except CnnprobeError as e:
-            out.append((row, None, str(e).splitlines()[0]))
-    return out
+            config = BenchConfig(device="cuda", mode="train_step", dtype=dtype, input_size=[f"3,{size},{size}"])
+            memory = Predictor(model, config)
+            report = memory.at(batch, [Mode.TRAIN_STEP], keep_ops=True, workspaces=False)
+        except (CnnprobeError, RuntimeError, ValueError) as e:
+            for row in rows:
+                found[id(row)] = (None, str(e).splitlines()[0][:80])
+            continue
+        for row in rows:
+            spec = device_spec(row.device)
+            result = time_results(memory, report, spec, calibration_for(spec), batch)[0]
+            found[id(row)] = (result.samples_per_s, "")
+        print(model, dtype, batch, size, len(rows), flush=True)
+    return [(row, *found[id(row)]) for row in ROWS]
 
 
 def write(rows: list[Row], paper: list[tuple[Any, float | None, str]], calibration: Any, seconds: float) -> str:

@@ -127,24 +127,27 @@ def fit(measurements: list[Measurement], peak_tflops: float, bandwidth_gbps: flo
     if peak_tflops <= 0 or bandwidth_gbps <= 0:
         raise CnnprobeError("calibration needs a positive peak FLOP/s and memory bandwidth")
     launch_s = launch_us * 1e-6
-    by_class: dict[OpClass, list[tuple[Measurement, float]]] = {}
+    by_class: dict[tuple[OpClass, bool], list[tuple[Measurement, float]]] = {}
     for m in measurements:
         ceiling = roof(m, peak_tflops, bandwidth_gbps, dtype_tflops)
         if ceiling is not None and m.work > 0 and m.seconds > 0:
-            by_class.setdefault(m.op_class, []).append((m, ceiling))
+            by_class.setdefault((m.op_class, m.backward), []).append((m, ceiling))
     cal = Calibration(device_key=device_key, device_name=device_name, launch_us=launch_us, calibrated=True,
                       source=f"measured on {device_name} by cnnprobe calibrate", threads=threads,
                       torch=torch.__version__)
     errors: list[float] = []
     by_class_error = []
-    for op_class, points in by_class.items():
+    for (op_class, backward), points in sorted(by_class.items(), key=lambda kv: (kv[0][0].value, kv[0][1])):
+        if backward and (op_class, False) not in by_class:  # backward cases alone: the class's one curve
+            backward = False
         curve, dropped = fit_curve(points, launch_s)
-        (cal.compute if op_class.compute_bound else cal.memory)[op_class] = curve
+        (cal.backward if backward else cal.compute if op_class.compute_bound else cal.memory)[op_class] = curve
         mine = [abs(predict_seconds(curve, m, c, launch_s) / m.seconds - 1) for m, c in points]
         errors += mine
-        by_class_error.append(f"{op_class.value} {statistics.median(mine):.0%} ({len(mine)})")
+        label = f"{op_class.value}{' backward' if backward else ''}"
+        by_class_error.append(f"{label} {statistics.median(mine):.0%} ({len(mine)})")
         if dropped:
-            cal.notes.append(f"{op_class.value}: left out of the fit as outliers: "
+            cal.notes.append(f"{label}: left out of the fit as outliers: "
                              + ", ".join(f"{m.name} {m.dtype}" for m in dropped))
     cal.fit_error = statistics.median(errors) if errors else None
     if by_class_error:
@@ -229,6 +232,7 @@ def calibrate(device: str, threads: int, peak_tflops: float, bandwidth_gbps: flo
     bfloat16 and float16 cases run where `dtype_tflops` gives their peak (else they could not be fitted)."""
     dtypes = ("float32", *sorted(dtype_tflops or {}))
     launch = microbench.launch_us(device, threads)
+    forward_us, backward_us = microbench.overhead_us(device, threads)
     skipped: list[str] = []
     measurements = microbench.run(device, threads, quick=quick, time_limit=time_limit, on_case=on_case,
                                   dtypes=dtypes, skipped=skipped)
@@ -237,6 +241,11 @@ def calibrate(device: str, threads: int, peak_tflops: float, bandwidth_gbps: flo
     name = _name(device)
     cal = fit(measurements, peak_tflops, bandwidth_gbps, device_key or device.split(":")[0], name, threads,
               launch_us=launch, dtype_tflops=dtype_tflops)
+    if device == "cpu":  # in a CPU step an operator's fixed cost is a module call's and autograd's, not a launch
+        cal.launch_us, cal.backward_launch_us = max(forward_us, launch), max(backward_us, launch)
+        cal.notes.append(f"an operator's fixed cost in a step: {cal.launch_us:.1f} µs forward, "
+                         f"{cal.backward_launch_us:.1f} µs backward (a chain of one-element modules); a bare "
+                         f"kernel's {launch:.1f} µs")
     if skipped:
         cal.notes.append("left out (no memory for them): " + ", ".join(skipped))
     if quick or len(measurements) + len(skipped) < len(microbench.planned(device, dtypes=dtypes)):

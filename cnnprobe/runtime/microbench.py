@@ -67,6 +67,11 @@ class Measurement:
     def work(self) -> float:
         return float(self.flops if self.op_class.compute_bound else self.bytes)
 
+    @property
+    def backward(self) -> bool:
+        """A backward kernel's case (convolution_backward, batch or layer norm through autograd)."""
+        return "backward" in self.name
+
 
 class _Count(TorchDispatchMode):
     """Every aten operator run inside it, counted as the predictor counts it."""
@@ -298,6 +303,28 @@ def _median_seconds(thunk: Thunk, device: str, threads: int, min_run_time: float
     timer.timeit(1)  # warm-up: first-call allocations, kernel selection
     synchronize(device)
     return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+
+
+OVERHEAD_CHAIN = 32  # modules in the chain that measures an operator's fixed cost
+
+
+def overhead_us(device: str, threads: int, min_run_time: float = 0.2) -> tuple[float, float]:
+    """An operator's fixed cost in a training step, forward and backward: a chain of one-element Linear
+    modules (a module call, dispatch, autograd's bookkeeping, a launch), timed forward alone and forward with
+    backward, per module. A micro-benchmark of overhead, not a model: there is nothing to compute."""
+    chain = torch.nn.Sequential(*(torch.nn.Linear(1, 1) for _ in range(OVERHEAD_CHAIN))).to(device)
+    x = torch.ones(1, 1, device=device, requires_grad=True)
+
+    def forward() -> None:
+        chain(x)
+
+    def both() -> None:
+        chain(x).sum().backward()
+
+    f = _median_seconds(forward, device, threads, min_run_time)
+    fb = _median_seconds(both, device, threads, min_run_time)
+    # a Linear forward is a t() and an addmm; backward its two gradients and accumulation
+    return 1e6 * f / OVERHEAD_CHAIN / 2, 1e6 * max(fb - f, 0.0) / OVERHEAD_CHAIN / 3
 
 
 def launch_us(device: str, threads: int, min_run_time: float = 0.1) -> float:

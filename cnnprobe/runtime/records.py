@@ -78,25 +78,29 @@ class Calibration:
     device_name: str  # what the machine calls itself, where measured
     compute: dict[OpClass, Curve] = field(default_factory=dict)
     memory: dict[OpClass, Curve] = field(default_factory=dict)
-    launch_us: float = 0.0
+    launch_us: float = 0.0  # a forward operator's fixed cost: dispatch, launch, and on the CPU a module's call
     calibrated: bool = False
     source: str = "defaults"  # "measured on <device> by cnnprobe calibrate", a file, "defaults"
     threads: int | None = None
     torch: str = ""
     fit_error: float | None = None  # the micro-benchmarks' median |predicted/measured - 1| after the fit
     notes: list[str] = field(default_factory=list)
+    # a backward kernel's curve where it differs from its forward's (oneDNN's weight gradients, batch norm's
+    # backward): a compute curve for a compute class, a memory curve for the others
+    backward: dict[OpClass, Curve] = field(default_factory=dict)
+    backward_launch_us: float | None = None  # a backward node's fixed cost (autograd's engine); None: launch_us
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["compute"] = {c.value: asdict(v) for c, v in self.compute.items()}
-        data["memory"] = {c.value: asdict(v) for c, v in self.memory.items()}
+        for kind in ("compute", "memory", "backward"):
+            data[kind] = {c.value: asdict(v) for c, v in getattr(self, kind).items()}
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
         """The record `to_dict` wrote; raises ValueError (or KeyError, TypeError) on anything else."""
         curves = {kind: {OpClass(k): Curve(float(v["peak_share"]), float(v["half_work"]))
-                         for k, v in dict(data.get(kind, {})).items()} for kind in ("compute", "memory")}
+                         for k, v in dict(data.get(kind, {})).items()} for kind in ("compute", "memory", "backward")}
         for kind in curves.values():
             for curve in kind.values():
                 # a share above 1: a CPU's caches serve kernels whose data fits in them faster than DRAM
@@ -106,7 +110,8 @@ class Calibration:
                    compute=curves["compute"], memory=curves["memory"], launch_us=float(data.get("launch_us", 0.0)),
                    calibrated=bool(data.get("calibrated", False)), source=str(data.get("source", "")),
                    threads=data.get("threads"), torch=str(data.get("torch", "")), fit_error=data.get("fit_error"),
-                   notes=list(data.get("notes", [])))
+                   notes=list(data.get("notes", [])), backward=curves["backward"],
+                   backward_launch_us=data.get("backward_launch_us"))
 
 
 @dataclass(frozen=True)

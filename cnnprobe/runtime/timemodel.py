@@ -89,15 +89,22 @@ def _curve(curves: dict[OpClass, Curve], defaults: dict[OpClass, Curve], op_clas
     return curves.get(op_class) or defaults.get(op_class) or fallback
 
 
+def _backward(op: OpCost, cal: Calibration) -> Curve | None:
+    return cal.backward.get(op.op_class) if op.phase == "backward" else None
+
+
 def compute_efficiency(op: OpCost, spec: DeviceSpec, cal: Calibration) -> float:
-    """The share of peak FLOP/s the operator reaches at its FLOPs."""
-    curve = _curve(cal.compute, defaults_for(spec).compute, op.op_class, FALLBACK_COMPUTE)
+    """The share of peak FLOP/s the operator reaches at its FLOPs (a backward kernel on its own curve, where the
+    calibration has one)."""
+    curve = (_backward(op, cal) if op.op_class.compute_bound else None) or \
+        _curve(cal.compute, defaults_for(spec).compute, op.op_class, FALLBACK_COMPUTE)
     return curve.efficiency(float(op.flops))
 
 
 def memory_efficiency(op: OpCost, spec: DeviceSpec, cal: Calibration) -> float:
     """The share of the memory bandwidth the operator reaches at its bytes."""
-    curve = _curve(cal.memory, defaults_for(spec).memory, op.op_class, FALLBACK_MEMORY)
+    curve = (None if op.op_class.compute_bound else _backward(op, cal)) or \
+        _curve(cal.memory, defaults_for(spec).memory, op.op_class, FALLBACK_MEMORY)
     return curve.efficiency(float(op.bytes))
 
 
@@ -117,8 +124,11 @@ def wave_factor(op: OpCost, spec: DeviceSpec) -> float:
     return tiles / (waves * spec.sms)
 
 
-def launch_seconds(spec: DeviceSpec, cal: Calibration) -> float:
-    """A kernel's fixed cost: the calibration's, else the spec table's."""
+def launch_seconds(spec: DeviceSpec, cal: Calibration, phase: str = "forward") -> float:
+    """A kernel's fixed cost: the calibration's (a backward node's its own, where measured), else the spec
+    table's."""
+    if phase == "backward" and cal.backward_launch_us:
+        return cal.backward_launch_us * 1e-6
     return (cal.launch_us or spec.launch_us) * 1e-6
 
 
@@ -132,7 +142,7 @@ def op_seconds(op: OpCost, spec: DeviceSpec, cal: Calibration, tf32: bool | Call
     memory = 0.0
     if op.bytes > 0:
         memory = op.bytes / (spec.bandwidth_gbps * 1e9 * memory_efficiency(op, spec, cal))
-    return max(compute, memory) + launch_seconds(spec, cal)
+    return max(compute, memory) + launch_seconds(spec, cal, op.phase)
 
 
 @dataclass
