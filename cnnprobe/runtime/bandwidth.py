@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..core import cache
+from ..memory import host
 from ..training.devices import device_name, synchronize, timer_module
 from .flops_peak import IMPLAUSIBLE
 from .hardware import matching
@@ -93,12 +94,9 @@ def available_bytes(device: str) -> int:
     """Memory free for the buffers now."""
     if device.startswith("cuda"):
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    found = host.available_bytes()  # MemAvailable
+    if found is not None:
+        return found
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

@@ -35,6 +35,7 @@ from ...core.enums import Device
 from ...core.errors import CnnprobeError, RunError
 from ...core.formatting import nbytes
 from ...core.signals import LAUNCHER_PID_ENV, Terminated
+from ...memory import host
 from ...training.config import BenchConfig
 from .failures import CONSEQUENCE, PROGRESS_ENV
 from .group import DistOptions
@@ -122,13 +123,7 @@ CUDA_RANK_PROCESS_BYTES = 1 << 30  # a CUDA rank's host memory: the CUDA context
 
 def available_memory() -> int | None:
     """Bytes the machine can still give (MemAvailable), or None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return host.available_bytes()
 
 
 def rank_memory(model: Any, batch: int, config: BenchConfig) -> tuple[int, int, str]:
