@@ -37,7 +37,7 @@ CASES: dict[str, tuple[str, int, str]] = {
     "alexnet": ("3,128,128", 4, "classifier"),
     "squeezenet1_1": ("3,128,128", 4, "classifier"),
     "googlenet": ("3,112,112", 2, "fc"),
-    "inception_v3": ("3,160,160", 2, "Mixed_7c,fc"),
+    "inception_v3": ("3,299,299", 1, "Mixed_7c,fc"),  # its auxiliary head needs 299
     "densenet121": ("3,112,112", 2, "features.denseblock4,classifier"),
     "mobilenet_v2": ("3,112,112", 4, "features.18,classifier"),
     "mobilenet_v3_small": ("3,112,112", 4, "features.12,classifier"),
@@ -200,6 +200,7 @@ def write(rows: list[Row], paper: list[tuple[Any, float | None, str]], calibrati
 
 
 def main() -> None:
+    from cnnprobe.core.errors import CnnprobeError
     from cnnprobe.runtime.calibration import run_calibration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,7 +212,11 @@ def main() -> None:
     calibration = run_calibration("cpu", threads=THREADS)
     rows: list[Row] = []
     for name in (QUICK if args.quick else CASES):
-        rows += measure_and_predict(name, calibration)
+        try:
+            rows += measure_and_predict(name, calibration)
+        except CnnprobeError as e:  # said in the output, and the other models go on
+            print(name, "failed:", str(e).splitlines()[0], flush=True)
+            continue
         print(name, [f"{r.mode}{'*' if r.frozen else ''} {r.ratio:.2f}" for r in rows if r.model == name], flush=True)
     text = write(rows, on_paper(), calibration, time.perf_counter() - start)
     Path(args.out).write_text(text)
