@@ -68,19 +68,35 @@ def test_every_piece_of_a_train_step_is_a_row() -> None:
 
 @pytest.mark.slow
 def test_each_top_level_forward_agrees_with_the_module_timed_alone() -> None:
-    """Within 20% for every top-level module holding at least 5% of the forward pass."""
+    """Each top-level module holding at least 5% of the forward pass holds the same share of it, within 20%, as
+    of the modules timed alone; in all they agree within a third (a busy sibling core slows a module inside a
+    step, its caches shared, more than one run alone in a hot loop).
+
+    The profile and the modules alone are timed in alternating rounds and each figure is its least over the
+    rounds: load only ever adds time, so a busy moment inflates one round of one side, not the least of both.
+    """
     case = checks.Case("resnet18", "3,64,64", 4, 1)
     model, x = checks.build(case.name), checks.example(case)
     inputs = checks.inputs_of(model, x, [n for n, _ in model.named_children()])
     children = dict(model.named_children())
 
     def check() -> tuple[bool, str]:
-        r = _profile(model, batch=case.batch, mode="forward_backward")
-        forward = sum(m.forward_ms for m in r.modules)
-        big = [m for m in r.modules if m.forward_ms >= 0.05 * forward]
-        ratios = {m.name: m.forward_ms / checks.alone_ms(children[m.name], inputs[m.name], threads=1) for m in big}
-        bad = {k: round(v, 2) for k, v in ratios.items() if not 0.8 <= v <= 1.2}
-        return not bad and len(big) >= 4, f"profiled/alone {ratios}"
+        profiled: dict[str, float] = {}
+        alone: dict[str, float] = {}
+        for _ in range(3):
+            r = _profile(model, batch=case.batch, mode="forward_backward", min_time=0.3)
+            forward = sum(m.forward_ms for m in r.modules)
+            for m in r.modules:
+                if m.forward_ms >= 0.05 * forward:
+                    profiled[m.name] = min(profiled.get(m.name, m.forward_ms), m.forward_ms)
+            for name in profiled:
+                ms = checks.alone_ms(children[name], inputs[name], threads=1, min_run_time=0.1)
+                alone[name] = min(alone.get(name, ms), ms)
+        whole = sum(profiled.values()) / sum(alone.values())
+        shares = {name: profiled[name] / alone[name] / whole for name in profiled}
+        bad = {k: round(v, 2) for k, v in shares.items() if not 0.8 <= v <= 1.2}
+        return not bad and 0.75 <= whole <= 1.33 and len(shares) >= 4, \
+            f"profiled/alone {whole:.2f} in all, by share {shares}"
 
     attempts(check)
 

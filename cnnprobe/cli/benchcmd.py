@@ -18,6 +18,7 @@ from .options import (
     OUTPUT,
     STEP,
     TIMING,
+    ChannelsLast,
     DTypeOpt,
     Freeze,
     FreezeAll,
@@ -30,8 +31,11 @@ from .options import (
     ModeOpt,
     NumClasses,
     RunDevice,
+    StepOptimizer,
+    Threads,
     TrainableBackboneLayers,
     Trust,
+    Warmup,
     Weights,
     flag,
     freeze_plan,
@@ -56,18 +60,16 @@ def bench(
     freeze_except: FreezeExcept = None, freeze_all: FreezeAll = False, freeze: Freeze = None,
     trainable_backbone_layers: TrainableBackboneLayers = None, device: RunDevice = Device.CPU,
     mode: ModeOpt = Mode.ALL, dtype: DTypeOpt = DType.FLOAT32,
-    optimizer: Annotated[Optimizer, option("--optimizer", panel=STEP, help="Optimizer of train_step.")] = Optimizer.SGD,
-    channels_last: Annotated[bool, flag("--channels-last", panel=STEP, help="Model and input in channels_last "
-                                        "memory format.")] = False,
+    optimizer: StepOptimizer = Optimizer.SGD,
+    channels_last: ChannelsLast = False,
     compile: Annotated[bool, flag("--compile", panel=STEP, help="torch.compile the model (compilation happens "
                                   "during warm-up).")] = False,
-    threads: Annotated[int | None, option("--threads", panel=STEP, help="CPU threads (torch.set_num_threads); "
-                                          "default: torch's.")] = None,
+    threads: Threads = None,
     min_time: Annotated[float, option("--min-time", panel=TIMING, help="Seconds of timed runs at least; runs repeat "
                                       "until the median is stable.")] = 1.0,
     max_time: Annotated[float | None, option("--max-time", panel=TIMING, help="Seconds of timed runs at most per "
                                              "mode; default 10 × --min-time.")] = None,
-    warmup: Annotated[int, option("--warmup", panel=TIMING, help="Untimed steps before timing.")] = 3,
+    warmup: Warmup = 3,
     repeat: Annotated[int | None, option("--repeat", panel=TIMING, help="Run the whole sweep N times, to measure "
                                          "run-to-run drift; default 2 with --save, the baseline's count with "
                                          "--compare, 1 otherwise.")] = None,

@@ -87,6 +87,13 @@ DTypeOpt = Annotated[DType, option("--dtype", panel=STEP, help="float32, or bflo
 OptimizerOpt = Annotated[Optimizer, option(
     "--optimizer", panel=STEP, help="The optimizer of a training step, whose state memory is counted.")]
 RunDevice = Annotated[Device, option("--device", panel=STEP, help="Where to run.")]
+# the step of a timed run (bench, profile)
+StepOptimizer = Annotated[Optimizer, option("--optimizer", panel=STEP, help="Optimizer of train_step.")]
+ChannelsLast = Annotated[bool, flag("--channels-last", panel=STEP, help="Model and input in channels_last memory "
+                                    "format.")]
+Threads = Annotated[int | None, option("--threads", panel=STEP, help="CPU threads (torch.set_num_threads); default: "
+                                       "torch's.")]
+Warmup = Annotated[int, option("--warmup", panel=TIMING, help="Untimed steps before timing.")]
 
 # output
 Json = Annotated[bool, flag("--json", panel=OUTPUT, help="Print one JSON object on stdout instead of tables.")]

@@ -15,6 +15,7 @@ from .options import (
     OUTPUT,
     STEP,
     TIMING,
+    ChannelsLast,
     DTypeOpt,
     Freeze,
     FreezeAll,
@@ -26,10 +27,12 @@ from .options import (
     Json,
     NumClasses,
     RunDevice,
+    StepOptimizer,
+    Threads,
     TrainableBackboneLayers,
     Trust,
+    Warmup,
     Weights,
-    flag,
     freeze_plan,
     model_request,
     option,
@@ -53,16 +56,14 @@ def profile(
                                  "inference_mode), forward_backward, or train_step (+ optimizer step and "
                                  "zero_grad).")] = Mode.TRAIN_STEP,
     dtype: DTypeOpt = DType.FLOAT32,
-    optimizer: Annotated[Optimizer, option("--optimizer", panel=STEP, help="Optimizer of train_step.")] = Optimizer.SGD,
-    channels_last: Annotated[bool, flag("--channels-last", panel=STEP, help="Model and input in channels_last "
-                                        "memory format.")] = False,
-    threads: Annotated[int | None, option("--threads", panel=STEP, help="CPU threads (torch.set_num_threads); "
-                                          "default: torch's.")] = None,
+    optimizer: StepOptimizer = Optimizer.SGD,
+    channels_last: ChannelsLast = False,
+    threads: Threads = None,
     min_time: Annotated[float, option("--min-time", panel=TIMING, help="Seconds of profiled steps at least (as many "
                                       "again run unprofiled, interleaved).")] = 1.0,
     max_time: Annotated[float | None, option("--max-time", panel=TIMING, help="Seconds of profiled steps at most; "
                                              "default 10 × --min-time.")] = None,
-    warmup: Annotated[int, option("--warmup", panel=TIMING, help="Untimed steps before timing.")] = 3,
+    warmup: Warmup = 3,
     depth: Annotated[int, option("--depth", panel=OUTPUT, help="Rows at this depth (1 = what the model's forward "
                                  "calls); -1 for the leaves.")] = 1,
     top: Annotated[int | None, option("--top", panel=OUTPUT, help="Show the N slowest rows; the others are folded "

@@ -24,7 +24,7 @@ import torch
 from ..core import cache
 from ..memory import host
 from ..training.devices import device_name, synchronize, timer_module
-from .flops_peak import IMPLAUSIBLE
+from .flops_peak import IMPLAUSIBLE, cached_figure
 from .hardware import matching
 
 CPU_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -172,14 +172,8 @@ def quick_gbps(device: str, threads: int) -> float:
 
 def _valid(entry: Any) -> Bandwidth | None:
     """A cached entry that is a plausible bandwidth, or None."""
-    if not isinstance(entry, dict):
-        return None
-    gbps, source, detail = entry.get("gbps"), entry.get("source"), entry.get("detail")
-    if isinstance(gbps, bool) or not isinstance(gbps, (int, float)) or not math.isfinite(gbps) or gbps <= 0:
-        return None
-    if not isinstance(source, str) or not isinstance(detail, str):
-        return None
-    return Bandwidth(float(gbps), source, detail)
+    found = cached_figure(entry, "gbps")
+    return Bandwidth(*found) if found is not None else None
 
 
 def cache_key(device: str, threads: int) -> str:

@@ -56,16 +56,23 @@ def datasheet(name: str, dtype: str, tf32: bool = False) -> Peak | None:
     return Peak(spec.tflops[key], "datasheet", f"{spec.key} dense {key}")
 
 
-def _valid(entry: Any) -> Peak | None:
-    """A cached entry that is a plausible peak, or None."""
+def cached_figure(entry: Any, key: str) -> tuple[float, str, str] | None:
+    """A cached roof's (figure under `key`, source, detail) where the entry is plausible (a positive finite
+    number and two strings), else None: a damaged cache is measured again, never believed."""
     if not isinstance(entry, dict):
         return None
-    tflops, source, detail = entry.get("tflops"), entry.get("source"), entry.get("detail")
-    if isinstance(tflops, bool) or not isinstance(tflops, (int, float)) or not math.isfinite(tflops) or tflops <= 0:
+    value, source, detail = entry.get(key), entry.get("source"), entry.get("detail")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         return None
     if not isinstance(source, str) or not isinstance(detail, str):
         return None
-    return Peak(float(tflops), source, detail)
+    return float(value), source, detail
+
+
+def _valid(entry: Any) -> Peak | None:
+    """A cached entry that is a plausible peak, or None."""
+    found = cached_figure(entry, "tflops")
+    return Peak(*found) if found is not None else None
 
 
 def cache_key(device: str, dtype: str, threads: int) -> str:

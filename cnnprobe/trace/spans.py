@@ -75,19 +75,23 @@ def autograd_counter() -> int:
     return node._sequence_nr() if node is not None else -1
 
 
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """The tensors of a module's output (a tensor, or dicts, lists and tuples of them), in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in tensors_in(item)]
+    return []
+
+
 def output_nodes(value: Any) -> list[Any]:
     """The autograd nodes that made the tensors of a module's output, in order, each once."""
     found: dict[int, Any] = {}
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            if item.grad_fn is not None:
-                found.setdefault(id(item.grad_fn), item.grad_fn)
-        elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
-        elif isinstance(item, (list, tuple)):
-            stack.extend(reversed(item))
+    for t in tensors_in(value):
+        if t.grad_fn is not None:
+            found.setdefault(id(t.grad_fn), t.grad_fn)
     return list(found.values())
 
 

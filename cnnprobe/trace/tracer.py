@@ -30,6 +30,7 @@ from ..core.formatting import macs
 from . import datadependent
 from .formulas import FORMULAS, SEPARATE
 from .shaperules import RULES
+from .spans import call_name, tensors_in
 
 aten = torch.ops.aten
 
@@ -156,9 +157,7 @@ class Tracer:
         if aliases is None:
             return
         parent = self.stack[-1] if self.stack else None
-        name = aliases[0]
-        if parent is not None and parent.name and len(aliases) > 1:  # shared: the path under this caller
-            name = next((a for a in aliases if a.startswith(parent.name + ".")), name)
+        name = call_name(aliases, parent.name if parent is not None else None)  # shared: the path under its caller
         self.times_called[id(module)] = self.times_called.get(id(module), 0) + 1
         call = Call(name, type(module).__name__, parent.depth + 1 if parent is not None else 0, module, args,
                     parent, self.times_called[id(module)])
@@ -174,9 +173,9 @@ class Tracer:
         call.flops += call.own_flops
         call.args = ()
         call.done = True
-        tensor = _first_tensor(output)
-        call.output_shape = list(tensor.shape) if tensor is not None else None
-        call.output_bytes = sum(t.numel() * t.element_size() for t in _tensors(output))
+        tensors = tensors_in(output)
+        call.output_shape = list(tensors[0].shape) if tensors else None
+        call.output_bytes = sum(t.numel() * t.element_size() for t in tensors)
         if self.stack:
             self.stack[-1].flops += call.flops
 
@@ -265,26 +264,3 @@ class Tracer:
     def failed_call(self) -> Call | None:
         """The innermost module that started but did not finish."""
         return self.stack[-1] if self.stack else None
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    return []
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    return None

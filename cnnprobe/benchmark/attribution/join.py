@@ -64,8 +64,7 @@ def _row(name: str, timed: list[list[float | None] | None], counted: Counted, in
         backward_ms=backward_ms, backward_iqr_ms=backward_iqr, forward_macs=counted.forward_macs,
         backward_macs=counted.backward_macs if counted.backward_macs is not None else
         (None if backward_ms is None else 0),
-        forward_bytes=counted.forward_bytes, backward_bytes=counted.backward_bytes, frozen=info.frozen,
-        bytes=counted.forward_bytes + counted.backward_bytes)
+        forward_bytes=counted.forward_bytes, backward_bytes=counted.backward_bytes, frozen=info.frozen)
 
 
 def points(profiles: list[ModuleProfile]) -> list[tuple[str, Point]]:
@@ -96,7 +95,6 @@ def raise_roof(roof: Roof, profiles: list[ModuleProfile], *, compute: Callable[[
 def read_roofline(profiles: list[ModuleProfile], roof: Roof, step_ms: float) -> None:
     """Each row's intensity, achieved rates, bound and share of its roofline bound, over both directions."""
     for p in profiles:
-        p.bytes = p.forward_bytes + p.backward_bytes
         point = Point(p.total_ms, p.total_macs, p.bytes)
         p.intensity = point.intensity
         p.achieved_tflops = point.achieved_tflops

@@ -81,7 +81,6 @@ class ModuleProfile:
     backward_bytes: int
     frozen: bool  # has parameters, none of them trainable
     # from the roofline, over forward and backward together
-    bytes: int = 0
     intensity: float | None = None
     achieved_tflops: float | None = None
     achieved_gbps: float | None = None
@@ -97,6 +96,10 @@ class ModuleProfile:
     def total_macs(self) -> int:
         return self.forward_macs + (self.backward_macs or 0)
 
+    @property
+    def bytes(self) -> int:
+        return self.forward_bytes + self.backward_bytes
+
     def points(self) -> dict[str, Point]:
         """The forward and (where it ran) backward pass as roofline points."""
         out = {"forward": Point(self.forward_ms, self.forward_macs, self.forward_bytes)}
@@ -105,7 +108,7 @@ class ModuleProfile:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "bytes": self.bytes}
 
 
 @dataclass
@@ -165,6 +168,8 @@ class ProfileReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("timeline")
+        data["modules"] = [p.to_dict() for p in self.modules]
+        data["unattributed"] = {name: p.to_dict() for name, p in self.unattributed.items()}
         data["roof"]["ridge_flops_per_byte"] = self.roof.ridge
         data["attributed_ms"] = self.attributed_ms
         return data
