@@ -37,12 +37,12 @@ CASES: dict[str, tuple[str, int, str]] = {
     "alexnet": ("3,128,128", 4, "classifier"),
     "squeezenet1_1": ("3,128,128", 4, "classifier"),
     "googlenet": ("3,112,112", 2, "fc"),
-    "inception_v3": ("3,299,299", 1, "Mixed_7c,fc"),  # its auxiliary head needs 299
+    "inception_v3": ("3,299,299", 2, "Mixed_7c,fc"),  # its auxiliary head needs 299, batch norm two samples
     "densenet121": ("3,112,112", 2, "features.denseblock4,classifier"),
     "mobilenet_v2": ("3,112,112", 4, "features.18,classifier"),
     "mobilenet_v3_small": ("3,112,112", 4, "features.12,classifier"),
     "mobilenet_v3_large": ("3,112,112", 4, "features.16,classifier"),
-    "mnasnet1_0": ("3,112,112", 4, "layers.16,classifier"),
+    "mnasnet1_0": ("3,112,112", 4, "layers.14,layers.15,classifier"),
     "shufflenet_v2_x1_0": ("3,112,112", 4, "conv5,fc"),
     "efficientnet_b0": ("3,112,112", 2, "features.8,classifier"),
     "efficientnet_v2_s": ("3,112,112", 2, "features.7,classifier"),

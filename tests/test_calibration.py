@@ -13,6 +13,7 @@ from cnnprobe.core.errors import CnnprobeError
 from cnnprobe.runtime import calibration, microbench
 from cnnprobe.runtime.microbench import Measurement
 from cnnprobe.runtime.records import Calibration, Curve, OpClass
+from cnnprobe.runtime.timemodel import DEFAULT_CPU
 
 PEAK_TFLOPS, BANDWIDTH_GBPS, LAUNCH_US = 2.0, 50.0, 3.0
 
@@ -167,14 +168,20 @@ def test_a_quick_cpu_grid_fits_itself() -> None:
     assert {OpClass.GEMM, OpClass.CONV_DENSE, OpClass.CONV_DEPTHWISE} <= set(cal.compute)
     assert OpClass.ELEMENTWISE in cal.memory
     assert cal.calibrated and cal.launch_us > 0 and cal.fit_error is not None and cal.fit_error < 1
+    # the fit's error, recomputed from its curves and rates (each backward case on its class's backward curve)
+    fitted = calibration.fit(seen, peak, bandwidth, "cpu", "here", 1, launch_us=2.0)
     errors = []
     for m in seen:
-        curve = (cal.compute if m.op_class.compute_bound else cal.memory)[m.op_class]
+        forward = fitted.compute if m.op_class.compute_bound else fitted.memory
+        curve = (fitted.backward.get(m.op_class) if m.backward else None) or forward[m.op_class]
+        rate = (fitted.backward_weights_gbps if m.backward and m.op_class in fitted.backward
+                else fitted.weights_gbps).get(m.op_class)
         ceiling = calibration.roof(m, peak, bandwidth)
         assert ceiling is not None
-        errors.append(abs(calibration.predict_seconds(curve, m, ceiling, cal.launch_us * 1e-6) / m.seconds - 1))
-    assert statistics.median(errors) == pytest.approx(cal.fit_error)
-    assert sum(e <= cal.fit_error + 1e-12 for e in errors) >= len(errors) / 2
+        seconds = calibration.predict_seconds(curve, m, ceiling, 2e-6) + calibration.weight_seconds(m, rate)
+        errors.append(abs(seconds / m.seconds - 1))
+    assert statistics.median(errors) == pytest.approx(fitted.fit_error)
+    assert sum(e <= fitted.fit_error + 1e-12 for e in errors) >= len(errors) / 2
     assert calibration.cached("cpu", 1) == before  # a quick grid is not kept
 
 
@@ -222,3 +229,28 @@ def test_a_case_without_memory_is_skipped_by_name() -> None:
     skipped: list[str] = []
     ms = microbench.run("cpu", 1, cases=cases, skipped=skipped, min_run_time=0.01)
     assert skipped == ["too big float32"] and [m.name for m in ms] == ["add 4096"]
+
+
+def test_the_weight_rate_is_recovered_from_heavy_cases() -> None:
+    """Convolutions timed as a known curve plus their weights at 3 GB/s: the light cases (compute-bound) fix the
+    curve, the heavy ones (weights over their activations, memory-bound) the rate beyond their memory time, and
+    both come back."""
+    curve, rate = Curve(0.6, 5e7), 3.0
+    ms = []
+    for i, (flops, nbytes, weights) in enumerate([(1e7, 1e5, 1e4), (4e7, 4e5, 4e4), (1.6e8, 1.6e6, 1e5),
+                                                  (6.4e8, 6.4e6, 4e5), (2.5e9, 2.5e7, 1e6),
+                                                  (1.5e8, 1e7, 9e6), (3e7, 9e6, 8e6)]):
+        # the time model's operator time: the larger of compute and memory time (the CPU's default memory
+        # curve for the class), then the weights at their rate
+        memory = nbytes / (BANDWIDTH_GBPS * 1e9 * 0.5 * nbytes / (nbytes + 2e5))
+        seconds = max(_synthetic(OpClass.CONV_DENSE, curve, [flops])[0].seconds, memory) + weights / (rate * 1e9)
+        ms.append(Measurement(f"conv {i}", OpClass.CONV_DENSE, "float32", int(flops), int(nbytes), 1, seconds,
+                              int(weights)))
+    assert [m.heavy for m in ms] == [False] * 5 + [True] * 2
+    assert DEFAULT_CPU.memory[OpClass.CONV_DENSE] == Curve(0.5, 2e5)  # the memory curve written out above
+    cal = _fit(ms)
+    # two passes (curve, rate, curve again, rate again): near, not exact
+    assert cal.weights_gbps[OpClass.CONV_DENSE] == pytest.approx(rate, rel=1e-2)
+    assert cal.compute[OpClass.CONV_DENSE].peak_share == pytest.approx(0.6, rel=1e-2)
+    assert cal.fit_error == pytest.approx(0, abs=1e-2)
+    assert Calibration.from_dict(cal.to_dict()) == cal

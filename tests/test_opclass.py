@@ -8,7 +8,8 @@ from torch import nn
 
 from cnnprobe.analysis.flops import flops as count_flops
 from cnnprobe.memory.tracker import MemoryTracker, TensorSpec
-from cnnprobe.runtime.opclass import classify, classify_all, conv_kind
+from cnnprobe.runtime.opclass import classify, classify_all, conv_kind, native_threads
+from cnnprobe.runtime.records import ANY_THREADS as ANY
 from cnnprobe.runtime.records import OpClass
 
 aten = torch.ops.aten
@@ -175,3 +176,62 @@ def test_a_real_steps_classes_and_flops_match_the_flop_counter():
     # by hand: conv 2·2·8·64·27 forward and once more for its weight gradient (its input needs none);
     # linear 2·2·512·10 forward, twice in backward (input and weight gradients)
     assert counted == 2 * 2 * (2 * 8 * 64 * 27) + 3 * (2 * 2 * 512 * 10)
+
+
+@pytest.mark.parametrize(("n", "c", "hw", "k", "stride", "groups", "threads"), [
+    (4, 64, 14, 1, 1, 1, 1),  # 1×1, unstrided, batch under 16: torch's own kernel on one thread only
+    (15, 64, 14, 1, 1, 1, 1),
+    (16, 64, 14, 1, 1, 1, 0),  # batch 16: oneDNN
+    (4, 64, 14, 1, 2, 1, 0),  # strided: oneDNN
+    (4, 64, 14, 3, 1, 1, 0),  # 3×3: oneDNN
+    (1, 8, 16, 3, 1, 1, ANY),  # batch 1, 8·16·16 = 2048 elements ≤ 20480, a 3×3 kernel: always its own
+    (1, 8, 16, 5, 1, 1, 0),  # ... but a 5×5 kernel is oneDNN's
+    (1, 128, 16, 3, 1, 1, 0),  # 32768 elements: oneDNN
+    (1, 8, 16, 3, 1, 8, 0),  # grouped: oneDNN
+])
+def test_which_cpu_convolutions_torch_runs_with_its_own_kernel(n, c, hw, k, stride, groups, threads):
+    """ATen's ConvParams::use_mkldnn, by hand: oneDNN needs (strided or dilated or N ≥ 16 or not 1×1 or more than
+    one thread) and (groups > 1 or both kernel sides > 3 or N > 1 or N·C·H·W > 20480)."""
+    w = (c, c // groups, k, k)
+    assert native_threads((n, c, hw, hw), w, [stride] * 2, [1, 1], groups, "float32") == threads
+    assert native_threads((n, c, hw, hw), w, [stride] * 2, [1, 1], groups, "bfloat16") == 0
+    args = (spec(n, c, hw, hw), spec(*w), None, [stride] * 2, [k // 2] * 2, [1, 1], False, [0, 0], groups)
+    cost = classify(aten.convolution.default, args, {}, "forward")
+    assert cost is not None and cost.conv is not None
+    assert cost.conv.native_threads == threads and cost.conv.samples == n and not cost.conv.weight_grad
+    assert cost.weight_bytes == cost.conv.weight_bytes == c * (c // groups) * k * k * F32
+
+
+def test_fresh_storages_and_gemm_weights():
+    """An addmm allocates its output (m·n floats) and its weight is its larger input; an in-place add allocates
+    nothing; a view allocates nothing."""
+    cost = classify(aten.addmm.default, (spec(4096), spec(2, 9216), spec(9216, 4096)), {}, "forward")
+    assert cost is not None and cost.fresh == (2 * 4096 * F32,) and cost.weight_bytes == 9216 * 4096 * F32
+    cost = classify(aten.add_.Tensor, (spec(64, 64), spec(64, 64)), {}, "forward")
+    assert cost is not None and cost.fresh == () and cost.weight_bytes == 0
+    assert classify(aten.view.default, (spec(64, 64), [4096]), {}, "forward") is None
+    backward = classify(aten.convolution_backward.default,
+                        (spec(2, 16, 6, 6), spec(2, 8, 6, 6), spec(16, 8, 3, 3), None, [1, 1], [1, 1], [1, 1],
+                         False, [0, 0], 1, [True, True, False]), {}, "backward")
+    assert backward is not None and backward.conv is not None and backward.conv.weight_grad
+    assert sorted(backward.fresh) == sorted((2 * 8 * 6 * 6 * F32, 16 * 8 * 9 * F32))  # grad_input, grad_weight
+
+
+@pytest.mark.parametrize(("n", "k", "stride"), [(4, 1, 1), (16, 1, 1), (4, 1, 2), (4, 3, 1), (1, 3, 1)])
+def test_the_kernel_rule_matches_the_kernel_torch_runs(n, k, stride):
+    """The rule against torch itself: the profiler names the kernel a real convolution runs on one thread."""
+    from torch.profiler import ProfilerActivity, profile
+
+    c, hw = (8, 16) if n == 1 else (64, 14)
+    x, w = torch.randn(n, c, hw, hw), torch.randn(c, c, k, k)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            torch.nn.functional.conv2d(x, w, stride=stride, padding=k // 2)
+    finally:
+        torch.set_num_threads(threads)
+    names = {e.key for e in prof.key_averages()}
+    native = native_threads(tuple(x.shape), tuple(w.shape), [stride] * 2, [1, 1], 1, "float32") >= 1
+    assert ("aten::_slow_conv2d_forward" in names) is native, names
+    assert ("aten::mkldnn_convolution" in names) is (not native), names

@@ -96,6 +96,18 @@ def test_a_calibration_from_another_device_is_refused(cli, tmp_path: Path) -> No
     assert json.loads(ok.stdout)["calibrated"] is True
 
 
+def test_a_calibration_written_by_calibrate_out_is_read_by_predict(cli, tmp_path: Path) -> None:
+    path = tmp_path / "cpu.json"
+    made = cli("calibrate", "--device", "cpu", "--quick", "--threads", "1", "--out", str(path))
+    assert made.exit_code == 0, made.stderr
+    run = cli("predict", "resnet18", "--device", "cpu", "--threads", "1", "--calibration", str(path), "--json",
+              "--input-size", "3,64,64", "--mode", "forward")
+    assert run.exit_code == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["calibrated"] is True and data["results"][0]["predicted_ms"] > 0
+    assert json.loads(path.read_text())["page_in_gbps"] > 0
+
+
 @pytest.fixture(scope="module")
 def cpu_calibration():
     """This machine's CPU, calibrated on the micro-benchmarks (never a model), one thread, as the report does."""

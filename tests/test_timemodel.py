@@ -6,15 +6,20 @@ import math
 
 import pytest
 
-from cnnprobe.runtime.records import Calibration, Curve, DeviceSpec, OpClass, OpCost
+from cnnprobe.runtime.records import Calibration, ConvShape, Curve, DeviceSpec, OpClass, OpCost
 from cnnprobe.runtime.timemodel import (
     DEFAULT_CPU,
     DEFAULT_GPU,
+    DEFAULT_PAGE_IN_GBPS,
     TILE,
     StepTime,
+    on_cpu,
     op_seconds,
+    page_in_seconds,
+    paged_in_bytes,
     step_time,
     wave_factor,
+    weight_seconds,
 )
 
 GPU = DeviceSpec(key="test-gpu", name="Test GPU", kind="gpu",
@@ -129,3 +134,59 @@ def test_step_time_sums_phases_and_classes():
     assert result.kernels == 5
     assert result.dominant[0][0] in result.by_class
     assert sum(share for _, share in result.dominant) == pytest.approx(1.0)
+
+
+def _conv(samples: int, weight: int, native: int, phase: str = "forward", weight_grad: bool = False,
+          fresh: tuple[int, ...] = ()) -> OpCost:
+    return OpCost("convolution_backward" if phase == "backward" else "convolution", OpClass.CONV_1X1, 10**6,
+                  10**6, "float32", phase, (64, 64, 64), fresh,
+                  ConvShape(samples, weight, weight_grad, native), weight)
+
+
+ONE_THREAD = DeviceSpec(key="cpu", name="Test CPU", kind="cpu", tflops={"float32": 2.0}, bandwidth_gbps=50.0,
+                        memory_bytes=64 * 10**9, launch_us=10.0, threads=1)
+
+
+def test_a_convolution_torch_runs_itself_rereads_its_weights_per_sample():
+    """Batch 4, 1 MB of weights, on one thread: CONV_NATIVE, and 3 more reads of the weights forward (one per
+    sample); a backward with the weight's gradient 3 × 3 more (input gradient, weight read and accumulation)."""
+    forward = on_cpu(_conv(4, 10**6, native=1), threads=1)
+    assert forward.op_class is OpClass.CONV_NATIVE and forward.bytes == 10**6 + 3 * 10**6
+    backward = on_cpu(_conv(4, 10**6, native=1, phase="backward", weight_grad=True), threads=1)
+    assert backward.bytes == 10**6 + 9 * 10**6
+    input_only = on_cpu(_conv(4, 10**6, native=1, phase="backward"), threads=1)
+    assert input_only.bytes == 10**6 + 3 * 10**6
+    # two threads: oneDNN's, unchanged
+    assert on_cpu(_conv(4, 10**6, native=1), threads=2) == _conv(4, 10**6, native=1)
+
+
+def test_pages_faulted_in_fresh_by_hand():
+    """Only storages of 32 MiB or more are mapped fresh; oneDNN's blocked copy of large weights too (twice in a
+    backward computing the weight's gradient); torch's own kernel makes no copy. At the calibration's
+    2 GB/s: bytes / 2e9 seconds."""
+    big, small = 40 * 2**20, 31 * 2**20
+    op = _conv(4, 10**6, native=0, fresh=(big, small))
+    assert paged_in_bytes(op, 1) == big
+    heavy = _conv(2, big, native=0, phase="backward", weight_grad=True, fresh=(big,))
+    assert paged_in_bytes(heavy, 1) == big + 2 * big
+    assert paged_in_bytes(_conv(2, big, native=1), 1) == 0
+    cal = Calibration(device_key="cpu", device_name="", page_in_gbps=2.0)
+    assert page_in_seconds(op, ONE_THREAD, cal) == pytest.approx(big / 2e9)
+    assert page_in_seconds(op, GPU, cal) == 0  # a GPU's caching allocator keeps its memory mapped
+    assert page_in_seconds(op, ONE_THREAD, Calibration(device_key="cpu", device_name="")) == \
+        pytest.approx(big / (DEFAULT_PAGE_IN_GBPS * 1e9))
+
+
+def test_weight_preparation_by_hand():
+    """A convolution's weights at its class's rate, a backward's own where the calibration has one."""
+    cal = Calibration(device_key="cpu", device_name="", weights_gbps={OpClass.CONV_1X1: 4.0},
+                      backward_weights_gbps={OpClass.CONV_1X1: 0.5})
+    assert weight_seconds(_conv(2, 8 * 10**6, native=0), cal) == pytest.approx(8e6 / 4e9)
+    assert weight_seconds(_conv(2, 8 * 10**6, native=0, phase="backward"), cal) == pytest.approx(8e6 / 0.5e9)
+    assert weight_seconds(add(10**6), cal) == 0
+    assert weight_seconds(_conv(2, 8 * 10**6, native=0), Calibration(device_key="cpu", device_name="")) == 0
+    # in the operator's time, on top of the roofline and the launch
+    op = _conv(2, 8 * 10**6, native=0)
+    plain = Calibration(device_key="cpu", device_name="", compute={OpClass.CONV_1X1: Curve(0.5, 0.0)})
+    both = Calibration(**{**plain.__dict__, "weights_gbps": {OpClass.CONV_1X1: 4.0}})
+    assert op_seconds(op, ONE_THREAD, both) - op_seconds(op, ONE_THREAD, plain) == pytest.approx(8e6 / 4e9)

@@ -108,7 +108,7 @@ def calibrate(
     from ..report import files
     from ..report.console import emit_json, print_pieces
     from ..report.predict import calibration_lines
-    from ..runtime.calibration import run_calibration
+    from ..runtime.calibration import file_record, run_calibration
 
     if out is not None:
         files.check_writable(out)
@@ -116,7 +116,7 @@ def calibrate(
     if out is not None:
         from ..report.console import json_text
 
-        files.write_atomic(out, json_text(cal.to_dict()))
+        files.write_atomic(out, json_text(file_record(cal)))
     if json:
         emit_json(cal.to_dict())
     else:

@@ -21,6 +21,7 @@ import json
 import os
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from ..training.devices import device_name
 from . import microbench
 from .microbench import Measurement
 from .records import MAX_PEAK_SHARE, Calibration, Curve, OpClass
+from .timemodel import DEFAULT_CPU, DEFAULT_GPU
 
 CACHE = "calibrations.json"
 FILE_KIND = "cnnprobe calibration"  # the marker a calibration file carries
@@ -115,6 +117,41 @@ def fit_curve(points: list[tuple[Measurement, float]], launch_s: float = 0.0) ->
         dropped.append(kept.pop(worst)[0])
 
 
+def weight_seconds(m: Measurement, rate_gbps: float | None) -> float:
+    """A case's time preparing its weights at the fitted rate (0 without one)."""
+    return m.weight_bytes / (rate_gbps * 1e9) if rate_gbps else 0.0
+
+
+def _weight_rate(curve: Curve, heavy: list[tuple[Measurement, float]], launch_s: float,
+                 memory_s: Callable[[Measurement], float]) -> float | None:
+    """The weights' bytes per second (/1e9) that account for the heavy cases' time beyond what the time model
+    gives them without it (the larger of the curve's time and their bytes' time, `memory_s`); None where that
+    accounts for all of it."""
+    extra = sum(max(m.seconds - max(predict_seconds(curve, m, c, launch_s), memory_s(m)), 0.0) for m, c in heavy)
+    weights = sum(m.weight_bytes for m, _ in heavy)
+    return weights / extra / 1e9 if extra > 0 and weights > 0 else None
+
+
+def fit_with_weights(points: list[tuple[Measurement, float]], launch_s: float = 0.0,
+                     memory_s: Callable[[Measurement], float] = lambda m: 0.0,
+                     ) -> tuple[Curve, list[Measurement], float | None]:
+    """A class's curve, its dropped cases, and its weight rate: the curve from the cases whose FLOPs (or bytes)
+    rule their time, the rate from the heavy ones' time beyond it (`Measurement.heavy`), then the curve again
+    from the others' time less their own weights' share, and the rate once more."""
+    light = [p for p in points if not p[0].heavy]
+    heavy = [p for p in points if p[0].heavy]
+    if not light or not heavy:
+        curve, dropped = fit_curve(points, launch_s)
+        return curve, dropped, None
+    curve, dropped = fit_curve(light, launch_s)
+    rate = _weight_rate(curve, heavy, launch_s, memory_s)
+    if rate is None:
+        return curve, dropped, None
+    less = [(replace(m, seconds=max(m.seconds - weight_seconds(m, rate), 0.1 * m.seconds)), c) for m, c in light]
+    curve, dropped = fit_curve(less, launch_s)
+    return curve, dropped, _weight_rate(curve, heavy, launch_s, memory_s)
+
+
 def _clamped(a: float, b: float) -> Curve:
     return Curve(min(max(1.0 / a, PEAK_SHARE[0]), PEAK_SHARE[1]), min(max(b / a, 0.0), HALF_WORK_MAX))
 
@@ -127,6 +164,13 @@ def fit(measurements: list[Measurement], peak_tflops: float, bandwidth_gbps: flo
     if peak_tflops <= 0 or bandwidth_gbps <= 0:
         raise CnnprobeError("calibration needs a positive peak FLOP/s and memory bandwidth")
     launch_s = launch_us * 1e-6
+    memory_curves = (DEFAULT_CPU if device_key == "cpu" else DEFAULT_GPU).memory
+
+    def memory_s(m: Measurement) -> float:
+        """A case's bytes under the bandwidth at its class's default memory curve, as the time model reads a
+        compute class's memory time."""
+        return m.bytes / (bandwidth_gbps * 1e9 * memory_curves[m.op_class].efficiency(float(m.bytes)))
+
     by_class: dict[tuple[OpClass, bool], list[tuple[Measurement, float]]] = {}
     for m in measurements:
         ceiling = roof(m, peak_tflops, bandwidth_gbps, dtype_tflops)
@@ -140,9 +184,12 @@ def fit(measurements: list[Measurement], peak_tflops: float, bandwidth_gbps: flo
     for (op_class, backward), points in sorted(by_class.items(), key=lambda kv: (kv[0][0].value, kv[0][1])):
         if backward and (op_class, False) not in by_class:  # backward cases alone: the class's one curve
             backward = False
-        curve, dropped = fit_curve(points, launch_s)
+        curve, dropped, rate = fit_with_weights(points, launch_s, memory_s)
         (cal.backward if backward else cal.compute if op_class.compute_bound else cal.memory)[op_class] = curve
-        mine = [abs(predict_seconds(curve, m, c, launch_s) / m.seconds - 1) for m, c in points]
+        if rate is not None:
+            (cal.backward_weights_gbps if backward else cal.weights_gbps)[op_class] = rate
+        mine = [abs((predict_seconds(curve, m, c, launch_s) + weight_seconds(m, rate)) / m.seconds - 1)
+                for m, c in points]
         errors += mine
         label = f"{op_class.value}{' backward' if backward else ''}"
         by_class_error.append(f"{label} {statistics.median(mine):.0%} ({len(mine)})")
@@ -160,10 +207,15 @@ def fit(measurements: list[Measurement], peak_tflops: float, bandwidth_gbps: flo
 
 
 # ---- files
+def file_record(cal: Calibration) -> dict[str, object]:
+    """What a calibration file holds: the calibration, marked as one (what `load` checks first)."""
+    return {"kind": FILE_KIND, **cal.to_dict()}
+
+
 def save(cal: Calibration, path: str | Path) -> None:
     """Writes the calibration as JSON, through a temporary file (a reader never sees half of it)."""
     p = Path(path)
-    text = json.dumps({"kind": FILE_KIND, **cal.to_dict()}, indent=1)
+    text = json.dumps(file_record(cal), indent=1)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text + "\n")
@@ -243,6 +295,8 @@ def calibrate(device: str, threads: int, peak_tflops: float, bandwidth_gbps: flo
               launch_us=launch, dtype_tflops=dtype_tflops)
     if device == "cpu":  # in a CPU step an operator's fixed cost is a module call's and autograd's, not a launch
         cal.launch_us, cal.backward_launch_us = max(forward_us, launch), max(backward_us, launch)
+        cal.page_in_gbps = microbench.page_in_gbps(threads)
+        cal.notes.append(f"fresh memory (storages of 32 MiB or more) is faulted in at {cal.page_in_gbps:.2f} GB/s")
         cal.notes.append(f"an operator's fixed cost in a step: {cal.launch_us:.1f} µs forward, "
                          f"{cal.backward_launch_us:.1f} µs backward (a chain of one-element modules); a bare "
                          f"kernel's {launch:.1f} µs")

@@ -215,7 +215,7 @@ def cpu_spec(peak_tflops: float | Mapping[str, float], bandwidth_gbps: float, me
     sources["memory_bytes"] = "measured on this machine: its total memory"
     sources["launch_us"] = LAUNCH_SOURCE.format(what="CPU operator")
     return DeviceSpec(key=CPU_KEY, name=name, kind="cpu", tflops=tflops, bandwidth_gbps=float(bandwidth_gbps),
-                      memory_bytes=int(memory_bytes), launch_us=CPU_LAUNCH_US, sources=sources)
+                      memory_bytes=int(memory_bytes), launch_us=CPU_LAUNCH_US, sources=sources, threads=threads)
 
 
 def stated_figures(spec: DeviceSpec) -> list[str]:

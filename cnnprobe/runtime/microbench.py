@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..trace.costs import ZERO_BYTES, operator_bytes
 from ..trace.formulas import FORMULAS
 from ..training.devices import free_memory, is_oom, synchronize, timer_module
+from .opclass import native_threads
 from .records import OpClass
 
 aten = torch.ops.aten
@@ -39,6 +40,15 @@ class Case:
     dtypes: tuple[str, ...] = ("float32",)  # on CUDA; the CPU runs float32 only
     quick: bool = False  # part of the quick grid (tests, --quick)
     cuda_only: bool = False  # a size only a GPU reaches its plateau at (too slow for the CPU grid)
+    native_threads: int = 0  # a convolution torch runs on the CPU with its own kernel at this many threads or fewer
+    weights: int = 0  # a convolution's weight elements
+
+    def op_class_on(self, device: str, threads: int) -> OpClass:
+        """The class its kernel is of where it runs: a CPU convolution torch runs with its own kernel is
+        CONV_NATIVE (`opclass.native_threads`), as the time model classes it in a step."""
+        if device == "cpu" and threads <= self.native_threads:
+            return OpClass.CONV_NATIVE
+        return self.op_class
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,15 @@ class Measurement:
     bytes: int
     kernels: int
     seconds: float
+    weight_bytes: int = 0  # a convolution's weights
+
+    @property
+    def heavy(self) -> bool:
+        """A case whose weights outweigh its activations (the bytes it moves less the weights, and a backward's
+        weight gradient): its time follows the weights' preparation (`Calibration.weights_gbps`), not its
+        FLOPs."""
+        copies = 2 if self.backward else 1
+        return self.weight_bytes > 0 and self.weight_bytes > self.bytes - copies * self.weight_bytes
 
     @property
     def work(self) -> float:
@@ -213,15 +232,26 @@ LOW = ("float32", "bfloat16", "float16")  # GEMMs and convolutions on CUDA
 
 
 def _conv_cases() -> Iterator[Case]:
-    # (label, class, (n, c, hw, out, k, groups, stride)), quick ones marked
+    # (label, class, (n, c, hw, out, k, groups, stride)), quick ones marked. On one CPU thread torch runs the
+    # unstrided 1×1 convolutions at batches under 16 with its own kernel (CONV_NATIVE), so the strided and
+    # batch-16 ones are oneDNN's 1×1 cases there; the wide ones read weights far larger than their inputs.
     shapes = [
         ("dense3x3", OpClass.CONV_DENSE, (2, 16, 28, 16, 3, 1, 1), True),
         ("dense3x3", OpClass.CONV_DENSE, (4, 32, 28, 32, 3, 1, 1), True),
         ("dense3x3", OpClass.CONV_DENSE, (2, 64, 56, 64, 3, 1, 1), False),
         ("dense3x3s2", OpClass.CONV_DENSE, (4, 128, 28, 128, 3, 1, 2), False),
+        ("dense3x3 wide", OpClass.CONV_DENSE, (2, 512, 4, 512, 3, 1, 1), False),
+        ("dense3x3 wide", OpClass.CONV_DENSE, (2, 512, 7, 512, 3, 1, 1), False),
+        ("stem7x7s2", OpClass.CONV_DENSE, (4, 3, 56, 64, 7, 1, 2), False),
         ("1x1", OpClass.CONV_1X1, (4, 64, 28, 256, 1, 1, 1), True),
         ("1x1", OpClass.CONV_1X1, (8, 256, 14, 64, 1, 1, 1), False),
         ("1x1", OpClass.CONV_1X1, (2, 32, 14, 32, 1, 1, 1), False),
+        ("1x1 wide", OpClass.CONV_1X1, (2, 1024, 4, 2048, 1, 1, 1), False),
+        ("1x1 wide", OpClass.CONV_1X1, (4, 1024, 7, 1024, 1, 1, 1), False),
+        ("1x1s2", OpClass.CONV_1X1, (4, 256, 28, 512, 1, 1, 2), True),
+        ("1x1", OpClass.CONV_1X1, (16, 128, 14, 256, 1, 1, 1), False),
+        ("1x1s2", OpClass.CONV_1X1, (4, 64, 28, 128, 1, 1, 2), False),
+        ("1x1", OpClass.CONV_1X1, (16, 256, 14, 512, 1, 1, 1), False),
         ("dw3x3", OpClass.CONV_DEPTHWISE, (2, 32, 28, 32, 3, 32, 1), True),
         ("dw3x3", OpClass.CONV_DEPTHWISE, (8, 64, 56, 64, 3, 64, 1), True),
         ("dw3x3", OpClass.CONV_DEPTHWISE, (8, 256, 14, 256, 3, 256, 1), False),
@@ -231,20 +261,27 @@ def _conv_cases() -> Iterator[Case]:
     ]
     for label, op_class, (n, c, hw, out, k, groups, stride), quick in shapes:
         size = f"{n}x{c}x{hw}x{hw}->{out}"
-        yield Case(f"conv {label} {size}", op_class, _conv(n, c, hw, out, k, groups, stride), LOW, quick)
+        native = native_threads((n, c, hw, hw), (out, c // groups, k, k), stride, 1, groups, "float32")
+        weights = out * (c // groups) * k * k
+        yield Case(f"conv {label} {size}", op_class, _conv(n, c, hw, out, k, groups, stride), LOW, quick,
+                   native_threads=native, weights=weights)
         yield Case(f"conv {label} {size} backward", op_class,
-                   _conv(n, c, hw, out, k, groups, stride, backward=True), LOW, quick)
+                   _conv(n, c, hw, out, k, groups, stride, backward=True), LOW, quick, native_threads=native,
+                   weights=weights)
     yield Case("conv dense3x3 4x32x28x28->32 backward input only", OpClass.CONV_DENSE,
-               _conv(4, 32, 28, 32, 3, 1, 1, backward=True, weight_grad=False), LOW)
+               _conv(4, 32, 28, 32, 3, 1, 1, backward=True, weight_grad=False), LOW, weights=32 * 32 * 9)
 
 
 def grid() -> list[Case]:
     """Every micro-benchmark, in the order they are timed."""
-    cases = [Case(f"mm {n}x{n}x{n}", OpClass.GEMM, _gemm(n, n, n), LOW, n in (128, 512))
+    cases = [Case(f"mm {n}x{n}x{n}", OpClass.GEMM, _gemm(n, n, n), LOW, n in (128, 512), weights=n * n)
              for n in (64, 128, 256, 512, 1024)]
-    cases += [Case(f"mm {m}x{n}x{k}", OpClass.GEMM, _gemm(m, n, k), LOW, quick)
-              for m, n, k, quick in ((4096, 64, 256, False), (32, 1000, 2048, True), (3136, 256, 64, False))]
-    cases.append(Case("addmm 256x1000x512", OpClass.GEMM, _gemm(256, 1000, 512, bias=True), LOW))
+    # skinny ones too: a linear layer at a small batch reads a weight matrix far larger than its activations
+    cases += [Case(f"mm {m}x{n}x{k}", OpClass.GEMM, _gemm(m, n, k), LOW, quick, weights=max(m * k, k * n))
+              for m, n, k, quick in ((4096, 64, 256, False), (32, 1000, 2048, True), (3136, 256, 64, False),
+                                     (4, 4096, 4096, False), (2, 4096, 9216, False))]
+    cases.append(Case("addmm 256x1000x512", OpClass.GEMM, _gemm(256, 1000, 512, bias=True), LOW,
+                      weights=1000 * 512))
     cases += list(_conv_cases())
     for n, c, hw, quick in ((8, 64, 56, False), (8, 32, 28, True), (2, 16, 14, False)):
         for backward in (False, True):
@@ -334,6 +371,20 @@ def launch_us(device: str, threads: int, min_run_time: float = 0.1) -> float:
     return 1e6 * _median_seconds(lambda: torch.add(x, x), device, threads, min_run_time)
 
 
+PAGE_IN_BYTES = 64 * 2**20  # above glibc's largest mmap threshold: mapped fresh on every allocation
+
+
+def page_in_gbps(threads: int, min_run_time: float = 0.2) -> float:
+    """How fast this CPU faults in fresh memory: filling a newly allocated 64 MiB tensor, less filling one
+    already touched, per byte (GB/s). A micro-benchmark of the allocator and the OS, no model."""
+    count = PAGE_IN_BYTES // 4
+    warm = torch.empty(count)
+    warm.fill_(1.0)
+    fresh_s = _median_seconds(lambda: torch.empty(count).fill_(1.0), "cpu", threads, min_run_time)
+    warm_s = _median_seconds(lambda: warm.fill_(1.0), "cpu", threads, min_run_time)
+    return PAGE_IN_BYTES / max(fresh_s - warm_s, 0.01 * fresh_s) / 1e9
+
+
 def planned(device: str, *, quick: bool = False, dtypes: tuple[str, ...] | None = None,
             cases: list[Case] | None = None) -> list[tuple[Case, str]]:
     """The (case, dtype) pairs `run` times: float32 on the CPU; on CUDA also the GPU-sized cases, each in its
@@ -381,7 +432,8 @@ def _run(plan: list[tuple[Case, str]], device: str, threads: int, time_limit: fl
             if skipped is not None:
                 skipped.append(f"{case.name} {dtype}")
             continue
-        m = Measurement(case.name, case.op_class, dtype, count.flops, count.bytes, count.kernels, seconds)
+        m = Measurement(case.name, case.op_class_on(device, threads), dtype, count.flops, count.bytes, count.kernels,
+                        seconds, case.weights * getattr(torch, dtype).itemsize)
         out.append(m)
         if on_case is not None:
             on_case(m)

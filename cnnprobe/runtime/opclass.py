@@ -10,7 +10,9 @@ computed), and reads:
   twice (specs carry no identity), so `add(x, x)` counts x twice;
 - the class, from the operator and, for convolutions, its groups and kernel; every operator of the optimizer's
   phase is the optimizer's;
-- for GEMM-like operators, the (m, n, k) of the GEMM they are, for wave quantization.
+- for GEMM-like operators, the (m, n, k) of the GEMM they are, for wave quantization;
+- for a CPU: the storages it allocates (`OpCost.fresh`) and, for convolutions, which kernel torch would pick
+  and the weights' bytes (`ConvShape`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -27,7 +30,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from ..memory.tracker import OpRecord, TensorSpec
 from ..trace.costs import ZERO_BYTES, operator_bytes
 from ..trace.formulas import FORMULAS, SEPARATE
-from .records import OpClass, OpCost
+from .records import ANY_THREADS, ConvShape, OpClass, OpCost
 
 CONVOLUTIONS = frozenset({"convolution", "_convolution", "convolution_overrideable", "cudnn_convolution",
                           "mkldnn_convolution", "_slow_conv2d_forward", "cudnn_convolution_transpose",
@@ -110,6 +113,49 @@ def conv_kind(x_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: int) -
     if groups > 1:
         return OpClass.CONV_DEPTHWISE if groups == int(x_shape[1]) else OpClass.CONV_GROUPED
     return OpClass.CONV_1X1 if all(int(d) == 1 for d in w_shape[2:]) else OpClass.CONV_DENSE
+
+
+NATIVE_BATCH = 16  # torch's CPU convolution: below this batch a 1×1 convolution on one thread is its own kernel's
+NATIVE_TINY = 20480  # ... and at batch 1, an input of at most this many elements (kernel at most 3 on a side)
+
+
+def native_threads(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: Any, dilation: Any, groups: int,
+                   dtype: str) -> int:
+    """The most threads at which torch runs this float32 CPU convolution with its own kernel rather than
+    oneDNN's (`ConvParams::use_mkldnn` in ATen's Convolution.cpp): any, for a tiny input at batch 1 with a
+    kernel of at most 3 on some side; one, for an unstrided, undilated 1×1 convolution at a batch under 16;
+    else none (0)."""
+    if dtype != "float32" or len(x_shape) < 3 or len(w_shape) < 3:
+        return 0
+    n = int(x_shape[0])
+    kh, kw = int(w_shape[-2]) if len(w_shape) > 3 else 1, int(w_shape[-1])
+    elements = math.prod(int(d) for d in x_shape[:4])
+    if groups == 1 and not (kh > 3 and kw > 3) and n <= 1 and elements <= NATIVE_TINY:
+        return ANY_THREADS
+    unit = all(int(v) == 1 for v in (stride if isinstance(stride, (list, tuple)) else [stride]))
+    undilated = all(int(v) == 1 for v in (dilation if isinstance(dilation, (list, tuple)) else [dilation]))
+    if kh == 1 and kw == 1 and unit and undilated and n < NATIVE_BATCH:
+        return 1
+    return 0
+
+
+def _conv_shape(name: str, bound: dict[str, Any], dtype: str) -> ConvShape:
+    x, w = bound["input"], bound["weight"]
+    mask = bound.get("output_mask", [True, True, True])
+    transposed = bool(bound.get("transposed", False))
+    native = 0 if transposed else native_threads(tuple(x.shape), tuple(w.shape), bound.get("stride", 1),
+                                                 bound.get("dilation", 1), int(bound.get("groups", 1)), dtype)
+    return ConvShape(samples=int(x.shape[0]), weight_bytes=w.numel() * w.element_size(),
+                     weight_grad=name.startswith("convolution_backward") and bool(mask[1]), native_threads=native)
+
+
+def _fresh(func: Any, name: str, out: Any) -> tuple[int, ...]:
+    """The bytes of each storage the operator allocates: its outputs, unless it works in place or returns a
+    view (its schema says so)."""
+    schema = getattr(func, "_schema", None)
+    if name.endswith("_") or schema is None or any(r.alias_info is not None for r in schema.returns):
+        return ()
+    return tuple(t.numel() * t.element_size() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
 
 
 def _convolution(name: str, bound: dict[str, Any], out: Any) -> tuple[OpClass, tuple[int, int, int]]:
@@ -195,12 +241,11 @@ def _class(name: str, func: Any, bound: dict[str, Any], args: tuple[Any, ...],
     return OpClass.OTHER, None
 
 
-# (func, specs) -> (name, class, flops, bytes, dtype, dims), or None for an operator that costs nothing
-_CACHE: dict[str, tuple[str, OpClass, int, int, str, tuple[int, int, int] | None] | None] = {}
+# (func, specs) -> its cost in the forward phase, or None for an operator that costs nothing
+_CACHE: dict[str, OpCost | None] = {}
 
 
-def _measure(func: Any, args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> tuple[str, OpClass, int, int, str, tuple[int, int, int] | None] | None:
+def _measure(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> OpCost | None:
     name = _name(func)
     packet = getattr(func, "_overloadpacket", None)
     formula = (SEPARATE.get(packet) or FORMULAS.get(packet)) if packet is not None else None
@@ -217,8 +262,22 @@ def _measure(func: Any, args: tuple[Any, ...],
     moved = operator_bytes(func, name, margs, mkwargs, out)
     if moved == 0 and flops == 0:
         return None
-    op_class, dims = _class(name, func, _bound(func, margs, mkwargs), margs, out)
-    return name, op_class, flops, moved, _dtype(margs, out), dims
+    bound = _bound(func, margs, mkwargs)
+    op_class, dims = _class(name, func, bound, margs, out)
+    dtype = _dtype(margs, out)
+    conv = _conv_shape(name, bound, dtype) if name in CONVOLUTIONS and "weight" in bound and "input" in bound \
+        else None
+    weights = conv.weight_bytes if conv is not None else _gemm_weight_bytes(name, dims, margs)
+    return OpCost(name, op_class, flops, moved, dtype, "forward", dims, _fresh(func, name, out), conv, weights)
+
+
+def _gemm_weight_bytes(name: str, dims: tuple[int, int, int] | None, args: tuple[Any, ...]) -> int:
+    """A 2-D matrix product's larger input, m×k or k×n (a batched one's operands are activations)."""
+    if dims is None or name not in ("mm", "addmm", "linear", "mkldnn_linear", "_addmm_activation"):
+        return 0
+    m, n, k = dims
+    size = next((t.element_size() for t in args if isinstance(t, torch.Tensor)), 4)
+    return max(m * k, k * n) * size
 
 
 def classify(func: Any, args: Any, kwargs: Any, phase: str) -> OpCost | None:
@@ -231,10 +290,9 @@ def classify(func: Any, args: Any, kwargs: Any, phase: str) -> OpCost | None:
     found = _CACHE[key]
     if found is None:
         return None
-    name, op_class, flops, moved, dtype, dims = found
     if phase == "optimizer":
-        op_class, dims = OpClass.OPTIMIZER, None
-    return OpCost(name, op_class, flops, moved, dtype, phase, dims)
+        return replace(found, op_class=OpClass.OPTIMIZER, dims=None, phase=phase)
+    return replace(found, phase=phase)
 
 
 def _composite(func: Any) -> bool:

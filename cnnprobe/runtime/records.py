@@ -21,6 +21,9 @@ class OpClass(str, Enum):
     CONV_GROUPED = "conv_grouped"  # 1 < groups < channels
     CONV_DEPTHWISE = "conv_depthwise"  # groups == input channels
     CONV_1X1 = "conv_1x1"  # pointwise, groups == 1
+    # torch's own CPU convolution (im2col and one GEMM per sample), which it runs instead of oneDNN for 1×1
+    # convolutions at batches under 16 on one thread, and for tiny inputs (`ConvShape.native_threads`)
+    CONV_NATIVE = "conv_native"
     ATTENTION = "attention"  # scaled dot-product attention kernels
     NORMALIZATION = "normalization"  # batch, layer, group norm (forward and backward)
     ELEMENTWISE = "elementwise"  # activations, adds, multiplies, dropout
@@ -35,7 +38,23 @@ class OpClass(str, Enum):
         """Whether the class's kernels are judged against the compute roof first (their efficiency curve is a
         share of peak FLOP/s); the others' curves are a share of the memory bandwidth."""
         return self in (OpClass.GEMM, OpClass.CONV_DENSE, OpClass.CONV_GROUPED, OpClass.CONV_DEPTHWISE,
-                        OpClass.CONV_1X1, OpClass.ATTENTION)
+                        OpClass.CONV_1X1, OpClass.CONV_NATIVE, OpClass.ATTENTION)
+
+
+# at most this many threads: torch always runs a convolution on the CPU with its own kernel
+ANY_THREADS = 1 << 30
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """What a CPU's convolution costs beyond its FLOPs and tensors: which kernel torch picks, and the weights."""
+
+    samples: int  # the batch: torch's own kernel runs one GEMM per sample, reading the weights each time
+    weight_bytes: int
+    weight_grad: bool  # a backward that computes the weight's gradient (the others compute the input's only)
+    # torch picks its own kernel over oneDNN with at most this many threads: 0 never, 1 for a 1×1 convolution
+    # unstrided at a batch under 16 ("THNN is faster when single-threaded"), ANY_THREADS for a tiny input
+    native_threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,11 @@ class OpCost:
     dtype: str  # the compute dtype of its main input: float32, bfloat16, float16, ...
     phase: str  # "forward", "backward", "optimizer" (or "unmarked")
     dims: tuple[int, int, int] | None = None  # (m, n, k) of the GEMM it is, for wave quantization on GPUs
+    fresh: tuple[int, ...] = ()  # the bytes of each storage it allocates (its outputs), which a CPU may page in
+    conv: ConvShape | None = None  # a convolution's kernel choice and weights, for CPUs
+    # the operand a layer's weights are: a convolution's weights, a matrix product's larger input (a linear
+    # layer's weight at a small batch); a CPU's kernels prepare it (reorder, pack) at a cost that follows its size
+    weight_bytes: int = 0
 
     @property
     def work(self) -> float:
@@ -89,11 +113,21 @@ class Calibration:
     # backward): a compute curve for a compute class, a memory curve for the others
     backward: dict[OpClass, Curve] = field(default_factory=dict)
     backward_launch_us: float | None = None  # a backward node's fixed cost (autograd's engine); None: launch_us
+    # a CPU: how fast the OS maps and zeroes freshly allocated pages (bytes of first touches per second / 1e9);
+    # None: timemodel's default
+    page_in_gbps: float | None = None
+    # a convolution's weight preparation, by class, as bytes of weights per second / 1e9 (forward, backward):
+    # on a CPU oneDNN reorders the weights into its blocked layout and torch's own kernel re-reads them per
+    # sample on every eager call, a cost that follows the weights' size, not the FLOPs. Absent: no such cost
+    weights_gbps: dict[OpClass, float] = field(default_factory=dict)
+    backward_weights_gbps: dict[OpClass, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for kind in ("compute", "memory", "backward"):
             data[kind] = {c.value: asdict(v) for c, v in getattr(self, kind).items()}
+        for kind in ("weights_gbps", "backward_weights_gbps"):
+            data[kind] = {c.value: v for c, v in getattr(self, kind).items()}
         return data
 
     @classmethod
@@ -111,7 +145,17 @@ class Calibration:
                    calibrated=bool(data.get("calibrated", False)), source=str(data.get("source", "")),
                    threads=data.get("threads"), torch=str(data.get("torch", "")), fit_error=data.get("fit_error"),
                    notes=list(data.get("notes", [])), backward=curves["backward"],
-                   backward_launch_us=data.get("backward_launch_us"))
+                   backward_launch_us=data.get("backward_launch_us"),
+                   page_in_gbps=None if data.get("page_in_gbps") is None else float(data["page_in_gbps"]),
+                   weights_gbps=_rates(data.get("weights_gbps")),
+                   backward_weights_gbps=_rates(data.get("backward_weights_gbps")))
+
+
+def _rates(data: Any) -> dict[OpClass, float]:
+    rates = {OpClass(k): float(v) for k, v in dict(data or {}).items()}
+    if any(not v > 0 for v in rates.values()):
+        raise ValueError(f"a weight rate out of range: {rates}")
+    return rates
 
 
 @dataclass(frozen=True)
@@ -129,6 +173,7 @@ class DeviceSpec:
     launch_us: float = 0.0  # a kernel's fixed cost where no calibration says otherwise
     sources: dict[str, str] = field(default_factory=dict)  # figure -> where it comes from (datasheet, page)
     matches: tuple[str, ...] = ()  # substrings of torch.cuda.get_device_name() that identify this device
+    threads: int | None = None  # a CPU: the threads its roofs were measured with, and its steps run on
 
     def peak_tflops(self, dtype: str, tf32: bool = False) -> float:
         """The dense peak for a compute dtype; float32 under TF32 where the device has it and `tf32` is on; a

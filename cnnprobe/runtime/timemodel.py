@@ -6,6 +6,11 @@ efficiencies are the calibration's curves for the operator's class at its size (
 class defaults below where the calibration has none. On a GPU, a GEMM-like operator's tiles of
 `TILE × TILE` outputs run in waves over the SMs: a last wave that fills only part of them wastes the rest.
 
+On a CPU two costs come on top, both of the allocator and the kernel torch picks, not of the arithmetic: a
+convolution torch runs with its own kernel rather than oneDNN's (`opclass.native_threads`) is its own class
+and reads its weights once per sample; and storages of `PAGE_MIN` bytes or more are mapped fresh by the C
+library on every allocation, so their first touch pays the OS's page-in rate (`Calibration.page_in_gbps`).
+
 What the model ignores: overlap between kernels (streams, a copy under a compute kernel), data loading, the
 CPU side under the GPU (Python, the dispatcher, kernel-launch latency beyond the fixed per-kernel cost: a
 small model on a fast GPU is bound by these and is predicted too fast), fusion (every operator is its own
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .records import Calibration, Curve, DeviceSpec, OpClass, OpCost
 
@@ -35,6 +40,7 @@ _GPU_COMPUTE = {
     OpClass.GEMM: Curve(0.70, 1e9),
     OpClass.CONV_DENSE: Curve(0.60, 2e9),
     OpClass.CONV_1X1: Curve(0.60, 1e9),
+    OpClass.CONV_NATIVE: Curve(0.60, 1e9),  # a CPU's kernel only: a GPU's would be its 1×1's
     OpClass.CONV_GROUPED: Curve(0.30, 1e9),
     OpClass.CONV_DEPTHWISE: Curve(0.03, 1e8),
     OpClass.ATTENTION: Curve(0.50, 2e9),
@@ -43,6 +49,7 @@ _GPU_MEMORY = {
     OpClass.GEMM: Curve(0.80, 2e6),
     OpClass.CONV_DENSE: Curve(0.70, 2e6),
     OpClass.CONV_1X1: Curve(0.70, 2e6),
+    OpClass.CONV_NATIVE: Curve(0.70, 2e6),
     OpClass.CONV_GROUPED: Curve(0.60, 2e6),
     OpClass.CONV_DEPTHWISE: Curve(0.50, 2e6),
     OpClass.ATTENTION: Curve(0.70, 2e6),
@@ -60,6 +67,7 @@ _CPU_COMPUTE = {
     OpClass.GEMM: Curve(0.70, 5e7),
     OpClass.CONV_DENSE: Curve(0.55, 1e8),
     OpClass.CONV_1X1: Curve(0.55, 5e7),
+    OpClass.CONV_NATIVE: Curve(0.40, 5e7),
     OpClass.CONV_GROUPED: Curve(0.25, 5e7),
     OpClass.CONV_DEPTHWISE: Curve(0.08, 1e7),
     OpClass.ATTENTION: Curve(0.35, 1e8),
@@ -75,8 +83,21 @@ FALLBACK_MEMORY = Curve(0.5, 1e6)
 
 DEFAULT_GPU = Calibration(device_key="gpu", device_name="", compute=_GPU_COMPUTE, memory=_GPU_MEMORY,
                           launch_us=4.0, calibrated=False, source="defaults")
+# weight preparation, GB/s of weights, as calibrated on this project's 2-core AMD EPYC (1 thread), rounded: an
+# uncalibrated CPU gets the effect at about its size rather than not at all
+_CPU_WEIGHTS = {OpClass.CONV_DENSE: 4.0, OpClass.CONV_NATIVE: 15.0, OpClass.GEMM: 10.0}
+_CPU_BACKWARD_WEIGHTS = {OpClass.CONV_DENSE: 0.5, OpClass.CONV_NATIVE: 2.5}
 DEFAULT_CPU = Calibration(device_key="cpu", device_name="", compute=_CPU_COMPUTE, memory=_CPU_MEMORY,
-                          launch_us=8.0, calibrated=False, source="defaults")
+                          launch_us=8.0, calibrated=False, source="defaults", weights_gbps=_CPU_WEIGHTS,
+                          backward_weights_gbps=_CPU_BACKWARD_WEIGHTS)
+
+
+# glibc's largest mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX, 32 MiB): a storage this large is
+# always mapped fresh, and unmapped when freed, so each step faults its pages in again
+PAGE_MIN = 32 * 2**20
+# the OS's rate of faulting in fresh pages where no calibration measured it: ~0.4 ms per MiB, as measured on
+# this project's 2-core AMD EPYC machine (1 thread)
+DEFAULT_PAGE_IN_GBPS = 2.5
 
 
 def defaults_for(spec: DeviceSpec) -> Calibration:
@@ -132,9 +153,54 @@ def launch_seconds(spec: DeviceSpec, cal: Calibration, phase: str = "forward") -
     return (cal.launch_us or spec.launch_us) * 1e-6
 
 
+def on_cpu(op: OpCost, threads: int) -> OpCost:
+    """The operator as a CPU with `threads` threads runs it: a convolution torch runs with its own kernel is
+    CONV_NATIVE and moves (N − 1) more copies of its weights: one per sample forward and for the input's
+    gradient, and for the weight's gradient one read and one accumulation per sample too (3 in all)."""
+    conv = op.conv
+    if conv is None or threads > conv.native_threads:
+        return op
+    copies = (conv.samples - 1) * (3 if conv.weight_grad else 1)
+    return replace(op, op_class=OpClass.CONV_NATIVE, bytes=op.bytes + copies * conv.weight_bytes)
+
+
+def paged_in_bytes(op: OpCost, threads: int) -> int:
+    """The bytes a CPU step faults in fresh for the operator: each storage of at least PAGE_MIN it allocates,
+    and for a convolution oneDNN runs, its copy of the weights in oneDNN's blocked layout, as large as they are
+    (one forward, and for a backward computing the weight's gradient also that gradient's blocked copy)."""
+    fresh = sum(b for b in op.fresh if b >= PAGE_MIN)
+    conv = op.conv
+    if conv is not None and threads > conv.native_threads and conv.weight_bytes >= PAGE_MIN:
+        fresh += conv.weight_bytes * (2 if conv.weight_grad else 1)
+    return fresh
+
+
+def page_in_seconds(op: OpCost, spec: DeviceSpec, cal: Calibration) -> float:
+    """A CPU's time faulting in the operator's fresh pages (`paged_in_bytes`); 0 on a GPU (its caching allocator
+    keeps memory mapped)."""
+    if spec.kind != "cpu":
+        return 0.0
+    fresh = paged_in_bytes(op, spec.threads or 1)
+    return fresh / ((cal.page_in_gbps or DEFAULT_PAGE_IN_GBPS) * 1e9) if fresh else 0.0
+
+
+def weight_seconds(op: OpCost, cal: Calibration) -> float:
+    """A convolution's or matrix product's time preparing its weights (`Calibration.weights_gbps` for its
+    class, a backward's own where measured); 0 for other operators and where the calibration has no rate."""
+    if not op.weight_bytes:
+        return 0.0
+    rate = (cal.backward_weights_gbps.get(op.op_class) if op.phase == "backward" else None) or \
+        cal.weights_gbps.get(op.op_class)
+    return op.weight_bytes / (rate * 1e9) if rate else 0.0
+
+
 def op_seconds(op: OpCost, spec: DeviceSpec, cal: Calibration, tf32: bool | Callable[[OpCost], bool] = False) -> float:
-    """The operator's predicted time: the larger of compute and memory time, plus one launch. A dtype the
-    device has no peak for (bfloat16 on a V100 or T4) runs at float32's (`DeviceSpec.peak_tflops`)."""
+    """The operator's predicted time: the larger of compute and memory time, plus one launch, plus on a CPU the
+    page-ins of its fresh storages. A dtype the device has no peak for (bfloat16 on a V100 or T4) runs at
+    float32's (`DeviceSpec.peak_tflops`)."""
+    paged = page_in_seconds(op, spec, cal)
+    if spec.kind == "cpu":
+        op = on_cpu(op, spec.threads or 1)
     compute = 0.0
     if op.flops > 0:
         peak = spec.peak_tflops(op.dtype, tf32(op) if callable(tf32) else tf32) * 1e12
@@ -142,7 +208,7 @@ def op_seconds(op: OpCost, spec: DeviceSpec, cal: Calibration, tf32: bool | Call
     memory = 0.0
     if op.bytes > 0:
         memory = op.bytes / (spec.bandwidth_gbps * 1e9 * memory_efficiency(op, spec, cal))
-    return max(compute, memory) + launch_seconds(spec, cal, op.phase)
+    return max(compute, memory) + launch_seconds(spec, cal, op.phase) + paged + weight_seconds(op, cal)
 
 
 @dataclass
@@ -178,6 +244,7 @@ def step_time(ops: list[OpCost], spec: DeviceSpec, cal: Calibration,
     for op in ops:
         seconds = op_seconds(op, spec, cal, tf32)
         phases[_PHASES.get(op.phase, "forward")] += seconds
-        by_class[op.op_class.value] = by_class.get(op.op_class.value, 0.0) + seconds
+        kind = on_cpu(op, spec.threads or 1).op_class if spec.kind == "cpu" else op.op_class
+        by_class[kind.value] = by_class.get(kind.value, 0.0) + seconds
     return StepTime(phases["forward"], phases["backward"], phases["optimizer"], sum(phases.values()), by_class,
                     len(ops))
