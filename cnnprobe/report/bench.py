@@ -171,7 +171,7 @@ def prediction_lines(sweep: Sweep, several: bool, frozen_any: bool) -> list[Any]
     if memory:
         columns += [Col("measured"), Col("predicted"), Col("predicted/measured")]
     if time:
-        columns += [Col("median ms"), Col("predicted ms"), Col("pred/meas")]
+        columns += [Col("step ms"), Col("pred. ms"), Col("ratio")]
     check = Fitted(columns)
     for run, r in predicted:
         cells = _key_cells(run, r, several, frozen_any)

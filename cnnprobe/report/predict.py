@@ -51,7 +51,7 @@ def predict_lines(r: TimeReport) -> list[Any]:
         Text.assemble((r.model, "bold"), f" · batch {r.batch} · input {'×'.join(map(str, r.input_size))}"),
         Text(f"predicted for {r.device_name} ({r.device}, {nbytes(r.memory_bytes)}) · {r.dtype}"
              + (" (autocast)" if r.dtype != "float32" else "") + (" · channels_last" if r.channels_last else "")
-             + f" · optimizer {r.optimizer} · {state} (±{100 * r.band:.0f}%: {r.calibration})"),
+             + f" · optimizer {r.optimizer} · {state} (×/÷ {1 + r.band:.2f}: {r.calibration})"),
         prediction_table(r),
     ]
     if r.dataset_size is not None:
@@ -74,5 +74,11 @@ def calibration_lines(cal: Calibration) -> list[Any]:
             table.add_row(op_class.value, kind, share(curve.peak_share), f"{curve.half_work:.3g} {unit}")
     fit = f"; the grid's median |predicted/measured − 1| after the fit: {share(cal.fit_error)}" \
         if cal.fit_error is not None else ""
+    rates = [f"{c.value} {gbps:.3g} GB/s" + (f" (backward {cal.backward_weights_gbps[c]:.3g})"
+                                             if c in cal.backward_weights_gbps else "")
+             for c, gbps in cal.weights_gbps.items()]
+    extra = [Text("weights prepared at: " + ", ".join(rates))] if rates else []
+    if cal.page_in_gbps:
+        extra.append(Text(f"fresh pages faulted in at {cal.page_in_gbps:.3g} GB/s"))
     return [Text(f"{cal.device_name} ({cal.device_key}): {cal.source}"), table,
-            Text(f"launch cost {cal.launch_us:.2f} µs per kernel{fit}"), *note_lines(cal.notes)]
+            Text(f"launch cost {cal.launch_us:.2f} µs per kernel{fit}"), *extra, *note_lines(cal.notes)]

@@ -30,10 +30,12 @@ from .timemodel import DEFAULT_CPU, DEFAULT_GPU, StepTime, step_time
 if TYPE_CHECKING:
     from torch import nn
 
-# The band around a prediction: the 90th percentile of |predicted/measured - 1| in reports/predict-accuracy.md
-# where calibrated (this machine's CPU), and twice that where the device has no measured calibration.
-BAND_CALIBRATED = 0.30
-BAND_UNCALIBRATED = 0.60
+# The band around a prediction is a factor, as its errors are (a step predicted at half its time is as far off as
+# one predicted at twice it): [predicted / (1 + band), predicted × (1 + band)]. From reports/predict-accuracy.md,
+# the 90th percentile of max(r, 1/r) - 1 for r = predicted/measured: over this machine's CPU steps where
+# calibrated, and over the published GPU rows predicted from the datasheet alone where uncalibrated.
+BAND_CALIBRATED = 0.85
+BAND_UNCALIBRATED = 0.95
 IGNORED = ("the model ignores overlap between kernels, data loading, the host's Python and dispatch time under a "
            "GPU's kernels, fusion and the choice of convolution algorithm")
 
@@ -77,7 +79,7 @@ class TimeReport:
     optimizer: str
     calibrated: bool
     calibration: str  # where the efficiencies come from
-    band: float  # relative half-width of [low_ms, high_ms]
+    band: float  # [low_ms, high_ms] is [predicted / (1 + band), predicted × (1 + band)]
     memory_bytes: int  # the device's
     input_size: list[int]
     dataset_size: int | None = None
@@ -117,7 +119,7 @@ def _result(mode: str, frozen: bool, t: StepTime, batch: int, peak: int, spec: D
             dataset_size: int | None, epochs: int) -> TimeResult:
     ms = 1e3 * t.total_s
     epoch = None if dataset_size is None else epochs * math.ceil(dataset_size / batch) * t.total_s
-    return TimeResult(mode=mode, frozen=frozen, predicted_ms=ms, low_ms=ms * (1 - band), high_ms=ms * (1 + band),
+    return TimeResult(mode=mode, frozen=frozen, predicted_ms=ms, low_ms=ms / (1 + band), high_ms=ms * (1 + band),
                       forward_ms=1e3 * t.forward_s, backward_ms=1e3 * t.backward_s, optimizer_ms=1e3 * t.optimizer_s,
                       samples_per_s=batch / t.total_s if t.total_s > 0 else math.inf, epoch_s=epoch,
                       by_class={k: 1e3 * v for k, v in t.by_class.items()}, predicted_peak_bytes=peak,
@@ -158,7 +160,7 @@ class TimePredictor:
             how = ("cnnprobe calibrate --device cpu" if spec.kind == "cpu"
                    else f"cnnprobe calibrate --device cuda on a {spec.name}")
             report.notes.append(f"uncalibrated: {spec.key}'s efficiencies are cnnprobe's defaults, so the band is "
-                                f"±{100 * band:.0f}%; `{how}` measures them")
+                                f"×/÷ {1 + band:.2f}; `{how}` measures them")
         report.results = time_results(self.memory, memory, spec, cal, batch, dataset_size=dataset_size,
                                       epochs=epochs)
         return report

@@ -61,20 +61,28 @@ _GPU_MEMORY = {
     OpClass.OPTIMIZER: Curve(0.70, 2e6),
     OpClass.OTHER: Curve(0.50, 2e6),
 }
-# CPUs: oneDNN's GEMMs and convolutions reach high shares of the measured peak at far smaller sizes than a
-# GPU; depthwise convolutions and streaming kernels are bound by memory, threads and caches.
+# CPUs: `cnnprobe calibrate --device cpu` on this project's 2-core AMD EPYC at one thread, rounded, so that a CPU
+# that has not been calibrated gets a server x86's shares rather than guesses. Shares are of the measured roofs
+# (a 512³ matrix product's FLOP/s, a copy's bandwidth), so a convolution can beat the first and a kernel whose
+# data sits in cache the second. A compute class's memory curve is not calibrated (0.5 of the bandwidth).
 _CPU_COMPUTE = {
-    OpClass.GEMM: Curve(0.70, 5e7),
-    OpClass.CONV_DENSE: Curve(0.55, 1e8),
-    OpClass.CONV_1X1: Curve(0.55, 5e7),
-    OpClass.CONV_NATIVE: Curve(0.40, 5e7),
-    OpClass.CONV_GROUPED: Curve(0.25, 5e7),
-    OpClass.CONV_DEPTHWISE: Curve(0.08, 1e7),
-    OpClass.ATTENTION: Curve(0.35, 1e8),
+    OpClass.GEMM: Curve(1.2, 1e5),
+    OpClass.CONV_DENSE: Curve(1.2, 1.1e7),
+    OpClass.CONV_1X1: Curve(0.9, 2.6e6),
+    OpClass.CONV_NATIVE: Curve(0.65, 5e5),
+    OpClass.CONV_GROUPED: Curve(1.1, 7e6),
+    OpClass.CONV_DEPTHWISE: Curve(0.39, 2.8e6),
+    OpClass.ATTENTION: Curve(0.5, 1e7),  # not in the grid: about half a GEMM's
 }
 _CPU_MEMORY = {c: Curve(0.5, 2e5) for c in OpClass} | {
-    OpClass.ELEMENTWISE: Curve(0.6, 2e5), OpClass.COPY_LAYOUT: Curve(0.6, 2e5),
-    OpClass.NORMALIZATION: Curve(0.4, 2e5), OpClass.REDUCTION: Curve(0.4, 2e5), OpClass.POOLING: Curve(0.1, 2e5),
+    OpClass.ELEMENTWISE: Curve(3.8, 1e3), OpClass.COPY_LAYOUT: Curve(2.8, 1e3), OpClass.OPTIMIZER: Curve(2.3, 1e3),
+    OpClass.NORMALIZATION: Curve(0.16, 1e3), OpClass.REDUCTION: Curve(2.1, 1e3), OpClass.POOLING: Curve(0.04, 3.7e4),
+}
+_CPU_BACKWARD = {
+    OpClass.CONV_DENSE: Curve(1.06, 1.4e7), OpClass.CONV_1X1: Curve(0.84, 1.6e7),
+    OpClass.CONV_NATIVE: Curve(0.72, 1.7e6), OpClass.CONV_GROUPED: Curve(1.0, 1.3e7),
+    OpClass.CONV_DEPTHWISE: Curve(0.26, 3.4e6),
+    OpClass.NORMALIZATION: Curve(0.53, 2.3e5),
 }
 # Where neither the calibration nor the defaults have a class (a compute curve for a memory class whose
 # operator does count FLOPs: interpolation, RoIAlign): a modest share, reached early.
@@ -88,7 +96,8 @@ DEFAULT_GPU = Calibration(device_key="gpu", device_name="", compute=_GPU_COMPUTE
 _CPU_WEIGHTS = {OpClass.CONV_DENSE: 4.0, OpClass.CONV_NATIVE: 15.0, OpClass.GEMM: 10.0}
 _CPU_BACKWARD_WEIGHTS = {OpClass.CONV_DENSE: 0.5, OpClass.CONV_NATIVE: 2.5}
 DEFAULT_CPU = Calibration(device_key="cpu", device_name="", compute=_CPU_COMPUTE, memory=_CPU_MEMORY,
-                          launch_us=8.0, calibrated=False, source="defaults", weights_gbps=_CPU_WEIGHTS,
+                          launch_us=6.7, calibrated=False, source="defaults", backward=_CPU_BACKWARD,
+                          backward_launch_us=4.7, page_in_gbps=2.0, weights_gbps=_CPU_WEIGHTS,
                           backward_weights_gbps=_CPU_BACKWARD_WEIGHTS)
 
 
