@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.profile_checks import spearman
 from cnnprobe.runtime.predict import BAND_UNCALIBRATED
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
@@ -89,18 +90,6 @@ def measure_and_predict(name: str, calibration: Any, min_time: float = 0.3) -> l
         if p is not None:
             rows.append(Row(name, m.mode, m.frozen, m.median_ms, p.predicted_ms))
     return rows
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    def ranks(values: list[float]) -> list[int]:
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        out = [0] * len(values)
-        for rank, i in enumerate(order):
-            out[i] = rank
-        return out
-
-    ra, rb, n = ranks(a), ranks(b), len(a)
-    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1)) if n > 1 else 1.0
 
 
 def summary(rows: list[Row]) -> dict[str, float]:

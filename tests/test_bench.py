@@ -38,7 +38,7 @@ from .load import Load
 
 FAST = dict(min_time=0.02, max_time=0.2, warmup=1, threads=1)
 FAST_ARGS = ["--min-time", "0.02", "--max-time", "0.2", "--warmup", "1", "--threads", "1"]
-BENCH_FOOTER = ("!:", "times in ms", "peak memory, measured", "lenet b", "resnet18 b", "alexnet b")  # the lines that follow the bench table
+BENCH_FOOTER = ("!:", "times in ms", "peak memory, measured", "peak memory and step time", "step time, measured", "lenet b", "resnet18 b", "alexnet b")  # the lines that follow the bench table
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 # LeNet by hand: conv1 1→6 5×5 at 28×28, conv2 6→16 5×5 at 10×10, then 400→120→84→10.

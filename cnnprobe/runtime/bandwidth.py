@@ -12,9 +12,7 @@ For known GPUs the datasheet's figure (runtime.hardware's table) is given too, l
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import torch
 from ..core import cache
 from ..memory import host
 from ..training.devices import device_name, synchronize, timer_module
-from .flops_peak import IMPLAUSIBLE, cached_figure
+from .flops_peak import IMPLAUSIBLE, cached_figure, fastest_call
 from .hardware import matching
 
 CPU_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -155,19 +153,7 @@ def quick_gbps(device: str, threads: int) -> float:
     size = buffer_sizes(device)[0]
     src = torch.ones(size // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    best = math.inf
-    try:
-        for _ in range(QUICK_CALLS + 1):
-            synchronize(device)
-            start = time.perf_counter()
-            dst.copy_(src)
-            synchronize(device)
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(before)
-    return bytes_moved("copy", size) / best / 1e9
+    return bytes_moved("copy", size) / fastest_call(lambda: dst.copy_(src), device, threads, QUICK_CALLS) / 1e9
 
 
 def _valid(entry: Any) -> Bandwidth | None:

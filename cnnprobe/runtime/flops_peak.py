@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -104,13 +105,10 @@ def measure_matmul(device: str, dtype: str, threads: int) -> Peak:
                         "matmul", f"{n}³ {dtype} (best of {sizes}), {threads} thread{'s' if threads != 1 else ''}")
 
 
-def quick_tflops(device: str, dtype: str, threads: int, calls: int = 10) -> float:
-    """TFLOP/s of one small square product on `threads` threads, the fastest of a few calls after one to
-    warm up: a figure the device's true peak cannot lie below, taken in a fraction of a second."""
-    n = QUICK_SIZE_CUDA if device.startswith("cuda") else QUICK_SIZE_CPU
-    torch_dtype = getattr(torch, dtype)
-    a = torch.randn(n, n, device=device).to(torch_dtype)
-    b = torch.randn(n, n, device=device).to(torch_dtype)
+def fastest_call(call: Callable[[], object], device: str, threads: int, calls: int,
+                 give_up_s: float = math.inf) -> float:
+    """The fastest of `calls` timed calls after one to warm up, on `threads` threads, each synchronised;
+    inf as soon as one takes longer than `give_up_s`. What the quick checks of a cached roof time."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     best = math.inf
@@ -118,14 +116,26 @@ def quick_tflops(device: str, dtype: str, threads: int, calls: int = 10) -> floa
         for _ in range(calls + 1):
             synchronize(device)
             start = time.perf_counter()
-            torch.mm(a, b)
+            call()
             synchronize(device)
             best = min(best, time.perf_counter() - start)
-            if best > SLOW_PRODUCT_S:  # a dtype the CPU emulates: no quick figure
-                return 0.0
+            if best > give_up_s:
+                return math.inf
     finally:
         torch.set_num_threads(before)
-    return 2 * n**3 / best / 1e12
+    return best
+
+
+def quick_tflops(device: str, dtype: str, threads: int, calls: int = 10) -> float:
+    """TFLOP/s of one small square product on `threads` threads, the fastest of a few calls after one to
+    warm up: a figure the device's true peak cannot lie below, taken in a fraction of a second; 0 for a dtype
+    the CPU emulates (no quick figure)."""
+    n = QUICK_SIZE_CUDA if device.startswith("cuda") else QUICK_SIZE_CPU
+    torch_dtype = getattr(torch, dtype)
+    a = torch.randn(n, n, device=device).to(torch_dtype)
+    b = torch.randn(n, n, device=device).to(torch_dtype)
+    best = fastest_call(lambda: torch.mm(a, b), device, threads, calls, give_up_s=SLOW_PRODUCT_S)
+    return 0.0 if math.isinf(best) else 2 * n**3 / best / 1e12
 
 
 def measured(device: str, dtype: str, threads: int, *, refresh: bool = False) -> Peak:
