@@ -146,14 +146,21 @@ def measure_bandwidth(device: str, threads: int) -> Bandwidth:
                                                  f"triad at {tried}), {_threads(threads)}")
 
 
+def _quick_half(device: str) -> int:
+    """The bytes of each half of the quick check's buffer: a quarter of the smallest measured size."""
+    return max(buffer_sizes(device)[0] // 16 * 4, MIN_BUFFER)
+
+
 def quick_gbps(device: str, threads: int) -> float:
-    """GB/s of one copy at the smallest measured size on `threads` threads, the fastest of a few calls after
-    one to warm up: a figure the memory's true bandwidth cannot lie far below, taken in a fraction of a
-    second."""
-    size = buffer_sizes(device)[0]
-    src = torch.ones(size // 4, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    return bytes_moved("copy", size) / fastest_call(lambda: dst.copy_(src), device, threads, QUICK_CALLS) / 1e9
+    """GB/s of one copy between the halves of a buffer half the smallest measured size (a copy that moves twice
+    the last-level cache, in a quarter of the memory of two full buffers: it runs inside every bench and
+    predict), on `threads` threads, the fastest of a few calls after one to warm up: a figure the memory's
+    true bandwidth cannot lie far below (IMPLAUSIBLE leaves room for what the cache serves), taken in a
+    fraction of a second."""
+    half = _quick_half(device)
+    buffer = torch.ones(2 * half // 4, dtype=torch.float32, device=device)
+    src, dst = buffer[: half // 4], buffer[half // 4:]
+    return bytes_moved("copy", half) / fastest_call(lambda: dst.copy_(src), device, threads, QUICK_CALLS) / 1e9
 
 
 def _valid(entry: Any) -> Bandwidth | None:
@@ -180,7 +187,7 @@ def measured_bandwidth(device: str, threads: int, *, refresh: bool = False) -> B
             refresh = True
     bandwidth = measure_bandwidth(device, threads)
     if quick > bandwidth.gbps:  # never below the check that found the cache implausible, or it would be again
-        bandwidth = Bandwidth(quick, "measured copy", f"copy of {_mib(buffer_sizes(device)[0])} float32 buffers "
+        bandwidth = Bandwidth(quick, "measured copy", f"copy of {_mib(_quick_half(device))} float32 buffers "
                                                       f"(the quick check), {_threads(threads)}")
     if refresh:  # keep the better of the old and the new: a figure measured once is achievable
         old = _valid(cache.load(CACHE).get(key))
