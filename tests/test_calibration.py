@@ -133,6 +133,11 @@ def test_counts_match_hand_formulas() -> None:
     # SGD momentum: buf *= m (read, write), buf += g (2 reads, write), p -= lr·buf (2 reads, write)
     sgd = microbench.cost(_case("sgd momentum 20x65536"))
     assert (sgd.bytes, sgd.kernels) == (8 * 20 * 65536 * 4, 3)
+    # the weights the rate is fitted on: a convolution's (C_out · C_in/groups · k²), a product's larger input
+    assert conv.weight_bytes == backward.weight_bytes == 64 * 1 * 9 * 4
+    assert microbench.cost(_case("conv dense3x3 wide 2x512x4x4->512")).weight_bytes == 512 * 512 * 9 * 4
+    assert microbench.cost(_case("mm 2x4096x9216")).weight_bytes == 9216 * 4096 * 4
+    assert mm.weight_bytes == 512 * 512 * 4 and add.weight_bytes == sgd.weight_bytes == 0
 
 
 def test_the_grid_is_single_operators_never_a_model() -> None:

@@ -153,6 +153,7 @@ def test_a_convolution_torch_runs_itself_rereads_its_weights_per_sample():
     sample); a backward with the weight's gradient 3 × 3 more (input gradient, weight read and accumulation)."""
     forward = on_cpu(_conv(4, 10**6, native=1), threads=1)
     assert forward.op_class is OpClass.CONV_NATIVE and forward.bytes == 10**6 + 3 * 10**6
+    assert on_cpu(forward, threads=1) == forward  # the copies are added once, however often it is asked
     backward = on_cpu(_conv(4, 10**6, native=1, phase="backward", weight_grad=True), threads=1)
     assert backward.bytes == 10**6 + 9 * 10**6
     input_only = on_cpu(_conv(4, 10**6, native=1, phase="backward"), threads=1)

@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..trace.costs import ZERO_BYTES, operator_bytes
 from ..trace.formulas import FORMULAS
 from ..training.devices import free_memory, is_oom, synchronize, timer_module
-from .opclass import native_threads
+from .opclass import native_threads, weight_bytes
 from .records import OpClass
 
 aten = torch.ops.aten
@@ -41,7 +41,6 @@ class Case:
     quick: bool = False  # part of the quick grid (tests, --quick)
     cuda_only: bool = False  # a size only a GPU reaches its plateau at (too slow for the CPU grid)
     native_threads: int = 0  # a convolution torch runs on the CPU with its own kernel at this many threads or fewer
-    weights: int = 0  # a convolution's weight elements
 
     def op_class_on(self, device: str, threads: int) -> OpClass:
         """The class its kernel is of where it runs: a CPU convolution torch runs with its own kernel is
@@ -59,6 +58,7 @@ class CaseCost:
     bytes: int
     kernels: int
     ops: tuple[str, ...]
+    weight_bytes: int = 0  # `OpCost.weight_bytes` of its operators
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Measurement:
     bytes: int
     kernels: int
     seconds: float
-    weight_bytes: int = 0  # a convolution's weights
+    weight_bytes: int = 0  # its convolutions' weights and its matrix products' larger inputs
 
     @property
     def heavy(self) -> bool:
@@ -99,6 +99,7 @@ class _Count(TorchDispatchMode):
         super().__init__()
         self.flops = 0
         self.bytes = 0
+        self.weight_bytes = 0
         self.ops: list[str] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
@@ -109,6 +110,7 @@ class _Count(TorchDispatchMode):
         if formula is not None:
             self.flops += int(formula(*args, **kwargs, out_val=out))
         self.bytes += operator_bytes(func, name, args, kwargs, out)
+        self.weight_bytes += weight_bytes(func, args, kwargs)
         if name not in ZERO_BYTES:
             self.ops.append(name)
         return out
@@ -119,7 +121,7 @@ def cost(case: Case, dtype: str = "float32") -> CaseCost:
     thunk = case.make("meta", getattr(torch, dtype))
     with _Count() as counter:
         thunk()
-    return CaseCost(counter.flops, counter.bytes, len(counter.ops), tuple(counter.ops))
+    return CaseCost(counter.flops, counter.bytes, len(counter.ops), tuple(counter.ops), counter.weight_bytes)
 
 
 # ---- the cases
@@ -262,26 +264,23 @@ def _conv_cases() -> Iterator[Case]:
     for label, op_class, (n, c, hw, out, k, groups, stride), quick in shapes:
         size = f"{n}x{c}x{hw}x{hw}->{out}"
         native = native_threads((n, c, hw, hw), (out, c // groups, k, k), stride, 1, groups, "float32")
-        weights = out * (c // groups) * k * k
         yield Case(f"conv {label} {size}", op_class, _conv(n, c, hw, out, k, groups, stride), LOW, quick,
-                   native_threads=native, weights=weights)
+                   native_threads=native)
         yield Case(f"conv {label} {size} backward", op_class,
-                   _conv(n, c, hw, out, k, groups, stride, backward=True), LOW, quick, native_threads=native,
-                   weights=weights)
+                   _conv(n, c, hw, out, k, groups, stride, backward=True), LOW, quick, native_threads=native)
     yield Case("conv dense3x3 4x32x28x28->32 backward input only", OpClass.CONV_DENSE,
-               _conv(4, 32, 28, 32, 3, 1, 1, backward=True, weight_grad=False), LOW, weights=32 * 32 * 9)
+               _conv(4, 32, 28, 32, 3, 1, 1, backward=True, weight_grad=False), LOW)
 
 
 def grid() -> list[Case]:
     """Every micro-benchmark, in the order they are timed."""
-    cases = [Case(f"mm {n}x{n}x{n}", OpClass.GEMM, _gemm(n, n, n), LOW, n in (128, 512), weights=n * n)
+    cases = [Case(f"mm {n}x{n}x{n}", OpClass.GEMM, _gemm(n, n, n), LOW, n in (128, 512))
              for n in (64, 128, 256, 512, 1024)]
     # skinny ones too: a linear layer at a small batch reads a weight matrix far larger than its activations
-    cases += [Case(f"mm {m}x{n}x{k}", OpClass.GEMM, _gemm(m, n, k), LOW, quick, weights=max(m * k, k * n))
+    cases += [Case(f"mm {m}x{n}x{k}", OpClass.GEMM, _gemm(m, n, k), LOW, quick)
               for m, n, k, quick in ((4096, 64, 256, False), (32, 1000, 2048, True), (3136, 256, 64, False),
                                      (4, 4096, 4096, False), (2, 4096, 9216, False))]
-    cases.append(Case("addmm 256x1000x512", OpClass.GEMM, _gemm(256, 1000, 512, bias=True), LOW,
-                      weights=1000 * 512))
+    cases.append(Case("addmm 256x1000x512", OpClass.GEMM, _gemm(256, 1000, 512, bias=True), LOW))
     cases += list(_conv_cases())
     for n, c, hw, quick in ((8, 64, 56, False), (8, 32, 28, True), (2, 16, 14, False)):
         for backward in (False, True):
@@ -433,7 +432,7 @@ def _run(plan: list[tuple[Case, str]], device: str, threads: int, time_limit: fl
                 skipped.append(f"{case.name} {dtype}")
             continue
         m = Measurement(case.name, case.op_class_on(device, threads), dtype, count.flops, count.bytes, count.kernels,
-                        seconds, case.weights * getattr(torch, dtype).itemsize)
+                        seconds, count.weight_bytes)
         out.append(m)
         if on_case is not None:
             on_case(m)

@@ -265,19 +265,35 @@ def _measure(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> OpCost
     bound = _bound(func, margs, mkwargs)
     op_class, dims = _class(name, func, bound, margs, out)
     dtype = _dtype(margs, out)
-    conv = _conv_shape(name, bound, dtype) if name in CONVOLUTIONS and "weight" in bound and "input" in bound \
-        else None
-    weights = conv.weight_bytes if conv is not None else _gemm_weight_bytes(name, dims, margs)
-    return OpCost(name, op_class, flops, moved, dtype, "forward", dims, _fresh(func, name, out), conv, weights)
+    conv = _conv_shape(name, bound, dtype) if _is_convolution(name, bound) else None
+    return OpCost(name, op_class, flops, moved, dtype, "forward", dims, _fresh(func, name, out), conv,
+                  _weight_bytes(name, bound, dims, margs))
 
 
-def _gemm_weight_bytes(name: str, dims: tuple[int, int, int] | None, args: tuple[Any, ...]) -> int:
-    """A 2-D matrix product's larger input, m×k or k×n (a batched one's operands are activations)."""
+def _is_convolution(name: str, bound: dict[str, Any]) -> bool:
+    return name in CONVOLUTIONS and "weight" in bound and "input" in bound
+
+
+def _weight_bytes(name: str, bound: dict[str, Any], dims: tuple[int, int, int] | None, args: tuple[Any, ...]) -> int:
+    """The operand a layer's weights are: a convolution's weights; a 2-D matrix product's larger input, m×k or
+    k×n (a batched one's operands are activations); 0 for anything else."""
+    if _is_convolution(name, bound):
+        w = bound["weight"]
+        return int(w.numel() * w.element_size())
     if dims is None or name not in ("mm", "addmm", "linear", "mkldnn_linear", "_addmm_activation"):
         return 0
     m, n, k = dims
     size = next((t.element_size() for t in args if isinstance(t, torch.Tensor)), 4)
     return max(m * k, k * n) * size
+
+
+def weight_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """`OpCost.weight_bytes` of one call on real or meta tensors, by the rule `classify` applies (what the
+    calibration's grid counts, so that a fitted rate is judged on a prediction's own count)."""
+    name = _name(func)
+    bound = _bound(func, args, kwargs)
+    dims = _gemm_dims(name, bound) if name in GEMMS else None
+    return _weight_bytes(name, bound, dims, args)
 
 
 def classify(func: Any, args: Any, kwargs: Any, phase: str) -> OpCost | None:

@@ -95,18 +95,18 @@ DEFAULT_GPU = Calibration(device_key="gpu", device_name="", compute=_GPU_COMPUTE
 # uncalibrated CPU gets the effect at about its size rather than not at all
 _CPU_WEIGHTS = {OpClass.CONV_DENSE: 4.0, OpClass.CONV_NATIVE: 15.0, OpClass.GEMM: 10.0}
 _CPU_BACKWARD_WEIGHTS = {OpClass.CONV_DENSE: 0.5, OpClass.CONV_NATIVE: 2.5}
+# the OS's rate of faulting in fresh pages where no calibration measured it: ~0.5 ms per MiB (calibrations of
+# this project's 2-core AMD EPYC read 1.7 to 2.6 GB/s)
+DEFAULT_PAGE_IN_GBPS = 2.0
 DEFAULT_CPU = Calibration(device_key="cpu", device_name="", compute=_CPU_COMPUTE, memory=_CPU_MEMORY,
                           launch_us=6.7, calibrated=False, source="defaults", backward=_CPU_BACKWARD,
-                          backward_launch_us=4.7, page_in_gbps=2.0, weights_gbps=_CPU_WEIGHTS,
+                          backward_launch_us=4.7, page_in_gbps=DEFAULT_PAGE_IN_GBPS, weights_gbps=_CPU_WEIGHTS,
                           backward_weights_gbps=_CPU_BACKWARD_WEIGHTS)
 
 
 # glibc's largest mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX, 32 MiB): a storage this large is
 # always mapped fresh, and unmapped when freed, so each step faults its pages in again
 PAGE_MIN = 32 * 2**20
-# the OS's rate of faulting in fresh pages where no calibration measured it: ~0.4 ms per MiB, as measured on
-# this project's 2-core AMD EPYC machine (1 thread)
-DEFAULT_PAGE_IN_GBPS = 2.5
 
 
 def defaults_for(spec: DeviceSpec) -> Calibration:
@@ -167,7 +167,7 @@ def on_cpu(op: OpCost, threads: int) -> OpCost:
     CONV_NATIVE and moves (N − 1) more copies of its weights: one per sample forward and for the input's
     gradient, and for the weight's gradient one read and one accumulation per sample too (3 in all)."""
     conv = op.conv
-    if conv is None or threads > conv.native_threads:
+    if conv is None or threads > conv.native_threads or op.op_class is OpClass.CONV_NATIVE:  # (once only)
         return op
     copies = (conv.samples - 1) * (3 if conv.weight_grad else 1)
     return replace(op, op_class=OpClass.CONV_NATIVE, bytes=op.bytes + copies * conv.weight_bytes)
@@ -251,9 +251,10 @@ def step_time(ops: list[OpCost], spec: DeviceSpec, cal: Calibration,
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     by_class: dict[str, float] = {}
     for op in ops:
+        if spec.kind == "cpu":
+            op = on_cpu(op, spec.threads or 1)  # its class as the CPU runs it, in by_class too
         seconds = op_seconds(op, spec, cal, tf32)
         phases[_PHASES.get(op.phase, "forward")] += seconds
-        kind = on_cpu(op, spec.threads or 1).op_class if spec.kind == "cpu" else op.op_class
-        by_class[kind.value] = by_class.get(kind.value, 0.0) + seconds
+        by_class[op.op_class.value] = by_class.get(op.op_class.value, 0.0) + seconds
     return StepTime(phases["forward"], phases["backward"], phases["optimizer"], sum(phases.values()), by_class,
                     len(ops))
